@@ -1,0 +1,42 @@
+"""The records the scoreboard is computed from: what the arena's store hands over, nothing more.
+
+Arrays are indexed by evaluation-sample index (0..N-1, the arena's fixed evaluation set).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DefenseRecord:
+    name: str
+    team: str
+    submitted_at: float          # unix seconds; ties break on the earlier submission
+    clean_correct: np.ndarray    # bool [N]: the defense classifies the clean image correctly
+
+    @property
+    def clean_accuracy(self) -> float:
+        return float(np.mean(self.clean_correct)) if self.clean_correct.size else 0.0
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    defense: str
+    attack: str
+    team: str
+    started_at: float            # unix seconds
+    finished: bool               # only finished runs count
+    distances: np.ndarray        # float64 [N]: smallest verified distance, +inf where none
+
+
+@dataclass(frozen=True)
+class EvaluationSet:
+    worst_case: np.ndarray       # float64 [N]: ||max(x, 1 - x)||_2 per clean image
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.worst_case.shape[0])
