@@ -1,0 +1,224 @@
+"""Scoring (ARENA_RULES section 6) against tables computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from scoreboard.records import DefenseRecord, EvaluationSet, RunRecord
+from scoreboard.scoring import leaderboard
+
+INF = math.inf
+WORST = EvaluationSet(worst_case=np.array([10.0, 20.0, 30.0, 40.0]))
+
+
+def defense(name, clean, submitted_at=0.0, team="blue"):
+    return DefenseRecord(name=name, team=team, submitted_at=submitted_at, clean_correct=np.array(clean, dtype=bool))
+
+
+def run(run_id, defense, attack, distances, started_at=0.0, finished=True, team="red"):
+    return RunRecord(run_id=run_id, defense=defense, attack=attack, team=team, started_at=started_at,
+                     finished=finished, distances=np.array(distances, dtype=np.float64))
+
+
+@pytest.fixture
+def hand_board():
+    """Two defenses, three attacks; the expected values are worked out in each test."""
+    defenses = [
+        defense("A", [True, True, True, False], submitted_at=1.0),   # sample 3 misclassified -> 0
+        defense("B", [True, True, True, True], submitted_at=2.0),
+    ]
+    runs = [
+        run("r1", "A", "x", [1.0, INF, 3.0, 0.5], started_at=5.0),
+        run("r2", "A", "y", [2.0, 4.0, INF, 0.1], started_at=6.0),
+        run("r3", "A", "x", [0.01] * 4, started_at=0.5, finished=False),  # unfinished: ignored
+        run("r4", "B", "x", [INF, 1.0, INF, 3.0], started_at=8.0),
+        run("r5", "B", "x", [0.5, 2.0, INF, 4.0], started_at=9.0),        # x ran twice on B: min
+        run("r6", "ghost", "y", [0.0] * 4, started_at=1.0),                # unknown defense: ignored
+        run("r7", "B", "z", [1.0, 1.0, INF, INF], started_at=1.0, team="green"),
+    ]
+    return leaderboard(defenses, runs, WORST)
+
+
+def test_defense_table_by_hand(hand_board):
+    b, a = hand_board.defenses
+    # B: d = [min(inf,.5,1), min(1,2,1), worst 30, min(3,4,inf)] = [.5, 1, 30, 3]
+    assert (b.rank, b.name) == (1, "B")
+    assert b.distances == (0.5, 1.0, 30.0, 3.0)
+    assert b.mean_l2 == pytest.approx(8.625)
+    assert b.median_l2 == pytest.approx(2.0)          # even count: mean of 1 and 3
+    assert b.clean_accuracy == 1.0
+    assert b.attacks_faced == ("x", "z")
+    # A: d = [min(1,2), min(inf,4), min(3,inf), clean misclassified 0] = [1, 4, 3, 0]; r3 unfinished
+    assert (a.rank, a.name) == (2, "A")
+    assert a.distances == (1.0, 4.0, 3.0, 0.0)
+    assert a.mean_l2 == pytest.approx(2.0)
+    assert a.median_l2 == pytest.approx(2.0)          # sorted [0, 1, 3, 4]
+    assert a.clean_accuracy == 0.75
+    assert a.attacks_faced == ("x", "y")              # r3 is unfinished, r6 is against an unknown defense
+
+
+def test_best_runs_name_the_run_that_found_d(hand_board):
+    b, a = hand_board.defenses
+    assert a.best_runs == ("r1", "r2", "r1", "")      # "" for the misclassified clean image
+    assert b.best_runs == ("r5", "r4", "", "r4")      # an exact tie (1.0) goes to the earlier run in the list
+
+
+def test_robust_accuracy_is_strictly_greater(hand_board):
+    b, a = hand_board.defenses
+    # A: d = [1, 4, 3, 0]: > 0.5 -> 3/4; > 1.0 -> 2/4 (d = 1.0 is not robust at 1.0); > 2.0 -> 2/4
+    assert a.robust_accuracy == ((0.5, 0.75), (1.0, 0.5), (2.0, 0.5))
+    # B: d = [.5, 1, 30, 3]: > 0.5 -> 3/4 (d = 0.5 is not robust at 0.5); > 1 -> 2/4; > 2 -> 2/4
+    assert b.robust_accuracy == ((0.5, 0.75), (1.0, 0.5), (2.0, 0.5))
+    assert a.robust_accuracy_at(1.0) == 0.5
+    assert math.isnan(a.robust_accuracy_at(3.0))
+
+
+def test_custom_radii(hand_board):
+    board = leaderboard(
+        [defense("A", [True, True, True, False])],
+        [run("r1", "A", "x", [1.0, INF, 3.0, 0.5])],
+        WORST,
+        radii=(0.0, 3.0),
+    )
+    # d = [1, worst 20, 3, 0]
+    assert board.radii == (0.0, 3.0)
+    assert board.defenses[0].robust_accuracy == ((0.0, 0.75), (3.0, 0.25))
+
+
+def test_attack_table_by_hand(hand_board):
+    x, y, z = hand_board.attacks
+    # x vs A (r1 only): [1, worst 20, 3, 0] -> 6.0; x vs B (min of r4, r5): [.5, 1, worst 30, 3] -> 8.625
+    assert (x.rank, x.attack) == (1, "x")
+    assert x.per_defense == (("B", pytest.approx(8.625)), ("A", pytest.approx(6.0)))
+    assert x.mean_l2 == pytest.approx(7.3125)
+    assert x.defenses_faced == 2
+    assert x.first_started_at == 5.0                  # r3 (0.5) is unfinished and does not count
+    # y faced A only (its run on "ghost" is ignored): [2, 4, worst 30, 0] -> 9.0; unranked
+    assert (y.rank, y.attack, y.defenses_faced) == (0, "y", 1)
+    assert y.mean_l2 == pytest.approx(9.0)
+    assert not y.ranked
+    # z faced B only: [1, 1, worst 30, worst 40] -> 18.0; unranked, listed after y (same count, larger mean)
+    assert (z.rank, z.attack, z.defenses_faced, z.teams) == (0, "z", 1, ("green",))
+    assert z.mean_l2 == pytest.approx(18.0)
+
+
+def test_no_adversarial_found_scores_the_worst_case():
+    board = leaderboard([defense("A", [True, True, False, True])], [run("r", "A", "x", [INF, 2.0, INF, INF])], WORST)
+    assert board.defenses[0].distances == (10.0, 2.0, 0.0, 40.0)
+    assert board.attacks[0].mean_l2 == pytest.approx(13.0)
+
+
+def test_clean_misclassified_scores_zero_even_if_an_attack_reports_a_distance():
+    board = leaderboard([defense("A", [False] * 4)], [run("r", "A", "x", [5.0, 6.0, INF, 1.0])], WORST)
+    score = board.defenses[0]
+    assert score.distances == (0.0,) * 4
+    assert (score.mean_l2, score.median_l2, score.clean_accuracy) == (0.0, 0.0, 0.0)
+    assert score.robust_accuracy == ((0.5, 0.0), (1.0, 0.0), (2.0, 0.0))
+    assert board.attacks[0].mean_l2 == 0.0
+
+
+def test_no_runs_every_defense_at_its_worst_case():
+    board = leaderboard([defense("A", [True, True, True, False]), defense("B", [True] * 4)], [], WORST)
+    b, a = board.defenses
+    assert b.distances == (10.0, 20.0, 30.0, 40.0) and b.mean_l2 == 25.0 and b.median_l2 == 25.0
+    assert a.distances == (10.0, 20.0, 30.0, 0.0) and a.mean_l2 == 15.0
+    assert b.attacks_faced == () and b.best_runs == ("",) * 4
+    assert board.attacks == ()
+
+
+def test_only_unfinished_runs_count_as_no_runs():
+    board = leaderboard([defense("A", [True] * 4)], [run("r", "A", "x", [0.1] * 4, finished=False)], WORST)
+    assert board.defenses[0].mean_l2 == 25.0
+    assert board.attacks == ()
+
+
+def test_no_defenses():
+    board = leaderboard([], [run("r", "ghost", "x", [1.0] * 4)], WORST)
+    assert board.defenses == () and board.attacks == ()
+    assert board.num_samples == 4
+
+
+def test_empty_evaluation_set_gives_undefined_scores():
+    board = leaderboard([defense("A", []), defense("B", [], submitted_at=-1.0)],
+                        [run("r", "A", "x", [])], EvaluationSet(worst_case=np.zeros(0)))
+    assert board.num_samples == 0
+    assert [s.name for s in board.defenses] == ["B", "A"]  # all NaN: earlier submission first
+    assert all(math.isnan(s.mean_l2) and math.isnan(s.median_l2) for s in board.defenses)
+    assert math.isnan(board.defenses[0].robust_accuracy_at(0.5))
+    assert board.attacks[0].rank == 0  # x faced A only
+
+
+def test_defense_ties_break_on_the_earlier_submission():
+    # Same records apart from the name and submission time; alphabetical order would say the opposite.
+    early = defense("zeta", [True] * 4, submitted_at=3.0)
+    late = defense("alpha", [True] * 4, submitted_at=5.0)
+    runs = [run("r1", "zeta", "x", [1.0, 2.0, 3.0, 4.0]), run("r2", "alpha", "x", [1.0, 2.0, 3.0, 4.0])]
+    for order in ([early, late], [late, early]):
+        board = leaderboard(order, runs, WORST)
+        assert [(s.rank, s.name) for s in board.defenses] == [(1, "zeta"), (2, "alpha")]
+
+
+def test_attack_ties_break_on_the_earliest_run():
+    defenses = [defense("A", [True] * 4), defense("B", [True] * 4)]
+    runs = [
+        run("a1", "A", "alpha", [1.0] * 4, started_at=50.0),
+        run("a2", "B", "alpha", [2.0] * 4, started_at=10.0),  # alpha's earliest run: 10
+        run("o1", "A", "omega", [2.0] * 4, started_at=5.0),   # omega's earliest run: 5
+        run("o2", "B", "omega", [1.0] * 4, started_at=60.0),
+    ]
+    for order in (runs, runs[::-1]):
+        board = leaderboard(defenses, order, WORST)
+        assert [(a.rank, a.attack, a.mean_l2) for a in board.attacks] == [(1, "omega", 1.5), (2, "alpha", 1.5)]
+
+
+def test_ranked_attacks_before_unranked_even_when_weaker():
+    defenses = [defense("A", [True] * 4), defense("B", [True] * 4)]
+    runs = [
+        run("w1", "A", "weak", [9.0] * 4), run("w2", "B", "weak", [9.0] * 4),
+        run("s1", "A", "strong-but-partial", [0.1] * 4),
+    ]
+    board = leaderboard(defenses, runs, WORST)
+    assert [(a.rank, a.attack) for a in board.attacks] == [(1, "weak"), (0, "strong-but-partial")]
+
+
+def test_mismatched_run_length_is_rejected_naming_the_run():
+    with pytest.raises(ValueError, match="run 'short-run'.*3.*4 samples"):
+        leaderboard([defense("A", [True] * 4)], [run("short-run", "A", "x", [1.0, 2.0, 3.0])], WORST)
+
+
+def test_mismatched_clean_length_is_rejected_naming_the_defense():
+    with pytest.raises(ValueError, match="defense 'A'"):
+        leaderboard([defense("A", [True] * 5)], [], WORST)
+
+
+@pytest.mark.parametrize(
+    "defenses, runs, message",
+    [
+        ([defense("A", [True] * 4), defense("A", [True] * 4)], [], "duplicate defense names: \\['A'\\]"),
+        ([defense("A", [True] * 4)], [run("r", "A", "x", [1.0] * 4), run("r", "A", "y", [1.0] * 4)], "duplicate run ids"),
+        ([defense("A", [True] * 4)], [run("r", "A", "x", [1.0, math.nan, 1.0, 1.0])], "run 'r'.*NaN"),
+        ([defense("A", [True] * 4)], [run("r", "A", "x", [1.0, -1.0, 1.0, 1.0])], "run 'r'.*non-negative"),
+    ],
+)
+def test_bad_records_are_rejected(defenses, runs, message):
+    with pytest.raises(ValueError, match=message):
+        leaderboard(defenses, runs, WORST)
+
+
+def test_bad_radii_are_rejected():
+    with pytest.raises(ValueError, match="radii"):
+        leaderboard([], [], WORST, radii=(0.5, math.inf))
+
+
+def test_clean_correct_as_zero_one_integers_is_accepted():
+    record = DefenseRecord(name="A", team="t", submitted_at=0.0, clean_correct=np.array([1, 1, 0, 1], dtype=np.uint8))
+    assert leaderboard([record], [], WORST).defenses[0].distances == (10.0, 20.0, 0.0, 40.0)
+
+
+def test_synthetic_arena_ranks_trades_first(board):
+    assert [s.name for s in board.defenses] == ["trades", "pgd-at", "natural"]
+    assert [a.rank for a in board.attacks] == [1, 2, 3, 0]
+    assert board.attacks[-1].attack == "square"

@@ -1,0 +1,98 @@
+"""Text, JSON and CSV tables: the columns are there and the numbers read back equal."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import pytest
+
+from scoreboard.scoring import AttackScore, DefenseScore, Leaderboard
+from scoreboard.tables import render_csv, render_json, render_text, to_dict
+
+
+def test_text_has_both_tables(board):
+    text = render_text(board)
+    defenses, attacks = text.split("\n\n")
+    header = defenses.splitlines()[1]
+    for column in ("rank", "defense", "mean l2", "median l2", "clean acc", "robust acc @0.5",
+                   "robust acc @1.0", "robust acc @2.0", "attacks faced"):
+        assert column in header
+    first = defenses.splitlines()[3].split()
+    top = board.defenses[0]
+    assert first[:5] == ["1", "trades", "defenders", f"{top.mean_l2:.3f}", f"{top.median_l2:.3f}"]
+    assert f"{100 * top.clean_accuracy:.1f}%" in first
+    rows = attacks.splitlines()
+    assert rows[1].split() == ["rank", "attack", "mean", "l2", "defenses", "faced", "teams"]
+    assert rows[-1].split()[:2] == ["-", "square"] and "1/3" in rows[-1]  # unranked
+
+
+def test_text_of_an_empty_board():
+    text = render_text(Leaderboard(defenses=(), attacks=(), num_samples=0))
+    assert "no accepted defenses yet" in text and "no finished runs yet" in text
+
+
+def test_json_numbers_are_numbers_and_round_trip(board):
+    data = json.loads(render_json(board))
+    assert data["num_samples"] == board.num_samples
+    assert data["radii"] == [0.5, 1.0, 2.0]
+    for row, score in zip(data["defenses"], board.defenses, strict=True):
+        assert type(row["rank"]) is int and row["rank"] == score.rank
+        for key in ("mean_l2", "median_l2", "clean_accuracy", "submitted_at"):
+            assert type(row[key]) is float and row[key] == getattr(score, key)
+        assert [(r["eps"], r["accuracy"]) for r in row["robust_accuracy"]] == list(score.robust_accuracy)
+        assert row["attacks_faced"] == list(score.attacks_faced)
+    for row, attack in zip(data["attacks"], board.attacks, strict=True):
+        assert (row["rank"], row["attack"], row["defenses_faced"], row["teams"]) == (
+            attack.rank, attack.attack, attack.defenses_faced, list(attack.teams))
+        assert type(row["mean_l2"]) is float and row["mean_l2"] == attack.mean_l2
+
+
+def test_csv_round_trips_numbers(board):
+    rows = list(csv.DictReader(io.StringIO(render_csv(board))))
+    assert list(rows[0]) == ["rank", "name", "team", "mean_l2", "median_l2", "clean_accuracy",
+                             "robust_accuracy_eps_0.5", "robust_accuracy_eps_1.0", "robust_accuracy_eps_2.0",
+                             "attacks_faced", "submitted_at"]
+    for row, score in zip(rows, board.defenses, strict=True):
+        assert int(row["rank"]) == score.rank and row["name"] == score.name
+        assert float(row["mean_l2"]) == score.mean_l2 and float(row["median_l2"]) == score.median_l2
+        assert float(row["clean_accuracy"]) == score.clean_accuracy
+        assert float(row["robust_accuracy_eps_1.0"]) == score.robust_accuracy_at(1.0)
+        assert row["attacks_faced"].split(";") == list(score.attacks_faced)
+    rows = list(csv.DictReader(io.StringIO(render_csv(board, "attacks"))))
+    for row, attack in zip(rows, board.attacks, strict=True):
+        assert (int(row["rank"]), row["attack"], float(row["mean_l2"]), int(row["defenses_faced"])) == (
+            attack.rank, attack.attack, attack.mean_l2, attack.defenses_faced)
+
+
+def test_unknown_csv_table():
+    with pytest.raises(ValueError, match="unknown table 'runs'"):
+        render_csv(Leaderboard(defenses=(), attacks=(), num_samples=0), "runs")
+
+
+def _board_with(mean_l2: float) -> Leaderboard:
+    score = DefenseScore(rank=1, name="d", team="t", submitted_at=0.0, mean_l2=mean_l2, median_l2=math.nan,
+                         clean_accuracy=0.5, robust_accuracy=((0.5, math.nan),), attacks_faced=())
+    attack = AttackScore(rank=0, attack="a", mean_l2=math.nan, defenses_faced=0, teams=())
+    return Leaderboard(defenses=(score,), attacks=(attack,), num_samples=0, radii=(0.5,))
+
+
+def test_nan_is_null_in_json_and_empty_in_csv():
+    board = _board_with(math.nan)
+    data = json.loads(render_json(board))
+    assert data["defenses"][0]["mean_l2"] is None and data["defenses"][0]["median_l2"] is None
+    assert data["defenses"][0]["robust_accuracy"] == [{"eps": 0.5, "accuracy": None}]
+    assert data["attacks"][0]["mean_l2"] is None
+    row = next(csv.DictReader(io.StringIO(render_csv(board))))
+    assert row["mean_l2"] == "" and row["robust_accuracy_eps_0.5"] == ""
+    assert render_text(board).splitlines()[3].split()[3:7] == ["-", "-", "50.0%", "-"]
+
+
+def test_infinity_is_explicit_in_csv_and_refused_by_json():
+    board = _board_with(math.inf)
+    assert next(csv.DictReader(io.StringIO(render_csv(board))))["mean_l2"] == "inf"
+    with pytest.raises(ValueError, match="inf"):
+        render_json(board)
+    assert to_dict(_board_with(1.25))["defenses"][0]["mean_l2"] == 1.25
