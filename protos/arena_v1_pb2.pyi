@@ -202,18 +202,24 @@ class SubmitAdversarialsRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., sample_indices: _Optional[_Iterable[int]] = ..., images: _Optional[_Union[ImageBatch, _Mapping]] = ...) -> None: ...
 
 class Verdict(_message.Message):
-    __slots__ = ("sample_index", "label", "adversarial", "distance", "best_distance")
+    __slots__ = ("sample_index", "label", "adversarial", "distance", "best_distance", "accepted", "charged", "note")
     SAMPLE_INDEX_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     ADVERSARIAL_FIELD_NUMBER: _ClassVar[int]
     DISTANCE_FIELD_NUMBER: _ClassVar[int]
     BEST_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    CHARGED_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
     sample_index: int
     label: int
     adversarial: bool
     distance: float
     best_distance: float
-    def __init__(self, sample_index: _Optional[int] = ..., label: _Optional[int] = ..., adversarial: _Optional[bool] = ..., distance: _Optional[float] = ..., best_distance: _Optional[float] = ...) -> None: ...
+    accepted: bool
+    charged: bool
+    note: str
+    def __init__(self, sample_index: _Optional[int] = ..., label: _Optional[int] = ..., adversarial: _Optional[bool] = ..., distance: _Optional[float] = ..., best_distance: _Optional[float] = ..., accepted: _Optional[bool] = ..., charged: _Optional[bool] = ..., note: _Optional[str] = ...) -> None: ...
 
 class SubmitAdversarialsResponse(_message.Message):
     __slots__ = ("verdicts",)

@@ -1,0 +1,351 @@
+"""Dynamic micro-batching: concurrent classification requests on one defense share one ORT run.
+
+One `MicroBatcher` per defense, with at most `max_inflight` model runs in flight (ONNX
+Runtime's intra-op parallelism leaves cores idle on small models; two runs at once fill them).
+Requests that arrive while the runs are busy queue up and go together into the next run (up to
+`run_images` images, at least one request; optionally waiting up to `max_wait_s` for company, 0
+by default so a lone request never waits). After a run, every request's write operations
+(charges, replay record, query hashes, adversarials) are committed in one group commit and only
+then are the labels released; the next run starts meanwhile. Labels do not depend on the
+company a request had: see `arena.inference`.
+
+The event loop only queues and dispatches: model run, hashing, preparing the write operations
+and the group commit happen on one worker thread per run, and the loop wakes once per run to
+release the labels (plain callbacks, no task or shielded future per request: this path runs
+for every Predict).
+
+A defense that fails on valid input (ONNX Runtime error, or no answer within `timeout_s`)
+yields label -1 for the images concerned: "counts as misclassified" (ARENA_RULES section 5).
+When a merged run fails, each request is retried alone so that one request's failure never
+marks another's images.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnxruntime as ort
+
+from arena.errors import Unavailable
+from arena.inference import DefenseModel
+from arena.store import WriteOp
+from arena.writer import GroupCommitWriter
+
+log = logging.getLogger("arena.batching")
+
+FAILED_LABEL = -1
+
+
+@dataclass
+class BatchResult:
+    labels: np.ndarray            # int32 [n]; FAILED_LABEL where the defense failed
+    hashes: list[bytes]           # sha256 of each image's bytes
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's images in the batcher. `future` resolves to its BatchResult once durable;
+    the caller may await it directly (cancelling it does not stop the job: its charge is still
+    committed, and `finished` callbacks always run)."""
+
+    images: np.ndarray
+    prepare: Callable[[BatchResult], list[WriteOp]]   # called on a worker thread: must be thread-safe
+    rollback: Callable[[], None]                      # idem
+    future: asyncio.Future
+    result: BatchResult | None = field(default=None)
+    error: BaseException | None = field(default=None)
+    done: bool = False
+    _waiters: list[asyncio.Future] = field(default_factory=list)
+    _callbacks: list[Callable[[], None]] = field(default_factory=list)
+
+    def when_finished(self, callback: Callable[[], None]) -> None:
+        """Runs callback on the loop once the job is finished (committed or failed)."""
+        if self.done:
+            callback()
+        else:
+            self._callbacks.append(callback)
+
+    async def wait(self) -> BatchResult:
+        """Another waiter (e.g. a duplicate request): not affected by the owner's cancellation."""
+        if not self.done:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    def _finish(self, error: BaseException | None) -> None:
+        self.done = True
+        self.error = error
+        for future in [self.future, *self._waiters]:
+            if not future.done():
+                if error is None:
+                    future.set_result(self.result)
+                else:
+                    future.set_exception(error)
+        if error is not None and self.future.done() and not self.future.cancelled():
+            self.future.exception()  # retrieved: no "never retrieved" warning when nobody awaits
+        for callback in self._callbacks:
+            callback()
+
+
+@dataclass
+class BatcherStats:
+    runs: int = 0
+    images: int = 0
+    merged_runs: int = 0          # runs that carried more than one request
+    failures: int = 0
+
+
+class Workers:
+    """A minimal thread pool for model runs: a queue and N threads, no Future per task (the
+    standard executor's bookkeeping costs tens of microseconds per submit on this hot path)."""
+
+    def __init__(self, threads: int, name: str = "arena-infer") -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._loop, name=f"{name}_{i}", daemon=True) for i in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[[], object], done: Callable[[object, BaseException | None], None]) -> None:
+        """Runs fn() on a worker, then done(result, error) on that worker."""
+        self._queue.put((fn, done))
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            fn, done = item
+            try:
+                result, error = fn(), None
+            except BaseException as exc:  # handed to done()
+                result, error = None, exc
+            done(result, error)
+
+    def shutdown(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+
+
+def image_hashes(images: np.ndarray) -> list[bytes]:
+    """sha256 of each image's float32 bytes (hashlib releases the GIL on these sizes)."""
+    flat = images.reshape(images.shape[0], -1)
+    return [hashlib.sha256(row.data).digest() for row in flat]
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        name: str,
+        load: Callable[[], DefenseModel],
+        executor: Workers,
+        writer: GroupCommitWriter,
+        *,
+        run_images: int = 64,
+        max_inflight: int = 2,
+        max_wait_s: float = 0.0,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.name = name
+        self._load = load
+        self._executor = executor
+        self._writer = writer
+        self._run_images = run_images        # a run takes queued requests up to this many images
+        self._max_inflight = max_inflight    # concurrent model runs (ORT's own parallelism is partial)
+        self._max_wait_s = max_wait_s
+        self._timeout_s = timeout_s
+        self._queue: deque[Job] = deque()
+        self._queued_images = 0
+        self._inflight = 0
+        self._dispatch_scheduled = False
+        self._wait_timer: asyncio.TimerHandle | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.stats = BatcherStats()
+
+    def submit(
+        self,
+        images: np.ndarray,
+        prepare: Callable[[BatchResult], list[WriteOp]],
+        rollback: Callable[[], None],
+    ) -> Job:
+        """Queues `images` and returns the job; `job.future` resolves to their BatchResult once
+        the operations that prepare(result) returned are durable, or fails after rollback()."""
+        loop = asyncio.get_running_loop()
+        job = Job(images, prepare, rollback, loop.create_future())
+        self._queue.append(job)
+        self._queued_images += images.shape[0]
+        self._idle.clear()
+        if not self._dispatch_scheduled:
+            # dispatch after the current tick: requests arriving together share a run
+            self._dispatch_scheduled = True
+            loop.call_soon(self._dispatch)
+        return job
+
+    def _dispatch(self, waited: bool = False) -> None:
+        self._dispatch_scheduled = False
+        if waited:
+            self._wait_timer = None
+        loop = asyncio.get_running_loop()
+        while self._queue and self._inflight < self._max_inflight:
+            if (self._max_wait_s > 0 and not waited and self._queued_images < self._run_images):
+                if self._wait_timer is None:   # wait a little for company
+                    self._wait_timer = loop.call_later(self._max_wait_s, self._dispatch, True)
+                return
+            jobs = self._take()
+            self._queued_images -= sum(j.images.shape[0] for j in jobs)
+            self._inflight += 1
+            self.stats.runs += 1
+            self.stats.images += sum(j.images.shape[0] for j in jobs)
+            if len(jobs) > 1:
+                self.stats.merged_runs += 1
+            self._executor.submit(
+                lambda jobs=jobs: self._run_and_commit(jobs),
+                lambda result, error, jobs=jobs: _call_soon_threadsafe(loop, self._finished, jobs, result, error))
+
+    def _finished(self, jobs: list[Job], result: Exception | None, load_error: BaseException | None) -> None:
+        self._inflight -= 1
+        error = result
+        if load_error is not None:  # the model could not be loaded: nothing charged, retryable
+            log.error("defense %s could not be loaded: %s", self.name, load_error)
+            error = Unavailable(f"defense {self.name!r} is not available right now "
+                                f"({type(load_error).__name__}); retry")
+            for job in jobs:
+                job.rollback()
+        for job in jobs:
+            job._finish(error)
+        self._dispatch()          # the next run starts with what queued meanwhile
+        if not self._queue and self._inflight == 0:
+            self._idle.set()
+
+    async def drain(self) -> None:
+        """Waits for queued work and pending commits (graceful shutdown)."""
+        await self._idle.wait()
+
+    def _take(self, already: int = 0) -> list[Job]:
+        jobs: list[Job] = []
+        total = already
+        while self._queue:
+            n = self._queue[0].images.shape[0]
+            if (jobs or already) and total + n > self._run_images:
+                break
+            jobs.append(self._queue.popleft())
+            total += n
+        return jobs
+
+    # ---------------------------------------------------------------- worker thread
+
+    def _run_and_commit(self, jobs: list[Job]) -> Exception | None:
+        """Runs the model on the jobs' images, then commits every job's operations at once.
+        Returns None when durable, or the error to give the callers (after rolling back)."""
+        results = self._run([j.images for j in jobs])
+        ops: list[WriteOp] = []
+        for job, result in zip(jobs, results):
+            job.result = result
+            ops.extend(job.prepare(result))
+        try:
+            self._writer.commit_blocking(ops)
+        except Exception as error:
+            log.error("group commit failed for defense %s: %s", self.name, error)
+            for job in jobs:
+                job.rollback()
+            return Unavailable("the arena could not record this request; retry it with the same request_id")
+        return None
+
+    def _run(self, arrays: list[np.ndarray]) -> list[BatchResult]:
+        model = self._load()
+        sizes = [a.shape[0] for a in arrays]
+        images = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
+        labels = self._labels(model, images)
+        if labels is None:
+            if len(arrays) == 1:
+                labels = np.full(images.shape[0], FAILED_LABEL, dtype=np.int32)
+            else:  # isolate the failure: each request alone
+                parts = []
+                for array in arrays:
+                    own = self._labels(model, array)
+                    parts.append(own if own is not None else np.full(array.shape[0], FAILED_LABEL, dtype=np.int32))
+                labels = np.concatenate(parts)
+        hashes = image_hashes(images)
+        out, start = [], 0
+        for n in sizes:
+            out.append(BatchResult(labels[start:start + n], hashes[start:start + n]))
+            start += n
+        return out
+
+    def _labels(self, model: DefenseModel, images: np.ndarray) -> np.ndarray | None:
+        options = ort.RunOptions()
+        token = WATCHDOG.arm(options, self._timeout_s)
+        try:
+            return model.labels(images, options)
+        except Exception as error:  # ORT failure or time-out on a valid input
+            self.stats.failures += 1
+            log.warning("defense %s failed on %d images: %s", self.name, images.shape[0], type(error).__name__)
+            return None
+        finally:
+            WATCHDOG.disarm(token)
+
+
+def _call_soon_threadsafe(loop: asyncio.AbstractEventLoop, callback, *args) -> None:
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:  # the loop is closed (server stopped)
+        pass
+
+
+class Watchdog:
+    """One thread that terminates ORT runs past their deadline (RunOptions.terminate).
+
+    Arming is a dict insert; the thread is only woken when a new deadline is earlier than the
+    one it sleeps towards (in steady state: never)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._armed: dict[int, tuple[float, ort.RunOptions]] = {}
+        self._next = 0
+        self._wake_at = float("inf")
+        self._thread: threading.Thread | None = None
+
+    def arm(self, options: ort.RunOptions, timeout_s: float) -> int:
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="arena-watchdog", daemon=True)
+                self._thread.start()
+            self._next += 1
+            self._armed[self._next] = (deadline, options)
+            if deadline < self._wake_at:
+                self._wake_at = deadline
+                self._cond.notify()
+            return self._next
+
+    def disarm(self, token: int) -> None:
+        with self._cond:
+            self._armed.pop(token, None)
+
+    def _loop(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for token, (deadline, options) in list(self._armed.items()):
+                    if deadline <= now:
+                        options.terminate = True
+                        del self._armed[token]
+                self._wake_at = min((d for d, _ in self._armed.values()), default=float("inf"))
+                self._cond.wait(None if self._wake_at == float("inf") else max(self._wake_at - now, 0.001))
+
+
+WATCHDOG = Watchdog()

@@ -1,0 +1,397 @@
+"""`arena bench serve`: end-to-end gRPC serving against in-process ONNX Runtime, same model, same run.
+
+Measured, on one model (default: an ONNX graph of the demo defense's shape and cost, random
+weights; `--model` takes any exported defense):
+- images/s of in-process ONNX Runtime (same session options as the server; c threads each
+  running batches of b) and of the arena end to end (c client processes sending Predict
+  requests of b images to a real server on loopback, budgets charged, group commits fsynced),
+  for b in --batches and c in --clients, and their ratio. The two are measured in alternating
+  slices (--rounds) so that load from other processes hits both alike;
+- p50/p99 latency of a single-image Predict (one client, sequential) and its overhead over ORT's
+  own single-image time;
+- a one-image-per-HTTP-request server like the 2018 challenge's (stdlib http.server, the image
+  as a JSON list of floats), and the gRPC path's speed-up over it at the same number of clients.
+Headline `ratio`: gRPC / in-process images/s at batch 64 with 4 clients.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import resource
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+EVAL_SAMPLES = 64
+HEADLINE = (64, 4)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", type=Path, default=None,
+                        help="ONNX defense to serve (default: a demo-sized pre-activation ResNet, random weights)")
+    parser.add_argument("--batches", default="1,16,64,256", help="images per request (default: 1,16,64,256)")
+    parser.add_argument("--clients", default="1,4", help="concurrent clients (default: 1,4)")
+    parser.add_argument("--seconds", type=float, default=4.5,
+                        help="measured seconds per path and cell, split over --rounds (default: 4.5)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating slices per cell (default: 3)")
+    parser.add_argument("--latency-requests", type=int, default=400,
+                        help="sequential single-image requests for p50/p99 (default: 400)")
+    parser.add_argument("--http-seconds", type=float, default=4.0, help="seconds per HTTP cell (default: 4)")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
+    parser.add_argument("--durability", choices=("full", "normal"), default="full",
+                        help="the server's commit durability (default: full, fsync per group commit)")
+
+
+# ---------------------------------------------------------------- client processes
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _client_main(conn, images: np.ndarray) -> None:
+    """A client process: runs the commands the parent sends, reports counts and latencies."""
+    import http.client
+
+    from arena.client import ArenaClient
+    from arena.tuning import tune_malloc
+
+    tune_malloc()
+    clients: dict[str, ArenaClient] = {}
+    n_images = images.shape[0]
+    while True:
+        command = conn.recv()
+        if command is None:
+            break
+        if command["kind"] == "grpc":
+            address = command["address"]
+            if address not in clients:
+                clients[address] = ArenaClient(address, command["token"], timeout=120)
+            client = clients[address]
+            b, run_id = command["batch"], command["run_id"]
+            idx = np.arange(b) % n_images
+            batch = np.ascontiguousarray(images[idx])
+            client.predict_raw(run_id, batch, idx)          # connection warm
+            conn.send("ready")
+            start_at = conn.recv()
+            while time.time() < start_at:
+                time.sleep(0.0005)
+            deadline = start_at + command["seconds"]
+            limit = command.get("requests") or float("inf")
+            count, latencies = 0, []
+            cpu0 = _cpu()
+            while True:
+                t0 = time.perf_counter()
+                # a fresh request per call: the client's real serialisation cost is part of the path
+                client.predict_raw(run_id, batch, idx)
+                latencies.append(time.perf_counter() - t0)
+                count += b
+                if time.time() >= deadline or len(latencies) >= limit:
+                    break
+            conn.send({"images": count, "elapsed": time.time() - start_at, "latencies": latencies,
+                       "cpu": _cpu() - cpu0})
+        else:  # "http": the 2018 challenge's shape
+            host, port = command["address"].rsplit(":", 1)
+            http_conn = http.client.HTTPConnection(host, int(port), timeout=60)
+            image = images[0]
+            conn.send("ready")
+            start_at = conn.recv()
+            while time.time() < start_at:
+                time.sleep(0.0005)
+            deadline = start_at + command["seconds"]
+            count = 0
+            while True:
+                body = json.dumps({"image": image.tolist()})
+                http_conn.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
+                response = http_conn.getresponse()
+                json.loads(response.read())
+                count += 1
+                if time.time() >= deadline:
+                    break
+            http_conn.close()
+            conn.send({"images": count, "elapsed": time.time() - start_at, "latencies": []})
+    for client in clients.values():
+        client.close()
+
+
+class _Clients:
+    """Persistent client processes (spawned once), driven in lock-step by the parent."""
+
+    def __init__(self, count: int, images: np.ndarray) -> None:
+        ctx = mp.get_context("spawn")
+        self.pipes, self.procs = [], []
+        for _ in range(count):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_client_main, args=(child, images), daemon=True)
+            proc.start()
+            self.pipes.append(parent)
+            self.procs.append(proc)
+
+    def run(self, commands: list[dict]) -> list[dict]:
+        pipes = self.pipes[:len(commands)]
+        for pipe, command in zip(pipes, commands):
+            pipe.send(command)
+        for pipe in pipes:
+            if pipe.recv() != "ready":
+                raise RuntimeError("a benchmark client failed to start")
+        start_at = time.time() + 0.05
+        for pipe in pipes:
+            pipe.send(start_at)
+        return [pipe.recv() for pipe in pipes]
+
+    def grpc(self, server: "_Served", clients: int, batch: int, seconds: float | None,
+             requests: int | None = None) -> list[dict]:
+        """Each client on its own run of the same defense (the batcher merges across runs)."""
+        return self.run([
+            {"kind": "grpc", "address": server.address, "token": server.token, "run_id": server.run_ids[k],
+             "batch": batch, "seconds": seconds if seconds is not None else 3600.0, "requests": requests}
+            for k in range(clients)
+        ])
+
+    def close(self) -> None:
+        for pipe in self.pipes:
+            pipe.send(None)
+        for proc in self.procs:
+            proc.join(10)
+
+
+class _Served:
+    """A real arena server on loopback serving `model` as defense "bench", with one run per client."""
+
+    def __init__(self, model: bytes, images, labels, *, durability: str, max_batch: int, threads: int,
+                 runs: int) -> None:
+        from arena import evaluation
+        from arena.auth import create_token
+        from arena.client import ArenaClient
+        from arena.core import ArenaConfig
+        from arena.server import ServerConfig, start_server
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="arena-bench-")
+        config = ServerConfig(
+            store=self._tmp.name, evaluation=evaluation.from_arrays(images, labels), host="127.0.0.1", port=0,
+            durability=durability,
+            arena=ArenaConfig(budget=2**32 - 1, max_batch=max_batch, threads=threads, latency_ms=10_000.0),
+        )
+        self.server = start_server(config)
+        self.address = self.server.address
+        self.token = create_token(self.server.arena.store, "bench")
+        with ArenaClient(self.address, self.token) as admin:
+            admin.submit_defense(model, "bench")
+            self.run_ids = [admin.start_run("bench", f"bench-{k}").run_id for k in range(runs)]
+
+    def stats(self) -> dict[str, float]:
+        writer = self.server.arena.writer.stats
+        batcher = self.server.arena._batchers.get("bench")
+        return {
+            "group_commits": float(writer.commits),
+            "commit_jobs": float(writer.jobs),
+            "model_runs": float(batcher.stats.runs if batcher else 0),
+            "merged_runs": float(batcher.stats.merged_runs if batcher else 0),
+        }
+
+    def close(self) -> None:
+        self.server.stop()
+        self._tmp.cleanup()
+
+
+# ---------------------------------------------------------------- in-process reference
+
+
+def _ort_throughput(session, images: np.ndarray, batch: int, clients: int, seconds: float) -> float:
+    idx = np.arange(batch) % images.shape[0]
+    batch_images = np.ascontiguousarray(images[idx])
+    name = session.get_inputs()[0].name
+    counts = [0] * clients
+    barrier = threading.Barrier(clients + 1)
+    stop_at = [0.0]
+
+    def worker(k: int) -> None:
+        barrier.wait()
+        while True:
+            np.argmax(session.run(None, {name: batch_images})[0], axis=1)
+            counts[k] += batch
+            if time.perf_counter() >= stop_at[0]:
+                break
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    start = time.perf_counter()
+    stop_at[0] = start + seconds
+    barrier.wait()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - start)
+
+
+def _ort_latency(session, image: np.ndarray, n: int) -> list[float]:
+    name = session.get_inputs()[0].name
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        np.argmax(session.run(None, {name: image})[0], axis=1)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+# ---------------------------------------------------------------- the 2018-style HTTP server
+
+
+def _http_server(session):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    name = session.get_inputs()[0].name
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"     # keep-alive: generous to the baseline
+
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            image = np.asarray(json.loads(body)["image"], dtype=np.float32)[None]
+            label = int(np.argmax(session.run(None, {name: image})[0], axis=1)[0])
+            out = json.dumps({"label": label}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    return httpd, f"127.0.0.1:{httpd.server_address[1]}"
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def run(args) -> dict:
+    from arena import toy_models
+    from arena.inference import default_threads, make_session
+
+    batches = [int(b) for b in str(args.batches).split(",")]
+    client_counts = [int(c) for c in str(args.clients).split(",")]
+    threads = args.threads or default_threads()
+    if args.model is not None:
+        model = Path(args.model).read_bytes()
+        model_name = str(args.model)
+    else:
+        model = toy_models.small_preact_resnet().SerializeToString()
+        model_name = "demo-sized pre-activation ResNet (stride-4 stem, widths 32/64/128, random weights)"
+    rng = np.random.default_rng(0)
+    images = rng.random((EVAL_SAMPLES, 3, 64, 64), dtype=np.float32)
+    session = make_session(model, threads)
+    labels = np.argmax(session.run(None, {session.get_inputs()[0].name: images})[0], axis=1)
+
+    figures: dict[str, float] = {}
+    rows: list[list] = []
+    clients = _Clients(max(client_counts), images)
+    served = other = httpd = None
+    try:
+        served = _Served(model, images, labels, durability=args.durability, max_batch=max(batches),
+                         threads=threads, runs=max(client_counts))
+        # warm-up of both paths
+        _ort_throughput(session, images, 64, 1, 0.5)
+        clients.grpc(served, 1, 64, 0.5)
+
+        slice_s = args.seconds / max(1, args.rounds)
+        for b in batches:
+            for c in client_counts:
+                ort_ips, grpc_ips = [], []
+                cpu = {"ort": 0.0, "server": 0.0, "clients": 0.0, "ort_images": 0, "grpc_images": 0}
+                for r in range(args.rounds):   # alternate the order: drift hits both paths alike
+                    for path in (("ort", "grpc") if r % 2 == 0 else ("grpc", "ort")):
+                        cpu0 = _cpu()         # this process: ORT in-process, or the server
+                        if path == "ort":
+                            rate = _ort_throughput(session, images, b, c, slice_s)
+                            ort_ips.append(rate)
+                            cpu["ort"] += _cpu() - cpu0
+                            cpu["ort_images"] += rate * slice_s
+                        else:
+                            results = clients.grpc(served, c, b, slice_s)
+                            cpu["server"] += _cpu() - cpu0
+                            cpu["clients"] += sum(x["cpu"] for x in results)
+                            cpu["grpc_images"] += sum(x["images"] for x in results)
+                            grpc_ips.append(sum(x["images"] for x in results) / max(x["elapsed"] for x in results))
+                figures[f"cpu_us_per_image_ort_b{b}_c{c}"] = cpu["ort"] / max(cpu["ort_images"], 1) * 1e6
+                figures[f"cpu_us_per_image_server_b{b}_c{c}"] = cpu["server"] / max(cpu["grpc_images"], 1) * 1e6
+                figures[f"cpu_us_per_image_clients_b{b}_c{c}"] = cpu["clients"] / max(cpu["grpc_images"], 1) * 1e6
+                ort, grpc_rate = statistics.fmean(ort_ips), statistics.fmean(grpc_ips)
+                figures[f"ort_ips_b{b}_c{c}"] = ort
+                figures[f"grpc_ips_b{b}_c{c}"] = grpc_rate
+                figures[f"ratio_b{b}_c{c}"] = grpc_rate / ort
+                rows.append(["images/s", b, c, round(ort, 1), round(grpc_rate, 1), round(grpc_rate / ort, 3)])
+
+        hb, hc = HEADLINE
+        if f"cpu_us_per_image_ort_b{hb}_c{hc}" in figures:
+            o = figures[f"cpu_us_per_image_ort_b{hb}_c{hc}"]
+            sv = figures[f"cpu_us_per_image_server_b{hb}_c{hc}"]
+            cl = figures[f"cpu_us_per_image_clients_b{hb}_c{hc}"]
+            rows.append([f"CPU us/image (gRPC: server+clients; ratio: overhead)", hb, hc, round(o, 1),
+                         round(sv + cl, 1), round(sv + cl - o, 1)])
+
+        # single-image latency: one client, sequential requests
+        ort_times = _ort_latency(session, images[:1], args.latency_requests)
+        grpc_times = clients.grpc(served, 1, 1, None, requests=args.latency_requests)[0]["latencies"]
+        p50, p99 = _percentile(grpc_times, 50) * 1e3, _percentile(grpc_times, 99) * 1e3
+        ort_p50, ort_p99 = _percentile(ort_times, 50) * 1e3, _percentile(ort_times, 99) * 1e3
+        figures.update(p50_ms=p50, p99_ms=p99, ort_p50_ms=ort_p50, ort_p99_ms=ort_p99, overhead_p50_ms=p50 - ort_p50)
+        rows.append(["1-image latency p50 ms (ratio: overhead)", 1, 1, round(ort_p50, 3), round(p50, 3), round(p50 - ort_p50, 3)])
+        rows.append(["1-image latency p99 ms (ratio: overhead)", 1, 1, round(ort_p99, 3), round(p99, 3), round(p99 - ort_p99, 3)])
+        figures.update({f"server_{k}": v for k, v in served.stats().items()})
+
+        # the same latency with commits that survive kill -9 but are not fsynced
+        if args.durability == "full":
+            other = _Served(model, images, labels, durability="normal", max_batch=max(batches), threads=threads, runs=1)
+            clients.grpc(other, 1, 1, 0.3)
+            times = clients.grpc(other, 1, 1, None, requests=args.latency_requests)[0]["latencies"]
+            p50n = _percentile(times, 50) * 1e3
+            figures.update(p50_normal_ms=p50n, overhead_p50_normal_ms=p50n - ort_p50)
+            rows.append(["1-image latency p50 ms, no fsync (durability=normal)", 1, 1, round(ort_p50, 3),
+                         round(p50n, 3), round(p50n - ort_p50, 3)])
+
+        # the 2018 challenge's shape: one image per HTTP request, JSON floats
+        httpd, http_address = _http_server(session)
+        for c in client_counts:
+            results = clients.run([{"kind": "http", "address": http_address, "seconds": args.http_seconds}] * c)
+            http_ips = sum(x["images"] for x in results) / max(x["elapsed"] for x in results)
+            grpc_best = figures.get(f"grpc_ips_b64_c{c}", max(v for k, v in figures.items() if k.startswith("grpc_ips")))
+            figures[f"http_ips_c{c}"] = http_ips
+            figures[f"speedup_vs_http_c{c}"] = grpc_best / http_ips
+            rows.append(["HTTP+JSON, 1 image/request (ratio: gRPC b64 speed-up)", 1, c,
+                         round(figures.get(f"ort_ips_b1_c{c}", float("nan")), 1), round(http_ips, 1),
+                         round(grpc_best / http_ips, 1)])
+    finally:
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+        clients.close()
+        for s in (served, other):
+            if s is not None:
+                s.close()
+
+    figures.update(ratio=figures.get(f"ratio_b{HEADLINE[0]}_c{HEADLINE[1]}", float("nan")),
+                   threads=float(threads), cpus=float(os.cpu_count() or 0))
+    return {
+        "title": (f"arena bench serve: gRPC end-to-end vs in-process ONNX Runtime ({model_name}; "
+                  f"{threads} ORT threads, {os.cpu_count()} CPUs, durability={args.durability}). "
+                  f"Headline ratio = gRPC/in-process at batch {HEADLINE[0]}, {HEADLINE[1]} clients."),
+        "columns": ["measure", "batch", "clients", "in-process ORT", "gRPC end-to-end", "ratio"],
+        "rows": rows,
+        "figures": figures,
+    }

@@ -1,0 +1,104 @@
+"""`arena leaderboard`: the defense and attack tables of an arena (server or store), optionally its HTML report.
+
+    arena leaderboard --server HOST:PORT --token T            # both tables, as text
+    arena leaderboard --server HOST:PORT --json               # the tables as one JSON document
+    arena leaderboard --server HOST:PORT --csv [attacks]      # one table as CSV (defenses by default)
+    arena leaderboard --server HOST:PORT --html report.html   # also write the self-contained report
+    arena leaderboard --store DIR [--json | --csv | --html F] # offline, straight from a store folder
+
+The token may come from the environment variable ARENA_TOKEN instead of --token (--store needs none).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from arena.cli import CommandError
+
+# The report embeds its figures and gallery, so it can be far above gRPC's 4 MiB default.
+MAX_RECEIVE_BYTES = 256 * 1024 * 1024
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "leaderboard",
+        help="print the leaderboard (defenses and attacks) of a running arena",
+        description="Print the arena's defense and attack tables (ARENA_RULES section 6); "
+        "optionally write the HTML report.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--server", metavar="HOST:PORT", help="the arena's gRPC address")
+    source.add_argument("--store", type=Path, metavar="DIR",
+                        help="read an arena store folder directly (offline; safe beside a running server)")
+    parser.add_argument("--token", default=None, help="bearer token (default: $ARENA_TOKEN)")
+    parser.add_argument("--timeout", type=float, default=60.0, metavar="S", help="per-call deadline in seconds")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print the tables as JSON")
+    output.add_argument(
+        "--csv", nargs="?", const="defenses", choices=("defenses", "attacks"), default=None,
+        help="print one table as CSV: defenses (default) or attacks",
+    )
+    parser.add_argument("--html", type=Path, default=None, metavar="FILE", help="also write the HTML report to FILE")
+    parser.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    from scoreboard import tables
+
+    board, html = _from_store(args) if args.store is not None else _from_server(args)
+    if args.json:
+        sys.stdout.write(tables.render_json(board))
+    elif args.csv:
+        sys.stdout.write(tables.render_csv(board, args.csv))
+    else:
+        sys.stdout.write(tables.render_text(board))
+    if html is not None:
+        args.html.write_text(html, encoding="utf-8")
+        print(f"wrote {args.html} ({len(html.encode('utf-8')) / 1024:.0f} KiB)", file=sys.stderr)
+    return 0
+
+
+def _from_server(args):
+    """(leaderboard, report HTML or None) from the GetLeaderboard / GetReport calls."""
+    token = args.token or os.environ.get("ARENA_TOKEN")
+    if not token:
+        raise CommandError("no token: pass --token or set ARENA_TOKEN")
+
+    import grpc
+
+    from arena.leaderboard_wire import from_proto
+    from protos import arena_v1_pb2 as pb
+    from protos import arena_v1_pb2_grpc as pb_grpc
+
+    metadata = (("authorization", f"Bearer {token}"),)
+    options = [("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)]
+    with grpc.insecure_channel(args.server, options=options) as channel:
+        stub = pb_grpc.LeaderboardServiceStub(channel)
+        board = from_proto(stub.GetLeaderboard(pb.GetLeaderboardRequest(), metadata=metadata, timeout=args.timeout))
+        html = None
+        if args.html is not None:
+            html = stub.GetReport(pb.GetReportRequest(), metadata=metadata, timeout=args.timeout).html
+    return board, html
+
+
+def _from_store(args):
+    """(leaderboard, report HTML or None) computed from the store, as the server would."""
+    from arena.leaderboard import compute
+    from arena.records import gallery_items
+    from arena.store import DB_NAME, open_store
+
+    if not (args.store / DB_NAME).is_file():  # open_store would create an empty store
+        raise CommandError(f"{args.store}: no arena store here (no {DB_NAME})")
+    store = open_store(args.store)
+    try:
+        board = compute(store)
+        html = None
+        if args.html is not None:
+            from scoreboard.report import render_html
+
+            html = render_html(board, gallery=gallery_items(store, board))
+    finally:
+        store.close()
+    return board, html

@@ -1,0 +1,99 @@
+"""`arena serve`: the arena's gRPC server (label-only serving, submissions, runs, leaderboard).
+
+    arena serve --store arena-store --data demo [--host 127.0.0.1] [--port 50051] [--eval-samples 100]
+
+Runs until SIGTERM or SIGINT, then shuts down gracefully (health NOT_SERVING, in-flight calls
+finish). Prints one line `arena serve: listening on HOST:PORT` once it accepts calls.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="run the arena server (gRPC)",
+                       description="Serve ONNX defenses label-only over gRPC, with per-sample budgets, "
+                                   "verification of adversarials, a durable store and team tokens.")
+    p.add_argument("--store", required=True, metavar="DIR", help="store folder (SQLite database + ONNX blobs)")
+    p.add_argument("--data", default="demo", metavar="{demo|PATH}",
+                   help="evaluation data: 'demo', a tiny-imagenet-200 folder or an .npz (default: demo)")
+    p.add_argument("--eval-samples", type=int, default=100, metavar="N",
+                   help="evaluation samples: the first N validation samples (default: 100)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=50051, help="gRPC port; 0 picks a free one (default: 50051)")
+    p.add_argument("--http-port", type=int, default=None, metavar="PORT",
+                   help="also serve the live HTML report over HTTP on this port")
+    p.add_argument("--budget", type=int, default=1000, help="queries per sample and run (default: 1000)")
+    p.add_argument("--latency-ms", type=float, default=100.0,
+                   help="per-image latency budget a submission must meet (default: 100)")
+    p.add_argument("--max-upload-mb", type=float, default=100.0, help="largest ONNX upload (default: 100)")
+    p.add_argument("--max-batch", type=int, default=256,
+                   help="most images one Predict/SubmitAdversarials may carry (default: 256)")
+    p.add_argument("--max-chunk", type=int, default=64,
+                   help="largest batch handed to ONNX Runtime; a power of two (default: 64)")
+    p.add_argument("--batch-wait-ms", type=float, default=0.0,
+                   help="how long a lone request waits for company in the micro-batcher (default: 0)")
+    p.add_argument("--concurrent-runs", type=int, default=2,
+                   help="model runs in flight per defense (default: 2)")
+    p.add_argument("--session-cache-mb", type=float, default=2048.0,
+                   help="memory budget of loaded ONNX Runtime sessions (default: 2048)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
+    p.add_argument("--inference-timeout-s", type=float, default=30.0,
+                   help="a model run taking longer counts as a defense failure (default: 30)")
+    p.add_argument("--durability", choices=("full", "normal"), default="full",
+                   help="full: fsync every group commit (default); normal: survives kill -9, not power loss")
+    p.add_argument("--database-url", default=None, metavar="URL",
+                   help="database URL (default: sqlite:///<store>/arena.db)")
+    p.add_argument("--grace-s", type=float, default=10.0, help="graceful shutdown period (default: 10)")
+    p.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    p.set_defaults(func=_run)
+
+
+def config_from_args(args):
+    from arena.core import ArenaConfig
+    from arena.server import ServerConfig
+
+    if args.max_chunk < 1 or args.max_chunk & (args.max_chunk - 1):
+        raise ValueError(f"--max-chunk must be a power of two, got {args.max_chunk}")
+    for name in ("budget", "max_batch", "eval_samples", "concurrent_runs"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.budget >= 2**32:
+        raise ValueError("--budget must be below 2**32")
+    arena = ArenaConfig(
+        budget=args.budget, max_batch=args.max_batch, max_chunk=args.max_chunk, batch_wait_ms=args.batch_wait_ms,
+        latency_ms=args.latency_ms, max_upload_mb=args.max_upload_mb, session_cache_mb=args.session_cache_mb,
+        threads=args.threads, inference_timeout_s=args.inference_timeout_s,
+        concurrent_runs=args.concurrent_runs,
+    )
+    return ServerConfig(
+        store=args.store, data=args.data, eval_samples=args.eval_samples, database_url=args.database_url,
+        host=args.host, port=args.port, http_port=args.http_port, durability=args.durability,
+        grace_s=args.grace_s, arena=arena,
+    )
+
+
+def _run(args) -> int:
+    import logging
+
+    from arena.server import serve
+
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    config = config_from_args(args)
+
+    def ready(server) -> None:
+        line = f"arena serve: listening on {server.address}"
+        if server.http_address:
+            line += f" (report: http://{server.http_address}/)"
+        print(line, flush=True)
+
+    from arena.cli import CommandError
+    from arena.store import StoreError
+
+    try:
+        serve(config, ready=ready)
+    except StoreError as error:
+        raise CommandError(str(error)) from None
+    return 0

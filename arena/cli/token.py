@@ -1,0 +1,38 @@
+"""`arena token create --team NAME --store DIR`: a bearer token for a team, printed once.
+
+Only the token's sha256 is stored; the token itself is printed to stdout and never again.
+Clients send it as `authorization: Bearer <token>` (the CLI: --token or $ARENA_TOKEN).
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def register(sub) -> None:
+    p = sub.add_parser("token", help="manage team tokens")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="create a token for a team (printed once)")
+    create.add_argument("--team", required=True, help="team name: 1-64 characters of [A-Za-z0-9_.-]")
+    create.add_argument("--store", required=True, metavar="DIR", help="the arena's store folder")
+    create.add_argument("--database-url", default=None, metavar="URL",
+                        help="database URL (default: sqlite:///<store>/arena.db)")
+    create.set_defaults(func=_create)
+
+
+def _create(args) -> int:
+    from arena.auth import create_token
+    from arena.cli import CommandError
+    from arena.store import StoreError, open_store
+
+    try:
+        store = open_store(args.database_url or args.store)
+        try:
+            token = create_token(store, args.team)
+        finally:
+            store.close()
+    except StoreError as error:
+        raise CommandError(str(error)) from None
+    print(token)
+    print(f"arena token: created a token for team {args.team!r}; it is shown only this once", file=sys.stderr)
+    return 0

@@ -1,0 +1,45 @@
+"""Domain errors of the arena, each mapped to one gRPC status code (see `arena.server`).
+
+Messages name the offending field and never carry logits, scores or timings.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class ArenaError(Exception):
+    code = grpc.StatusCode.INTERNAL
+
+
+class BadRequest(ArenaError, ValueError):
+    """Malformed client input (the message names the field)."""
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(ArenaError, LookupError):
+    """An unknown run, sample or defense (another team's run reads as unknown)."""
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(ArenaError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FinishedRun(ArenaError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class BudgetExceeded(ArenaError):
+    """Refused whole, nothing charged. `samples` (also sent as trailing metadata
+    `arena-exhausted-samples: 3,7`) are the samples that would go past their budget."""
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, samples=()) -> None:
+        super().__init__(message)
+        self.samples = tuple(int(s) for s in samples)
+
+
+class Unavailable(ArenaError):
+    """Transient: the client may retry (with the same request id)."""
+    code = grpc.StatusCode.UNAVAILABLE

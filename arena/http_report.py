@@ -1,0 +1,67 @@
+"""The live HTML report over plain HTTP (`arena serve --http-port`), stdlib only.
+
+GET / renders `scoreboard.report.render_html` from the store (cached for a few seconds, as the
+figures take a moment); GET /healthz answers "ok". Read-only, no token: it shows exactly what
+the leaderboard shows to every team.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from arena.leaderboard import report_html
+from arena.store import Store
+
+log = logging.getLogger("arena.http")
+
+
+class ReportServer:
+    def __init__(self, store: Store, host: str, port: int, cache_s: float = 5.0) -> None:
+        self._store = store
+        self._cache_s = cache_s
+        self._lock = threading.Lock()
+        self._cached: tuple[float, bytes] | None = None
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (stdlib name)
+                if self.path in ("/", "/index.html", "/report.html"):
+                    try:
+                        body, ctype, code = outer._report(), "text/html; charset=utf-8", 200
+                    except Exception:
+                        log.exception("report rendering failed")
+                        body, ctype, code = b"the report could not be rendered", "text/plain", 500
+                elif self.path == "/healthz":
+                    body, ctype, code = b"ok", "text/plain", 200
+                else:
+                    body, ctype, code = b"not found", "text/plain", 404
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format, *args):  # quiet
+                log.debug("http: " + format, *args)
+
+        self._httpd = ThreadingHTTPServer((host, port), Handler)
+        self._httpd.daemon_threads = True
+        self.address = f"{host}:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="arena-http", daemon=True)
+        self._thread.start()
+
+    def _report(self) -> bytes:
+        with self._lock:
+            now = time.monotonic()
+            if self._cached is None or now - self._cached[0] > self._cache_s:
+                self._cached = (now, report_html(self._store).encode("utf-8"))
+            return self._cached[1]
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()

@@ -1,0 +1,133 @@
+"""Small ONNX image classifiers built with onnx.helper and numpy weights (no torch).
+
+They follow the defense contract (ARENA_RULES section 3): one input `images` float32
+[N,3,64,64] with N dynamic, values in [0, 1]; one output `logits` float32 [N,C]. The tests and
+`arena bench serve` use them where a trained defense is not needed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+INPUT = "images"
+OUTPUT = "logits"
+
+
+class _Graph:
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self._count = 0
+
+    def name(self, prefix: str) -> str:
+        self._count += 1
+        return f"{prefix}{self._count}"
+
+    def const(self, array: np.ndarray, prefix: str = "w") -> str:
+        name = self.name(prefix)
+        self.inits.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], **attrs) -> str:
+        out = self.name(op.lower())
+        self.nodes.append(helper.make_node(op, inputs, [out], **attrs))
+        return out
+
+    def conv(self, x: str, cin: int, cout: int, k: int = 3, stride: int = 1, gain: float = 1.0) -> str:
+        std = gain * np.sqrt(2.0 / (cin * k * k))
+        w = self.const((self.rng.standard_normal((cout, cin, k, k)) * std).astype(np.float32))
+        b = self.const((self.rng.standard_normal(cout) * 0.01).astype(np.float32))
+        pad = k // 2
+        return self.node("Conv", [x, w, b], kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4)
+
+    def model(self, output: str, num_classes: int) -> onnx.ModelProto:
+        self.nodes[-1].output[0] = OUTPUT
+        graph = helper.make_graph(
+            self.nodes,
+            "toy",
+            [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", 3, 64, 64])],
+            [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["N", num_classes])],
+            self.inits,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="arena.toy_models")
+        model.ir_version = 8
+        onnx.checker.check_model(model, full_check=True)
+        return model
+
+
+def _head(g: _Graph, x: str, channels: int, num_classes: int) -> str:
+    pooled = g.node("GlobalAveragePool", [x])
+    flat = g.node("Flatten", [pooled], axis=1)
+    w = g.const((g.rng.standard_normal((channels, num_classes)) / np.sqrt(channels)).astype(np.float32))
+    b = g.const((g.rng.standard_normal(num_classes) * 0.1).astype(np.float32))
+    return g.node("Gemm", [flat, w, b])
+
+
+def _normalise(g: _Graph, x: str) -> str:
+    mean = g.const(np.array([0.48, 0.45, 0.40], np.float32).reshape(1, 3, 1, 1))
+    std = g.const(np.array([0.27, 0.26, 0.28], np.float32).reshape(1, 3, 1, 1))
+    return g.node("Div", [g.node("Sub", [x, mean]), std])
+
+
+def tiny_cnn(num_classes: int = 10, width: int = 8, seed: int = 0) -> onnx.ModelProto:
+    """Normalise -> conv3x3 -> ReLU -> global average pool -> linear: fast, for the tests."""
+    g = _Graph(seed)
+    x = _normalise(g, INPUT)
+    x = g.node("Relu", [g.conv(x, 3, width, stride=2)])
+    return g.model(_head(g, x, width, num_classes), num_classes)
+
+
+def resnet_like(num_classes: int = 10, widths: tuple[int, ...] = (16, 32, 64), seed: int = 0) -> onnx.ModelProto:
+    """A demo-sized ResNet: a stem, then per width a (strided) conv and one residual block."""
+    g = _Graph(seed)
+    x = _normalise(g, INPUT)
+    cin = 3
+    for i, w in enumerate(widths):
+        x = g.node("Relu", [g.conv(x, cin, w, stride=1 if i == 0 else 2)])
+        h = g.node("Relu", [g.conv(x, w, w)])
+        h = g.conv(h, w, w, gain=0.5)
+        x = g.node("Relu", [g.node("Add", [x, h])])
+        cin = w
+    return g.model(_head(g, x, cin, num_classes), num_classes)
+
+
+def _batchnorm(g: _Graph, x: str, channels: int) -> str:
+    scale = g.const((1.0 + 0.1 * g.rng.standard_normal(channels)).astype(np.float32))
+    bias = g.const((0.1 * g.rng.standard_normal(channels)).astype(np.float32))
+    mean = g.const((0.1 * g.rng.standard_normal(channels)).astype(np.float32))
+    var = g.const((1.0 + 0.1 * g.rng.random(channels)).astype(np.float32))
+    return g.node("BatchNormalization", [x, scale, bias, mean, var], epsilon=1e-5)
+
+
+def _conv_nobias(g: _Graph, x: str, cin: int, cout: int, k: int, stride: int, gain: float = 1.0) -> str:
+    std = gain * np.sqrt(2.0 / (cin * k * k))
+    w = g.const((g.rng.standard_normal((cout, cin, k, k)) * std).astype(np.float32))
+    return g.node("Conv", [x, w], kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4)
+
+
+def small_preact_resnet(num_classes: int = 10, widths: tuple[int, ...] = (32, 64, 128), seed: int = 0) -> onnx.ModelProto:
+    """The shape and cost of the demo's defense (defenses.models.small_resnet: a pre-activation
+    ResNet with a stride-4 stem and one block per stage at 16, 8 and 4 pixels), with random
+    weights: what `arena bench serve` serves by default."""
+    g = _Graph(seed)
+    x = _normalise(g, INPUT)
+    x = _conv_nobias(g, x, 3, widths[0], 3, 4)
+    cin = widths[0]
+    for i, w in enumerate(widths):
+        stride = 1 if i == 0 else 2
+        out = g.node("Relu", [_batchnorm(g, x, cin)])
+        shortcut = _conv_nobias(g, out, cin, w, 1, stride) if (stride != 1 or cin != w) else x
+        h = _conv_nobias(g, out, cin, w, 3, stride)
+        h = _conv_nobias(g, g.node("Relu", [_batchnorm(g, h, w)]), w, w, 3, 1, gain=0.5)
+        x = g.node("Add", [h, shortcut])
+        cin = w
+    x = g.node("Relu", [_batchnorm(g, x, cin)])
+    return g.model(_head(g, x, cin, num_classes), num_classes)
+
+
+def to_bytes(model: onnx.ModelProto) -> bytes:
+    return model.SerializeToString()

@@ -1,0 +1,372 @@
+"""Submission validation (ARENA_RULES section 3): every rule checked, every failure reported.
+
+`validate(data, evaluation, limits)` runs on a worker thread and returns a `Validation` with all
+failed rules (empty when accepted), the clean accuracy and per-sample clean correctness on the
+evaluation set, and how the defense must be served (`arena.inference`):
+
+static  size limit; parses as ONNX; onnx.checker (full check); exactly one input float32
+        [N,3,64,64] with N dynamic and one output float32 [N,C]; only the default operator
+        domain (""/"ai.onnx") everywhere, subgraphs included, no local functions; no random
+        operators (Random*, Multinomial, Bernoulli, Dropout in training mode).
+runtime ONNX Runtime loads it; output [n,C] with C >= 2; the same labels on a repeated run;
+        batch invariance at every batch size the arena runs (1, 2, 4, ... max_chunk) with
+        probe images at different positions among different neighbours: clean evaluation
+        images, noise-blended images and points a hair apart across the decision boundary
+        (bisection), logits compared bit for bit; per-image latency under the budget; clean
+        accuracy on the evaluation set.
+A defense whose labels agree everywhere but whose logits are not bit-identical across batch
+sizes is accepted and served one image per run (`per_image`), which is invariant by construction.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+from arena.inference import (
+    SERVING_BATCHED,
+    SERVING_PER_IMAGE,
+    DefenseModel,
+    chunk_sizes,
+    make_session,
+)
+
+ALLOWED_DOMAINS = ("", "ai.onnx")
+RANDOM_OPS = frozenset({
+    "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli",
+})
+_REASON_CHARS = 400
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int = 100 << 20
+    latency_ms: float = 100.0
+    max_chunk: int = 64
+    threads: int | None = None
+    probe_seed: int = 0
+
+
+@dataclass
+class Validation:
+    reasons: list[str] = field(default_factory=list)
+    num_classes: int = 0
+    clean_correct: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
+    clean_accuracy: float = 0.0
+    serving_mode: str = ""
+    model: DefenseModel | None = None       # the loaded defense, ready to serve when accepted
+
+    @property
+    def accepted(self) -> bool:
+        return not self.reasons
+
+
+def _short(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 3] + "..."
+
+
+# ------------------------------------------------------------------ static checks
+
+
+def _dims(value_info: onnx.ValueInfoProto) -> list[int | str | None] | None:
+    tensor = value_info.type.tensor_type
+    if not tensor.HasField("shape"):
+        return None
+    dims: list[int | str | None] = []
+    for d in tensor.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param"):
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return dims
+
+
+def _elem(value_info: onnx.ValueInfoProto) -> str:
+    if not value_info.type.HasField("tensor_type"):
+        return "a non-tensor"
+    return TensorProto.DataType.Name(value_info.type.tensor_type.elem_type).lower()
+
+
+def check_io(model: onnx.ModelProto) -> list[str]:
+    """Exactly one input float32 [N,3,64,64] (N dynamic) and one output float32 [N,C]."""
+    reasons = []
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    outputs = list(model.graph.output)
+    if len(inputs) != 1:
+        reasons.append(f"inputs: exactly one graph input is required, found {len(inputs)} "
+                       f"({', '.join(i.name for i in inputs) or 'none'})")
+    else:
+        (inp,) = inputs
+        dims = _dims(inp)
+        if _elem(inp) != "float":
+            reasons.append(f"input {inp.name!r}: must be float32, is {_elem(inp)}")
+        if dims is None or len(dims) != 4 or dims[1:] != [3, 64, 64]:
+            reasons.append(f"input {inp.name!r}: shape must be [N,3,64,64], is {_shape_text(dims)}")
+        elif isinstance(dims[0], int):
+            reasons.append(f"input {inp.name!r}: the batch dimension N must be dynamic, is fixed at {dims[0]}")
+    if len(outputs) != 1:
+        reasons.append(f"outputs: exactly one graph output is required, found {len(outputs)} "
+                       f"({', '.join(o.name for o in outputs) or 'none'})")
+    else:
+        (out,) = outputs
+        dims = _dims(out)
+        if _elem(out) != "float":
+            reasons.append(f"output {out.name!r}: must be float32 logits, is {_elem(out)}")
+        if dims is not None and len(dims) != 2:
+            reasons.append(f"output {out.name!r}: shape must be [N,C], is {_shape_text(dims)}")
+        # a declared output N is not checked: exporters often freeze it to the example batch;
+        # the runtime checks verify the real output shape at every batch size the arena uses
+    return reasons
+
+
+def _shape_text(dims) -> str:
+    if dims is None:
+        return "unknown (no shape)"
+    return "[" + ",".join("?" if d is None else str(d) for d in dims) + "]"
+
+
+def _graphs(graph: onnx.GraphProto):
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _graphs(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from _graphs(g)
+
+
+def check_operators(model: onnx.ModelProto) -> list[str]:
+    """Only the default domain, no local functions, no random operators (subgraphs included)."""
+    reasons = []
+    bad_imports = sorted({o.domain for o in model.opset_import if o.domain not in ALLOWED_DOMAINS})
+    if bad_imports:
+        reasons.append(f"opset_import: only the default ONNX domain is accepted, found {bad_imports}")
+    if len(model.functions):
+        reasons.append(f"functions: local functions are not accepted, found "
+                       f"{sorted(f.domain + '.' + f.name for f in model.functions)}")
+    bad_nodes: set[str] = set()
+    random_nodes: set[str] = set()
+    for graph in _graphs(model.graph):
+        constants = {t.name: t for t in graph.initializer}
+        for node in graph.node:
+            if node.domain not in ALLOWED_DOMAINS:
+                bad_nodes.add(f"{node.domain}.{node.op_type}")
+            if node.op_type in RANDOM_OPS:
+                random_nodes.add(node.op_type)
+            if node.op_type == "Dropout" and _dropout_training(node, constants):
+                random_nodes.add("Dropout (training mode)")
+    if bad_nodes:
+        reasons.append(f"operators: only the default ONNX domain is accepted, found {sorted(bad_nodes)}")
+    if random_nodes:
+        reasons.append(f"operators: random operators are not accepted, found {sorted(random_nodes)}")
+    return reasons
+
+
+def _dropout_training(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> bool:
+    for attr in node.attribute:  # opset < 7: is_test=0 means training
+        if attr.name == "is_test" and attr.i == 0:
+            return True
+    if len(node.input) >= 3 and node.input[2]:
+        tensor = constants.get(node.input[2])
+        if tensor is None:  # computed at run time: could be true
+            return True
+        return bool(np.any(onnx.numpy_helper.to_array(tensor)))
+    return False
+
+
+# ------------------------------------------------------------------ runtime checks
+
+
+def probe_images(model: DefenseModel, clean: np.ndarray, seed: int) -> np.ndarray:
+    """Images where batch effects would show: clean, noise-blended, noise, and boundary pairs."""
+    rng = np.random.default_rng(seed)
+    k = min(8, clean.shape[0])
+    base = clean[:k] if k else rng.random((4, 3, 64, 64), dtype=np.float32)
+    noise = rng.random(base.shape, dtype=np.float32)
+    blends = [np.clip((1 - a) * base + a * noise, 0, 1).astype(np.float32) for a in (0.3, 0.6)]
+    probes = np.concatenate([base, *blends, noise], axis=0)
+    return np.concatenate([probes, boundary_pairs(model, probes, pairs=4)], axis=0)
+
+
+def boundary_pairs(model: DefenseModel, images: np.ndarray, pairs: int = 4, steps: int = 40) -> np.ndarray:
+    """Points a hair apart on either side of the decision boundary, found by bisection between
+    images of different labels (classified one at a time). Returns [2*found,3,64,64]."""
+    labels = np.array([model.session.run(None, {model.input_name: images[i:i + 1]})[0].argmax() for i in range(len(images))])
+    out = []
+    for i in range(len(images)):
+        if len(out) >= 2 * pairs:
+            break
+        j = next((j for j in range(len(images)) if labels[j] != labels[i]), None)
+        if j is None or j < i:
+            continue
+        lo, hi = bisect_boundary(lambda x: int(model.session.run(None, {model.input_name: x[None]})[0].argmax()),
+                                 images[i], images[j], steps)
+        out += [lo, hi]
+    return np.asarray(out, dtype=np.float32).reshape(-1, 3, 64, 64)
+
+
+def bisect_boundary(label_of, a: np.ndarray, b: np.ndarray, steps: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """Bisection on t in (1-t)a + tb until the two float32 points are as close as float32 allows."""
+    la = label_of(a)
+    lo_t, hi_t = 0.0, 1.0
+    lo, hi = a, b
+    for _ in range(steps):
+        mid_t = (lo_t + hi_t) / 2
+        mid = ((1 - mid_t) * a.astype(np.float64) + mid_t * b.astype(np.float64)).astype(np.float32)
+        if np.array_equal(mid, lo) or np.array_equal(mid, hi):
+            break
+        if label_of(mid) == la:
+            lo_t, lo = mid_t, mid
+        else:
+            hi_t, hi = mid_t, mid
+    return lo, hi
+
+
+def _arrangements(n_probes: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Index batches of `size` covering every probe; -1 marks a filler image. Positions and
+    neighbours change from one size to the next."""
+    order = rng.permutation(n_probes)
+    batches = []
+    for start in range(0, n_probes, size):
+        idx = np.full(size, -1)
+        chunk = order[start:start + size]
+        offset = int(rng.integers(0, size - len(chunk) + 1))
+        idx[offset:offset + len(chunk)] = chunk
+        batches.append(idx)
+    return batches
+
+
+def check_runtime(model: DefenseModel, evaluation_x: np.ndarray, evaluation_y: np.ndarray,
+                  limits: Limits, result: Validation) -> None:
+    reasons = result.reasons
+    try:
+        single = model.logits(evaluation_x[:1] if len(evaluation_x) else np.zeros((1, 3, 64, 64), np.float32))
+    except Exception as error:
+        reasons.append(f"runtime: the model fails on a valid image: {_short(error)}")
+        return
+    if single.ndim != 2 or single.shape[0] != 1 or single.shape[1] < 2:
+        reasons.append(f"output: must be logits [N,C] with C >= 2, got shape {list(single.shape)} for N=1")
+        return
+    if single.dtype != np.float32:
+        reasons.append(f"output: must be float32, got {single.dtype}")
+        return
+    result.num_classes = int(single.shape[1])
+
+    rng = np.random.default_rng(limits.probe_seed)
+    try:
+        probes = probe_images(model, evaluation_x, limits.probe_seed)
+        run1 = np.concatenate([model.session.run(None, {model.input_name: p[None]})[0] for p in probes])
+        run2 = np.concatenate([model.session.run(None, {model.input_name: p[None]})[0] for p in probes])
+    except Exception as error:
+        reasons.append(f"runtime: the model fails on a valid image: {_short(error)}")
+        return
+    if run1.shape != (len(probes), result.num_classes):
+        reasons.append(f"output: batch of 1 gives shape {list(run1.shape[1:])}, inconsistent with C={result.num_classes}")
+        return
+    reference = run1.argmax(1)
+    changed = int(np.sum(reference != run2.argmax(1)))
+    if changed:
+        reasons.append(f"determinism: {changed} of {len(probes)} probe images got another label on a repeated run")
+
+    bit_identical = bool(np.array_equal(run1, run2))
+    label_changes: list[str] = []
+    for size in chunk_sizes(limits.max_chunk)[1:]:
+        filler = rng.random((size, 3, 64, 64), dtype=np.float32)
+        moved = 0
+        for idx in _arrangements(len(probes), size, rng):
+            batch = filler.copy()
+            real = idx >= 0
+            batch[real] = probes[idx[real]]
+            try:
+                out = model.session.run(None, {model.input_name: batch})[0]
+            except Exception as error:
+                reasons.append(f"runtime: the model fails on a batch of {size} valid images: {_short(error)}")
+                return
+            if out.shape != (size, result.num_classes):
+                reasons.append(f"output: a batch of {size} gives shape {list(out.shape)}, expected [{size},{result.num_classes}]")
+                return
+            got = out[real]
+            want = run1[idx[real]]
+            if not np.array_equal(got, want):
+                bit_identical = False
+            moved += int(np.sum(got.argmax(1) != reference[idx[real]]))
+        if moved:
+            label_changes.append(f"{moved} in batches of {size}")
+    if label_changes:
+        reasons.append("batch invariance: labels change with the batch size (probe images whose label differs "
+                       f"from their label alone: {', '.join(label_changes)})")
+    result.serving_mode = SERVING_BATCHED if bit_identical else SERVING_PER_IMAGE
+    model.mode = result.serving_mode
+    model.max_chunk = limits.max_chunk if bit_identical else 1
+
+    # Latency of one image: median of a few timed single-image runs after a warm-up.
+    image = probes[:1]
+    times = []
+    for _ in range(7):
+        start = time.perf_counter()
+        model.session.run(None, {model.input_name: image})
+        times.append(time.perf_counter() - start)
+    latency_ms = float(np.median(times[2:])) * 1e3
+    if latency_ms > limits.latency_ms:
+        reasons.append(f"latency: one image takes {latency_ms:.1f} ms, the limit is {limits.latency_ms:g} ms")
+
+    if len(evaluation_x):
+        try:
+            labels = model.labels(evaluation_x)
+        except Exception as error:
+            reasons.append(f"runtime: the model fails on the evaluation images: {_short(error)}")
+            return
+        result.clean_correct = labels.astype(np.int64) == evaluation_y
+        result.clean_accuracy = float(np.mean(result.clean_correct))
+
+
+# ------------------------------------------------------------------ entry point
+
+
+def validate(name: str, data: bytes, evaluation_x: np.ndarray, evaluation_y: np.ndarray,
+             limits: Limits) -> Validation:
+    """All of section 3's rules on an uploaded file. Blocking; call it on a worker thread."""
+    result = Validation()
+    reasons = result.reasons
+    if len(data) == 0:
+        reasons.append("file: the upload is empty")
+        return result
+    if len(data) > limits.max_bytes:
+        reasons.append(f"file: {len(data)} bytes exceeds the size limit of {limits.max_bytes} bytes")
+        return result
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as error:
+        reasons.append(f"file: not an ONNX model (it does not parse; truncated or corrupt?): {_short(error)}")
+        return result
+    if not model.HasField("graph") or not model.graph.node:
+        reasons.append("file: not an ONNX model (no graph; truncated, corrupt or another format?)")
+        return result
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as error:
+        reasons.append(f"onnx.checker: {_short(error)}")
+    io_reasons = check_io(model)
+    reasons += io_reasons
+    reasons += check_operators(model)
+    if io_reasons:
+        return result  # nothing can be fed to it
+    try:
+        session = make_session(data, limits.threads)
+    except Exception as error:
+        reasons.append(f"onnxruntime: the model cannot be loaded: {_short(error)}")
+        return result
+    defense = DefenseModel(name, session, SERVING_BATCHED, limits.max_chunk, len(data))
+    check_runtime(defense, evaluation_x, evaluation_y, limits, result)
+    if result.accepted:
+        result.model = defense
+    return result

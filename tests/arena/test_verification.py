@@ -1,0 +1,110 @@
+"""SubmitAdversarials (ARENA_RULES section 5): the arena's own label, exact l2, the best kept,
+no free oracle, and no label change between query and verification."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+from grpc import StatusCode
+
+from arena.store import QueryRecord
+
+from .conftest import NUM_SAMPLES, WRONG, rpc_error
+
+
+def other_label_image(arena, sample: int) -> np.ndarray:
+    """An evaluation image whose (model) label differs from sample's true label."""
+    for j in range(NUM_SAMPLES):
+        if j not in WRONG and arena.labels[j] != arena.labels[sample]:
+            return arena.images[j]
+    raise AssertionError("the evaluation set has one label only")
+
+
+def test_queried_adversarial_is_verified_free_and_kept(arena, client, run):
+    x0 = arena.images[0]
+    adv = other_label_image(arena, 0)
+    labels, _ = client.predict(run.run_id, adv[None], [0])
+    assert labels[0] != arena.labels[0]
+    used = client.get_run(run.run_id).queries_used[0]
+    (verdict,) = client.submit_adversarials(run.run_id, adv[None], [0])
+    assert verdict.adversarial and verdict.accepted and not verdict.charged
+    assert verdict.label == labels[0]
+    expected = np.linalg.norm(adv.astype(np.float64).ravel() - x0.astype(np.float64).ravel())
+    assert verdict.distance == pytest.approx(expected, rel=1e-12)   # float64 accumulation
+    assert verdict.best_distance == verdict.distance
+    assert client.get_run(run.run_id).queries_used[0] == used           # free: same bytes were queried
+
+    # a farther adversarial does not replace it; a closer one does
+    farthest = np.where(x0 < 0.5, 1.0, 0.0).astype(np.float32)   # the worst case: farther than anything
+    (farther,) = client.submit_adversarials(run.run_id, farthest[None], [0])
+    if farther.accepted:
+        assert farther.charged and farther.best_distance == verdict.distance
+    closer = np.clip(x0 + 0.999 * (adv - x0), 0, 1).astype(np.float32)
+    (better,) = client.submit_adversarials(run.run_id, closer[None], [0])
+    if better.accepted:
+        assert better.best_distance == better.distance < verdict.distance
+    best = better.distance if better.accepted else verdict.distance
+    run_info = client.get_run(run.run_id)
+    assert run_info.best_distances[0] == best
+    stored = arena.server.arena.store.adversarials(run.run_id)
+    assert [a.sample for a in stored] == [0]
+    kept = closer if better.accepted else adv
+    assert np.array_equal(np.frombuffer(stored[0].image, dtype="<f4").reshape(3, 64, 64), kept)
+
+
+def test_unqueried_image_costs_one_query(arena, client, run):
+    x = arena.images[3:5]
+    verdicts = client.submit_adversarials(run.run_id, x, [3, 4])
+    assert [v.charged for v in verdicts] == [True, True]
+    # its own clean image is not adversarial: distance 0, not accepted
+    assert not verdicts[0].adversarial and not verdicts[0].accepted and verdicts[0].distance == 0.0
+    assert list(client.get_run(run.run_id).queries_used)[3:5] == [1, 1]
+    assert client.get_run(run.run_id).best_distances[3] == float("inf")
+    # ... and now its bytes count as queried: verifying them again is free
+    verdicts = client.submit_adversarials(run.run_id, x, [3, 4])
+    assert [v.charged for v in verdicts] == [False, False]
+    assert list(client.get_run(run.run_id).queries_used)[3:5] == [1, 1]
+
+
+def test_queried_for_another_sample_is_not_free(arena, client, run):
+    client.predict(run.run_id, arena.images[6:7], [6])
+    (verdict,) = client.submit_adversarials(run.run_id, arena.images[6:7], [7])
+    assert verdict.charged
+
+
+def test_misclassified_clean_image_is_an_adversarial_at_distance_zero(arena, client, run):
+    s = WRONG[0]
+    (verdict,) = client.submit_adversarials(run.run_id, arena.images[s:s + 1], [s])
+    assert verdict.adversarial and verdict.accepted and verdict.distance == 0.0
+
+
+def test_label_changed_since_query_is_not_accepted(arena, client, run):
+    """Simulates a defense whose label changed between the query and the verification: the
+    store says Predict answered another label for these exact bytes."""
+    adv = other_label_image(arena, 1)[None]
+    true_label = int(arena.labels[1])
+    digest = hashlib.sha256(np.ascontiguousarray(adv, dtype="<f4").tobytes()).digest()
+    arena.server.arena.store.write([QueryRecord(run.run_id, 1, digest, true_label)])
+    (verdict,) = client.submit_adversarials(run.run_id, adv, [1])
+    assert verdict.adversarial and not verdict.accepted and not verdict.charged
+    assert "label changed" in verdict.note
+    assert client.get_run(run.run_id).best_distances[1] == float("inf")
+
+
+def test_submission_budget_refusal_charges_nothing(arena, client, run):
+    budget = run.budget_per_sample
+    x = np.repeat(arena.images[8:9], 16, axis=0)
+    spent = 0
+    while spent < budget:
+        n = min(16, budget - spent)
+        client.predict(run.run_id, x[:n], [8] * n)
+        spent += n
+    fresh = np.clip(arena.images[8:9] * 0.9, 0, 1)
+    error = rpc_error(client.submit_adversarials, run.run_id, fresh, [8])
+    assert error.code() == StatusCode.RESOURCE_EXHAUSTED
+    # the queried bytes can still be verified, for free
+    (verdict,) = client.submit_adversarials(run.run_id, arena.images[8:9], [8])
+    assert not verdict.charged
+    assert client.get_run(run.run_id).queries_used[8] == budget
