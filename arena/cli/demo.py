@@ -1,0 +1,179 @@
+"""`arena demo`: the whole arena, end to end, on the embedded dataset.
+
+Stages: generate the data; train small ResNets (natural, PGD-AT, TRADES) and a separately
+trained surrogate for the transfer attack; export the defenses to ONNX; start an arena on a
+fresh store; create team tokens; submit the defenses; run every attack against every defense at
+the rules' budget; print the leaderboard and write the HTML report.
+
+Training and exports are cached under --out (a folder per configuration), so a second run goes
+straight to the arena. The store is made afresh on every run: the leaderboard shows this run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+DEFENSES = ("natural", "pgd-at", "trades")
+ATTACKS = ("boundary", "hsja", "transfer-pgd")
+SURROGATE = "surrogate"
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("demo", help="run the whole arena end to end on the embedded dataset")
+    parser.add_argument("--out", type=Path, default=Path("demo-out"),
+                        help="working folder: cached checkpoints and models, the store, the report (default demo-out)")
+    parser.add_argument("--samples", type=int, default=24, help="evaluation samples the arena holds (default 24)")
+    parser.add_argument("--budget", type=int, default=1000, help="queries per sample (default 1000, the rules')")
+    parser.add_argument("--defenses", default=",".join(DEFENSES),
+                        help=f"comma-separated training methods to submit (default {','.join(DEFENSES)}; also: mart)")
+    parser.add_argument("--attacks", default=",".join(ATTACKS), help=f"comma-separated attacks (default {','.join(ATTACKS)})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the attacks (default 0)")
+    parser.add_argument("--device", default=None, help="training device (default: cuda if available, else cpu)")
+    parser.add_argument("--epochs-scale", type=float, default=1.0,
+                        help="multiply the preset's epochs (e.g. 0.2 for a quick smoke run; default 1)")
+    parser.set_defaults(func=_run)
+
+
+class _Stages:
+    """Numbered stage headers with elapsed time, so a user sees where the demo is."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.index, self.start = total, 0, time.perf_counter()
+
+    def __call__(self, title: str) -> None:
+        self.index += 1
+        print(f"\n[{self.index}/{self.total}] {title}  (t = {time.perf_counter() - self.start:.0f} s)", flush=True)
+
+
+def _names(value: str, allowed: tuple[str, ...], what: str) -> list[str]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in allowed]
+    if not names or unknown:
+        raise ValueError(f"--{what}: unknown {', '.join(unknown) or '(empty)'}; choose from {', '.join(allowed)}")
+    return names
+
+
+def config_key(config) -> str:
+    """A short digest of a training configuration: its cache folder's name."""
+    text = json.dumps(config.to_dict() if hasattr(config, "to_dict") else vars(config), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def train_role(preset, role: str, out: Path, device: str | None, epochs_scale: float) -> Path:
+    """Trains (or finds cached) the preset's `role`; returns its run folder."""
+    from defenses.train import train
+
+    base = preset.config(role)
+    epochs = max(1, round(base.epochs * epochs_scale))
+    config = preset.config(role, epochs=epochs)
+    folder = out / "checkpoints" / f"{role}-{config_key(config)}"
+    started = time.perf_counter()
+    train(config, folder, device=device, resume=(folder / "checkpoint.pt").exists(), progress=sys.stderr.isatty())
+    print(f"  {role}: {folder} ({time.perf_counter() - started:.0f} s)", flush=True)
+    return folder
+
+
+def export_role(folder: Path, out: Path) -> Path:
+    """Exports a run folder's checkpoint to ONNX once (cached next to its configuration's name)."""
+    from defenses.export import export_checkpoint
+
+    model = out / "models" / f"{folder.name}.onnx"
+    if not model.exists():
+        parity = export_checkpoint(folder, model)
+        print(f"  {model}: parity max |logit diff| {parity.max_abs_diff:.2e}, labels equal {parity.labels_equal}", flush=True)
+    else:
+        print(f"  {model} (cached)", flush=True)
+    return model
+
+
+def _run(args) -> int:
+    from defenses.presets import DEMO
+
+    if args.samples < 1 or args.budget < 1:
+        raise ValueError("--samples and --budget must be >= 1")
+    if args.epochs_scale <= 0:
+        raise ValueError(f"--epochs-scale must be > 0, got {args.epochs_scale}")
+    defenses = _names(args.defenses, ("natural", "pgd-at", "trades", "mart"), "defenses")
+    attacks = _names(args.attacks, ATTACKS, "attacks")
+    out: Path = args.out
+    stage = _Stages(6)
+
+    stage("data: the embedded dataset (generated once, then cached)")
+    from defenses.data import load_split
+
+    for split in ("train", "val"):
+        data = load_split("demo", split)
+        print(f"  {split}: {len(data)} images, {data.num_classes} classes", flush=True)
+
+    stage(f"training: {', '.join(defenses)} and a surrogate for the transfer attack (cached per configuration)")
+    roles = defenses + ([SURROGATE] if "transfer-pgd" in attacks else [])
+    folders = {role: train_role(DEMO, role, out, args.device, args.epochs_scale) for role in roles}
+
+    stage("export: ONNX with preprocessing inside, parity-checked against torch")
+    models = {role: export_role(folders[role], out) for role in defenses}
+
+    stage("arena: a fresh store, team tokens, the defenses submitted and validated")
+    from arena.auth import create_token
+    from arena.client import ArenaClient
+    from arena.server import ServerConfig, start_server
+    from arena.store import open_store
+
+    store_dir = out / "store"
+    shutil.rmtree(store_dir, ignore_errors=True)
+    store = open_store(store_dir)
+    try:
+        defender_token = create_token(store, "defenders")
+        attacker_token = create_token(store, "attackers")
+    finally:
+        store.close()
+    server = start_server(ServerConfig(store=store_dir, data="demo", eval_samples=args.samples, port=0))
+    try:
+        print(f"  serving on {server.address} (store {store_dir})", flush=True)
+        with ArenaClient(server.address, defender_token) as client:
+            for role, model in models.items():
+                defense = client.submit_defense(model.read_bytes(), name=role, description=f"demo preset, {role}")
+                print(f"  submitted {role}: clean accuracy {defense.clean_accuracy:.1%} on {args.samples} samples", flush=True)
+
+        stage(f"attacks: {', '.join(attacks)} against every defense, {args.budget} queries per sample")
+        _attack_all(server.address, attacker_token, defenses, attacks, args, folders.get(SURROGATE))
+
+        stage("leaderboard")
+        report = out / "report.html"
+        with ArenaClient(server.address, attacker_token) as client:
+            board = client.get_leaderboard()
+            report.write_text(client.get_report())
+        from arena.leaderboard_wire import from_proto
+        from scoreboard.tables import render_text
+
+        print(render_text(from_proto(board)))
+        print(f"\nreport: {report.resolve()}")
+        print(f"total: {time.perf_counter() - stage.start:.0f} s")
+    finally:
+        server.stop()
+    return 0
+
+
+def _attack_all(address: str, token: str, defenses: list[str], attacks: list[str], args, surrogate: Path | None) -> None:
+    from attackers import make_attack
+    from attackers.remote import RunClient
+    from attackers.session import attack_remote
+
+    state_dir = args.out / "attack-state"
+    with RunClient(address, token) as client:
+        for defense in defenses:
+            for name in attacks:
+                attack = make_attack(name, seed=args.seed, surrogate=surrogate if name == "transfer-pgd" else None)
+                started = time.perf_counter()
+                outcome = attack_remote(client, defense=defense, attack=attack, budget=args.budget, samples=None,
+                                        state_path=state_dir / f"{defense}-{name}.json",
+                                        progress=sys.stderr.isatty(), log=lambda *_: None)
+                summary = outcome.summary()
+                mean = summary["mean_l2"]
+                print(f"  {name:>12} vs {defense:<8} adversarials for {summary['success_rate']:.0%} of samples, "
+                      f"mean verified l2 {mean if mean is None else round(mean, 4)}, {summary['queries']} queries "
+                      f"({time.perf_counter() - started:.0f} s)", flush=True)
