@@ -10,26 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-class WideBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_planes)
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.dropout = dropout
-        self.shortcut = None
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Conv2d(in_planes, planes, 1, stride, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(x))
-        shortcut = self.shortcut(out) if self.shortcut is not None else x
-        out = F.relu(self.bn2(self.conv1(out)))
-        if self.dropout:
-            out = F.dropout(out, self.dropout, self.training)
-        return self.conv2(out) + shortcut
+from defenses.models.preact_resnet import PreActBlock
 
 
 class WideResNet(nn.Module):
@@ -44,7 +25,7 @@ class WideResNet(nn.Module):
         for group, planes in enumerate(widths[1:]):
             for j in range(n):
                 stride = 2 if (group > 0 and j == 0) else 1
-                layers.append(WideBlock(in_planes, planes, stride, dropout))
+                layers.append(PreActBlock(in_planes, planes, stride, dropout))  # with dropout: the WRN block
                 in_planes = planes
         self.layers = nn.Sequential(*layers)
         self.bn = nn.BatchNorm2d(in_planes)
