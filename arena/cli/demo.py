@@ -36,6 +36,8 @@ def register(sub) -> None:
     parser.add_argument("--device", default=None, help="training device (default: cuda if available, else cpu)")
     parser.add_argument("--epochs-scale", type=float, default=1.0,
                         help="multiply the preset's epochs (e.g. 0.2 for a quick smoke run; default 1)")
+    parser.add_argument("--train-size", type=int, default=None,
+                        help="train on the first N training images only (smoke runs; default all)")
     parser.set_defaults(func=_run)
 
 
@@ -64,13 +66,13 @@ def config_key(config) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def train_role(preset, role: str, out: Path, device: str | None, epochs_scale: float) -> Path:
+def train_role(preset, role: str, out: Path, device: str | None, epochs_scale: float, train_size: int | None) -> Path:
     """Trains (or finds cached) the preset's `role`; returns its run folder."""
     from defenses.train import train
 
     base = preset.config(role)
     epochs = max(1, round(base.epochs * epochs_scale))
-    config = preset.config(role, epochs=epochs)
+    config = preset.config(role, epochs=epochs, train_size=train_size)
     folder = out / "checkpoints" / f"{role}-{config_key(config)}"
     started = time.perf_counter()
     train(config, folder, device=device, resume=(folder / "checkpoint.pt").exists(), progress=sys.stderr.isatty())
@@ -112,7 +114,7 @@ def _run(args) -> int:
 
     stage(f"training: {', '.join(defenses)} and a surrogate for the transfer attack (cached per configuration)")
     roles = defenses + ([SURROGATE] if "transfer-pgd" in attacks else [])
-    folders = {role: train_role(DEMO, role, out, args.device, args.epochs_scale) for role in roles}
+    folders = {role: train_role(DEMO, role, out, args.device, args.epochs_scale, args.train_size) for role in roles}
 
     stage("export: ONNX with preprocessing inside, parity-checked against torch")
     models = {role: export_role(folders[role], out) for role in defenses}
@@ -124,7 +126,9 @@ def _run(args) -> int:
     from arena.store import open_store
 
     store_dir = out / "store"
-    shutil.rmtree(store_dir, ignore_errors=True)
+    # A fresh arena: its store and the attack clients' resume files start empty together.
+    for folder in (store_dir, out / "attack-state"):
+        shutil.rmtree(folder, ignore_errors=True)
     store = open_store(store_dir)
     try:
         defender_token = create_token(store, "defenders")
