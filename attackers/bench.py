@@ -1,0 +1,291 @@
+"""`arena bench attack`: the decision-based attacks against the white-box minimum, and against ART.
+
+In one run, on the same model and the same samples (the first --samples evaluation images of
+the embedded dataset that the model classifies correctly):
+- the white-box minimum-norm reference: `defenses.whitebox.minimal_l2` (DDN + bisection) on the
+  model's torch checkpoint, as `arena evaluate` computes it;
+- for each attack (boundary, hsja, transfer-pgd) and each budget (100, 300, 1000 queries per
+  sample; a separate run per budget, through a LocalOracle with that budget): success rate, mean
+  and median l2 (a failed sample counts its worst-case distance ||max(x, 1-x)||_2, the arena's
+  rule, so a mean is never flattered by failures), the ratio of the mean to the white-box one;
+  and the attack's own compute time per query as a fraction of the oracle's (the tracker times
+  the oracle; the rest of the run's wall time is the attack's, the surrogate included);
+- ART's HopSkipJump (adversarial-robustness-toolbox, `BlackBoxClassifier` around the same ONNX
+  model) at the same budgets: its queries pass through our tracker, which counts them exactly,
+  stops ART at the budget (a sample's run is cut the moment it asks for more) and keeps the best
+  adversarial ART had paid for by then (at least as good as what ART itself would return).
+  ART's own schedule (init_eval=100, max_eval=10000, growing with sqrt(iteration)) is kept,
+  max_iter high enough that the budget, not max_iter, ends it.
+The model: `--checkpoint` (a checkpoint from `arena train`; its ONNX export is what the attacks
+query) and `--surrogate` for transfer-pgd; by default both are trained once with the DEMO
+preset's "natural" and "surrogate" roles and cached in the data cache folder.
+
+Targets at 1000 queries: the best attack within 2x of the white-box reference (the headline
+`ratio`), our HopSkipJump at most 0.7x ART's mean l2 (on the samples both solved), attack
+overhead under 10% of oracle time.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+BUDGETS = (100, 300, 1000)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="target model checkpoint from `arena train` (default: train the demo preset's natural model, cached)")
+    parser.add_argument("--surrogate", type=Path, default=None,
+                        help="surrogate checkpoint for transfer-pgd (default: the demo preset's surrogate, cached)")
+    parser.add_argument("--samples", type=int, default=40, help="samples (correctly classified) to attack (default 40)")
+    parser.add_argument("--budgets", default=",".join(map(str, BUDGETS)), help="queries per sample (default 100,300,1000)")
+    parser.add_argument("--attacks", default="boundary,hsja,transfer-pgd,art-hsja",
+                        help="which attacks (default: boundary,hsja,transfer-pgd,art-hsja)")
+    parser.add_argument("--seed", type=int, default=0, help="attack seed (default 0)")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime / torch threads (default: all cores)")
+
+
+def run(args) -> dict:
+    budgets = tuple(sorted({int(b) for b in str(args.budgets).split(",") if b.strip()}))
+    if not budgets or budgets[0] < 1:
+        raise ValueError(f"--budgets must be positive integers, got {args.budgets!r}")
+    if args.samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {args.samples}")
+    names = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    unknown = sorted(set(names) - {"boundary", "hsja", "transfer-pgd", "art-hsja"})
+    if unknown:
+        raise ValueError(f"unknown attack(s) for the bench: {', '.join(unknown)}")
+    if "art-hsja" in names:
+        try:
+            import art  # noqa: F401
+        except ImportError:
+            raise ValueError("art-hsja needs adversarial-robustness-toolbox (pip install -c constraints.txt -e '.[dev]'); "
+                             "or leave it out of --attacks") from None
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    target, onnx_bytes, surrogate, where = prepare_models(args.checkpoint, args.surrogate, "transfer-pgd" in names)
+    x, y = pick_samples(onnx_bytes, args.samples, args.threads)
+    _log(f"{len(y)} samples; models: {where} ({time.perf_counter() - started:.0f}s)")
+    with _single_threaded_blas():
+        result = measure(target, onnx_bytes, surrogate, x, y, budgets=budgets, attacks=names, seed=args.seed,
+                         threads=args.threads)
+    result["figures"]["seconds"] = time.perf_counter() - started
+    return result
+
+
+def _single_threaded_blas():
+    """numpy's BLAS threads spin between calls and fight ONNX Runtime for the cores: one thread."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional (it comes with scikit-learn, which ART needs)
+        from contextlib import nullcontext
+
+        return nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _log(message: str) -> None:
+    print(f"[bench attack] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- models and samples
+def prepare_models(checkpoint: Path | None, surrogate_path: Path | None, need_surrogate: bool = True):
+    """(target torch model, its ONNX bytes, surrogate torch model or None, description)."""
+    from defenses.checkpoint import load_checkpoint
+    from defenses.export import to_onnx_bytes
+
+    if checkpoint is None:
+        checkpoint = _demo_model("natural")
+    target = load_checkpoint(checkpoint).model
+    surrogate = None
+    if need_surrogate:
+        if surrogate_path is None:
+            surrogate_path = _demo_model("surrogate")
+        surrogate = load_checkpoint(surrogate_path).model
+    return target, to_onnx_bytes(target), surrogate, f"target {checkpoint}, surrogate {surrogate_path}"
+
+
+def _demo_model(role: str) -> Path:
+    """The DEMO preset's model for `role`, trained once into the data cache folder."""
+    from defenses import checkpoint as ckpt
+    from defenses.data import default_cache_dir
+    from defenses.presets import get_preset
+    from defenses.train import train
+
+    config = get_preset("demo").config(role)
+    out = Path(default_cache_dir()) / "bench-attack" / role
+    path = out / ckpt.CHECKPOINT_NAME
+    if path.is_file():
+        try:
+            state = ckpt.read(path)
+            if state.get("config") == config.to_dict() and state.get("epoch", 0) >= config.epochs:
+                return path
+        except ValueError:
+            pass
+    _log(f"training the demo preset's {role} model into {out} (once; cached)")
+    return train(config, out, progress=False, force=True)
+
+
+def pick_samples(onnx_bytes: bytes, count: int, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The first `count` demo evaluation samples the model classifies correctly."""
+    from attackers.local import LocalOracle
+    from defenses.data import load_samples
+
+    x, y, _ = load_samples("demo", None)
+    oracle = LocalOracle(onnx_bytes, budget=None, threads=threads)
+    keep = np.flatnonzero(oracle.logits(x[: 4 * count]).argmax(1) == y[: 4 * count])[:count]
+    if keep.size < count:
+        raise ValueError(f"the model classifies only {keep.size} of the first {4 * count} samples correctly")
+    return np.ascontiguousarray(x[keep]), y[keep]
+
+
+# ---------------------------------------------------------------- the measurement
+def measure(target, onnx_bytes: bytes, surrogate, x: np.ndarray, y: np.ndarray, *,
+            budgets=BUDGETS, attacks=("boundary", "hsja", "transfer-pgd", "art-hsja"), seed: int = 0,
+            threads: int = 0, whitebox_kwargs: dict | None = None) -> dict:
+    """Runs everything on (x, y) and returns the bench result {"title", "columns", "rows", "figures"}."""
+    from attackers import BoundaryAttack, HopSkipJump, TransferPGD
+    from defenses.data import worst_case_distances
+    from defenses.whitebox import minimal_l2
+
+    worst = worst_case_distances(x)
+    t = time.perf_counter()
+    white = np.asarray(minimal_l2(target, x, y, **(whitebox_kwargs or {})), dtype=np.float64)
+    white = np.where(np.isfinite(white), white, worst)
+    white_mean = float(white.mean())
+    _log(f"white-box minimal l2: mean {white_mean:.4f} ({time.perf_counter() - t:.0f}s)")
+
+    makers = {
+        "boundary": lambda: BoundaryAttack(seed=seed),
+        "hsja": lambda: HopSkipJump(seed=seed),
+        "transfer-pgd": lambda: TransferPGD(surrogate, seed=seed),
+        "art-hsja": None,
+    }
+    rows = [["white-box (DDN)", "-", 1.0, white_mean, float(np.median(white)), 1.0, "-", "-"]]
+    figures: dict = {"samples": int(len(y)), "whitebox_mean_l2": white_mean, "budgets": list(budgets)}
+    per: dict[str, dict[int, dict]] = {}
+    for name in attacks:
+        per[name] = {}
+        for budget in budgets:
+            t = time.perf_counter()
+            if name == "art-hsja":
+                out = _run_art(onnx_bytes, x, y, budget, seed, threads)
+            else:
+                out = _run_ours(makers[name](), onnx_bytes, x, y, budget, threads)
+            d = out["distances"]
+            ok = np.isfinite(d)
+            scored = np.where(ok, d, worst)
+            stats = {
+                "success_rate": float(ok.mean()),
+                "mean_l2": float(scored.mean()),
+                "median_l2": float(np.median(scored)),
+                "ratio_to_whitebox": float(scored.mean() / white_mean),
+                "overhead": out["overhead"],
+                "queries_per_sample": float(out["queries"].mean()),
+                "max_queries": int(out["queries"].max()),
+                "seconds": time.perf_counter() - t,
+                "distances": d,
+            }
+            assert stats["max_queries"] <= budget, f"{name} exceeded its budget"
+            per[name][budget] = stats
+            _log(f"{name} @ {budget}: success {stats['success_rate']:.2f}, mean l2 {stats['mean_l2']:.4f} "
+                 f"({stats['ratio_to_whitebox']:.2f}x white-box), overhead {stats['overhead']:.3f}, {stats['seconds']:.0f}s")
+            rows.append([name, budget, stats["success_rate"], stats["mean_l2"], stats["median_l2"],
+                         stats["ratio_to_whitebox"], stats["overhead"], stats["queries_per_sample"]])
+            figures[f"{name}@{budget}"] = {k: v for k, v in stats.items() if k != "distances"}
+
+    top = max(budgets)
+    ours = [n for n in attacks if n != "art-hsja"]
+    if ours:
+        best = min(ours, key=lambda n: per[n][top]["mean_l2"])
+        figures["best_attack"] = best
+        figures["ratio"] = per[best][top]["mean_l2"] / white_mean
+        figures["target_best_within_2x"] = figures["ratio"] <= 2.0
+        figures["max_overhead"] = max(per[n][top]["overhead"] for n in ours)
+        figures["max_overhead_label_only"] = max((per[n][top]["overhead"] for n in ours if n != "transfer-pgd"), default=None)
+        figures["target_overhead_under_10pct"] = figures["max_overhead"] < 0.1
+    if "hsja" in per and "art-hsja" in per:
+        for budget in budgets:
+            a, b = per["hsja"][budget]["distances"], per["art-hsja"][budget]["distances"]
+            both = np.isfinite(a) & np.isfinite(b)
+            figures[f"hsja_vs_art@{budget}"] = float(a[both].mean() / b[both].mean()) if both.any() else None
+        figures["hsja_vs_art"] = figures[f"hsja_vs_art@{top}"]
+        figures["target_hsja_vs_art"] = figures["hsja_vs_art"] is not None and figures["hsja_vs_art"] <= 0.7
+    return {
+        "title": (f"decision-based attacks vs the white-box minimum: {len(y)} samples, demo-sized model "
+                  f"(mean/median l2; failures count the worst case; overhead = attack compute / oracle time)"),
+        "columns": ["attack", "budget", "success", "mean_l2", "median_l2", "x_whitebox", "overhead", "queries"],
+        "rows": rows,
+        "figures": figures,
+    }
+
+
+def _run_ours(attack, onnx_bytes: bytes, x, y, budget: int, threads: int) -> dict:
+    from attackers.local import LocalOracle
+    from attackers.tracker import Tracker
+
+    oracle = LocalOracle(onnx_bytes, budget=budget, threads=threads)
+    tracker = Tracker(oracle, x, y, budget)
+    t = time.perf_counter()
+    attack.run(tracker, x, y, None)
+    wall = time.perf_counter() - t
+    return {"distances": np.where(tracker.found, tracker.best_distance, np.inf), "queries": tracker.queries.copy(),
+            "overhead": max(0.0, wall - tracker.oracle_seconds) / max(tracker.oracle_seconds, 1e-9)}
+
+
+class _BudgetSpent(Exception):
+    """Raised inside ART's predict when a sample asks past its budget: ends ART on that sample."""
+
+
+def _run_art(onnx_bytes: bytes, x, y, budget: int, seed: int, threads: int) -> dict:
+    import logging
+
+    from art.attacks.evasion import HopSkipJump as ArtHopSkipJump
+    from art.estimators.classification import BlackBoxClassifier
+
+    from attackers.local import LocalOracle
+    from attackers.tracker import Tracker
+
+    logging.getLogger("art").setLevel(logging.ERROR)
+    oracle = LocalOracle(onnx_bytes, budget=budget, threads=threads)
+    tracker = Tracker(oracle, x, y, budget)
+    classes = oracle.num_classes
+    current = {"i": 0}
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        i = current["i"]
+        batch = np.clip(np.asarray(batch, dtype=np.float32).reshape(-1, *x.shape[1:]), 0.0, 1.0)
+        m = batch.shape[0]
+        if m > tracker.remaining[i]:
+            # a partial batch would give ART answers it did not pay for: stop it here
+            raise _BudgetSpent()
+        answer = tracker.query(np.full(m, i), batch)
+        labels = np.where(answer.adversarial, (y[i] + 1) % classes, y[i])  # adversarial or not: all a label tells
+        out = np.zeros((m, classes), dtype=np.float32)
+        out[np.arange(m), labels] = 1.0
+        return out
+
+    classifier = BlackBoxClassifier(predict, input_shape=x.shape[1:], nb_classes=classes, clip_values=(0.0, 1.0))
+    attack = ArtHopSkipJump(classifier, targeted=False, norm=2, max_iter=1000, max_eval=10000, init_eval=100,
+                            init_size=100, verbose=False)
+    np.random.seed(seed)  # ART draws its noise from numpy's global generator
+    t = time.perf_counter()
+    for i in range(len(y)):
+        current["i"] = i
+        onehot = np.zeros((1, classes), dtype=np.float32)
+        onehot[0, y[i]] = 1.0
+        try:
+            attack.generate(x[i:i + 1], y=onehot)
+        except _BudgetSpent:
+            pass
+    wall = time.perf_counter() - t
+    return {"distances": np.where(tracker.found, tracker.best_distance, np.inf), "queries": tracker.queries.copy(),
+            "overhead": max(0.0, wall - tracker.oracle_seconds) / max(tracker.oracle_seconds, 1e-9)}
+

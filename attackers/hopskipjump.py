@@ -1,0 +1,208 @@
+"""HopSkipJump (Chen, Jordan & Wainwright 2020), untargeted, l2, label-only.
+
+Per iteration t, for every sample in play at once:
+1. estimate the direction of the boundary's normal at the current boundary point x_t by Monte
+   Carlo: n_t random unit directions u_b, probes x_t + delta * u_b, signs phi_b = +1 where the
+   probe is adversarial; the estimate is mean((phi_b - mean(phi)) * u_b), the paper's baseline
+   correction (plain mean(phi) * mean(u) when all signs agree);
+2. geometric step-size search: xi = ||x_t - x0|| / sqrt(t), halved until x_t + xi * v is
+   adversarial (v the unit estimate);
+3. bisection from that point toward the original to the boundary: x_{t+1}.
+It starts from a given starting point, or finds one (below), blended toward the original by
+bisection.
+
+Tuned to the arena's 1000 queries per sample (the paper's defaults spend them on ~5
+iterations; ART's implementation lands near 9x the white-box minimum there):
+- n_t = init_estimates * sqrt(t), capped at max_estimates: the paper's schedule, with a
+  smaller init (20 instead of 100: more iterations, fewer probes each);
+- low-frequency probe directions (`probe_resolution`=16: drawn at 16 x 16 per channel and
+  upsampled, see `attackers.probes`), whose label answers say far more about the normal;
+- the probe radius and the bisection tolerance tied to the current distance (`delta`=0.1,
+  `tolerance`=1e-3: ~10 queries per bisection) instead of the paper's d^-3/2 thresholds
+  (~21 queries per bisection);
+- a cheap start (`init`="images"): the nearest clean images of other samples with another
+  label, free to rank, meet the boundary twice as close as uniform noise does;
+- `keep_best`: accept a step only when it shortens the distance, pool the estimates made at the
+  same point, halve the step otherwise. Off by default (the paper always moves on); on when
+  refining a close start (transfer-PGD), where it is what keeps the point from drifting away.
+Measured on the demo model (`arena bench attack`, 40 samples, 1000 queries): mean l2 1.64
+against 5.15 for ART's HopSkipJump (0.32x) and 0.61 for the white-box minimum.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from attackers.base import Attack, check_choice, check_float, check_int, check_seed, clip
+from attackers.bisection import bisect
+from attackers.probes import draw_directions, upsample
+from attackers.starting import INITS, find_starting_points
+from attackers.tracker import Tracker, l2_distances
+
+# Most probe images built and sent in one tracker query (bounds memory: ~48 KiB each).
+MAX_PROBE_IMAGES = 1024
+# Fewest probes worth an iteration; a sample that cannot afford them is done.
+MIN_ESTIMATES = 4
+
+
+class HopSkipJump(Attack):
+    name = "hsja"
+
+    def __init__(
+        self,
+        *,
+        init_estimates: int = 20,
+        max_estimates: int = 200,
+        probe_resolution: int | None = 16,
+        delta: float = 0.1,
+        tolerance: float = 1e-3,
+        max_halvings: int = 10,
+        keep_best: bool = False,
+        init: str = "images",
+        noise_tries: int = 10,
+        seed: int | None = 0,
+    ) -> None:
+        self.init_estimates = check_int("init_estimates", init_estimates, minimum=1)
+        self.max_estimates = check_int("max_estimates", max_estimates, minimum=self.init_estimates)
+        self.probe_resolution = None if probe_resolution is None else check_int("probe_resolution", probe_resolution, minimum=1)
+        self.delta = check_float("delta", delta, 0.0, 1.0)
+        self.tolerance = check_float("tolerance", tolerance, 0.0, 0.5)
+        self.max_halvings = check_int("max_halvings", max_halvings, minimum=1, maximum=60)
+        if not isinstance(keep_best, bool):
+            raise ValueError(f"keep_best must be True or False, got {keep_best!r}")
+        self.keep_best = keep_best
+        self.init = check_choice("init", init, INITS)
+        self.noise_tries = check_int("noise_tries", noise_tries, minimum=1)
+        self.seed = check_seed(seed)
+
+    # ------------------------------------------------------------------ search
+    def _search(self, tracker: Tracker, positions: np.ndarray, starts: np.ndarray | None,
+                rng: np.random.Generator) -> None:
+        points, found = find_starting_points(tracker, positions, rng, starts, init=self.init,
+                                             noise_tries=self.noise_tries)
+        pos = positions[found]
+        if pos.size == 0:
+            return
+        boundary, _ = bisect(tracker, pos, points[found], self.tolerance)
+        self.iterate(tracker, pos, boundary, rng)
+
+    def iterate(self, tracker: Tracker, pos: np.ndarray, boundary: np.ndarray, rng: np.random.Generator) -> None:
+        """The HopSkipJump iterations from adversarial points near the boundary, until every
+        sample's budget is spent (each iteration charges every sample in play)."""
+        x0 = tracker.originals[pos]
+        x = boundary.astype(np.float32, copy=True)
+        dist = l2_distances(x, x0)
+        # Queries kept back for the step search and the bisection of an iteration.
+        reserve = int(math.ceil(math.log2(1.0 / self.tolerance))) + 2
+        alive = dist > 0
+        scale = np.ones(x.shape[0])  # step-size multiplier, halved after a step that lost ground
+        # Estimates made at the current point, pooled until the point moves.
+        pooled = np.zeros((x.shape[0], int(np.prod(x.shape[1:]))), dtype=np.float32)
+        pooled_n = np.zeros(x.shape[0], dtype=np.int64)
+        # Each iteration charges every sample in play at least MIN_ESTIMATES queries: the budget
+        # bounds the loop (the cap guards against an oracle that stops answering).
+        for t in range(1, int(tracker.remaining[pos].max(initial=0)) // MIN_ESTIMATES + 2):
+            n_t = min(int(round(self.init_estimates * math.sqrt(t))), self.max_estimates)
+            n = np.minimum(n_t, tracker.remaining[pos] - reserve)
+            alive &= n >= MIN_ESTIMATES
+            rows = np.flatnonzero(alive)
+            if rows.size == 0:
+                break
+            mean = self._estimate(tracker, pos[rows], x[rows], dist[rows], n[rows], rng)
+            if self.keep_best:
+                pooled[rows] += mean * n[rows, None]
+                pooled_n[rows] += n[rows]
+                mean = pooled[rows] / pooled_n[rows, None].astype(np.float32)
+            v = _unit(mean, rng).reshape(x[rows].shape)
+            xi = scale[rows] * dist[rows] / math.sqrt(t)
+            candidates, ok = self._step(tracker, pos[rows], x[rows], xi, v)
+            moved = rows[ok]
+            if moved.size:
+                new_x, _ = bisect(tracker, pos[moved], candidates[ok], self.tolerance)
+                new_d = l2_distances(new_x, x0[moved])
+                if self.keep_best:
+                    better = new_d < dist[moved]
+                    scale[moved[~better]] /= 2.0
+                    moved, new_x, new_d = moved[better], new_x[better], new_d[better]
+                    pooled[moved] = 0.0
+                    pooled_n[moved] = 0
+                x[moved] = new_x
+                dist[moved] = new_d
+            if self.keep_best:
+                scale[rows[~ok]] /= 2.0
+
+    def _estimate(self, tracker: Tracker, pos: np.ndarray, x: np.ndarray, dist: np.ndarray,
+                  counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Raw Monte Carlo estimates [k, d] of the boundary normal (towards the adversarial side):
+        mean over probes of (phi - mean(phi)) * u. The samples of a batch share one set of
+        random directions (each sample's estimate only needs its own to be random; sharing
+        saves drawing and upsampling them per sample), and the sums use the intended directions
+        (the probes are clipped to the bounds; ignoring that costs nothing measurable), formed
+        on the low-resolution draws and upsampled once per sample."""
+        k = pos.shape[0]
+        shape = x.shape[1:]
+        v = np.zeros((k, int(np.prod(shape))), dtype=np.float32)
+        lo, hi = tracker.bounds
+        start = 0
+        while start < k:
+            stop = start + 1
+            total = int(counts[start])
+            while stop < k and total + counts[stop] <= MAX_PROBE_IMAGES:
+                total += int(counts[stop])
+                stop += 1
+            c = counts[start:stop].astype(np.int64)
+            ends = np.cumsum(c)
+            owner = np.repeat(np.arange(start, stop), c)
+            u, z, inv = draw_directions(rng, int(c.max()), shape, self.probe_resolution)
+            u *= inv[:, None, None, None]                       # unit directions
+            zflat = u.reshape(u.shape[0], -1) if z is u else z.reshape(z.shape[0], -1) * inv[:, None]
+            probes = np.empty((total, *shape), dtype=np.float32)
+            for j, row in enumerate(range(start, stop)):
+                seg = probes[ends[j] - c[j]:ends[j]]
+                np.multiply(u[:c[j]], np.float32(self.delta * dist[row]), out=seg)
+                seg += x[row]
+            np.clip(probes, lo, hi, out=probes)
+            answer = tracker.query(pos[owner], probes)
+            phi = np.where(answer.adversarial, 1.0, -1.0).astype(np.float32)
+            phi[~answer.answered] = 0.0
+            for j, row in enumerate(range(start, stop)):
+                seg = slice(ends[j] - c[j], ends[j])
+                mean_phi = phi[seg].mean()
+                weight = phi[seg] if abs(mean_phi) == 1.0 else phi[seg] - mean_phi
+                low = np.einsum("i,ij->j", weight, zflat[: c[j]]) / np.float32(c[j])
+                v[row] = low if z is u else upsample(low.reshape(z.shape[1:]), shape).reshape(-1)
+            start = stop
+        return v
+
+    def _step(self, tracker: Tracker, pos: np.ndarray, x: np.ndarray, xi: np.ndarray,
+              v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Geometric step-size search: x + xi * v, halving xi until adversarial.
+        Returns (candidates, ok): ok where an adversarial candidate was paid for."""
+        k = pos.shape[0]
+        candidates = np.empty_like(x)
+        ok = np.zeros(k, dtype=bool)
+        xi = xi.astype(np.float32).copy()
+        for _ in range(self.max_halvings):
+            open_ = np.flatnonzero(~ok & (tracker.remaining[pos] > 0))
+            if open_.size == 0:
+                break
+            c = clip(x[open_] + xi[open_, None, None, None] * v[open_], tracker.bounds)
+            answer = tracker.query(pos[open_], c)
+            hit = open_[answer.adversarial]
+            candidates[hit] = c[answer.adversarial]
+            ok[hit] = True
+            xi[open_[~answer.adversarial]] /= 2.0
+        return candidates, ok
+
+
+def _unit(v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Rows of v scaled to unit l2 norm; a zero row (no information) becomes a random direction."""
+    norms = np.sqrt(np.einsum("ij,ij->i", v, v))
+    zero = norms <= 1e-12
+    if zero.any():
+        v = v.copy()
+        v[zero] = rng.standard_normal((int(zero.sum()), v.shape[1]), dtype=np.float32)
+        norms[zero] = np.sqrt(np.einsum("ij,ij->i", v[zero], v[zero]))
+    return v / norms[:, None]

@@ -1,0 +1,114 @@
+"""LocalOracle: an ONNX defense in-process with ONNX Runtime, with the arena's budget semantics.
+
+Same contract as the arena's Predict: labels only (argmax of the logits), each image charged
+to the sample it names, and a request that would take any sample past its budget (or breaks
+the image contract) is refused whole and charges nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from attackers.oracle import BudgetExceeded, InvalidRequest, Oracle, OracleError, check_request
+
+# Images per ONNX Runtime call: bounds memory; larger batches gain nothing on a CPU.
+RUN_CHUNK = 256
+
+
+def make_session(model: str | os.PathLike | bytes, threads: int = 0):
+    """An ONNX Runtime CPU session set up as the arena serves: full graph optimisation, no
+    thread spinning (spinning costs up to 1.7x when other processes share the cores)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    source = model if isinstance(model, bytes) else str(model)
+    if not isinstance(model, bytes) and not Path(source).is_file():
+        raise OracleError(f"ONNX model {source} does not exist")
+    try:
+        return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own exception types
+        raise OracleError(f"cannot load ONNX model {source if isinstance(source, str) else '<bytes>'}: {error}") from None
+
+
+class LocalOracle(Oracle):
+    """An ONNX file as an oracle. `budget` is per sample (None: unlimited); `num_samples`, when
+    given, bounds the sample ids a request may name."""
+
+    def __init__(self, model: str | os.PathLike | bytes, *, budget: int | None = 1000,
+                 num_samples: int | None = None, threads: int = 0) -> None:
+        if budget is not None and (int(budget) != budget or budget < 0):
+            raise ValueError(f"budget must be a non-negative integer or None, got {budget!r}")
+        if num_samples is not None and (int(num_samples) != num_samples or num_samples < 0):
+            raise ValueError(f"num_samples must be a non-negative integer or None, got {num_samples!r}")
+        self._session = make_session(model, threads)
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise OracleError(f"the model must have one input and one output, got {len(inputs)} and {len(outputs)}")
+        self._input = inputs[0].name
+        shape = inputs[0].shape
+        if len(shape) != 4 or not all(isinstance(s, int) for s in shape[1:]):
+            raise OracleError(f"the model input must be [N,C,H,W] with fixed C,H,W, got {shape}")
+        self.image_shape = tuple(int(s) for s in shape[1:])
+        out_shape = outputs[0].shape
+        if len(out_shape) != 2 or not isinstance(out_shape[1], int):
+            # Fall back on a probe when the class count is not static in the graph.
+            probe = self._session.run(None, {self._input: np.zeros((1, *self.image_shape), np.float32)})[0]
+            self._num_classes = int(probe.shape[1])
+        else:
+            self._num_classes = int(out_shape[1])
+        self.budget = None if budget is None else int(budget)
+        self.num_samples = None if num_samples is None else int(num_samples)
+        self._used = np.zeros(self.num_samples or 0, dtype=np.int64)
+        self.calls = 0  # successful labels() calls
+
+    @property
+    def num_classes(self) -> int:
+        return self._num_classes
+
+    def queries_used(self, sample_ids: np.ndarray | None = None) -> np.ndarray:
+        """Images charged so far, per sample (all known samples when sample_ids is None)."""
+        if sample_ids is None:
+            return self._used.copy()
+        ids = np.asarray(sample_ids, dtype=np.int64)
+        out = np.zeros(ids.shape, dtype=np.int64)
+        known = ids < self._used.shape[0]
+        out[known] = self._used[ids[known]]
+        return out
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """Raw logits, uncharged: for tests and benchmarks only, never for attacks."""
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        parts = [self._session.run(None, {self._input: images[i:i + RUN_CHUNK]})[0]
+                 for i in range(0, images.shape[0], RUN_CHUNK)]
+        return np.concatenate(parts) if parts else np.zeros((0, self._num_classes), np.float32)
+
+    def labels(self, images: np.ndarray, sample_ids: np.ndarray) -> np.ndarray:
+        images, ids = check_request(images, sample_ids, self.image_shape, self.bounds)
+        if self.num_samples is not None and ids.size and ids.max() >= self.num_samples:
+            raise InvalidRequest(f"sample id {int(ids.max())} out of range: the run has {self.num_samples} samples")
+        if ids.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        top = int(ids.max()) + 1
+        if top > self._used.shape[0]:
+            self._used = np.concatenate([self._used, np.zeros(top - self._used.shape[0], np.int64)])
+        wanted = np.bincount(ids, minlength=self._used.shape[0])
+        if self.budget is not None:
+            over = np.flatnonzero(self._used + wanted > self.budget)
+            if over.size:
+                raise BudgetExceeded(
+                    f"request refused: it would take {over.size} sample(s) past the budget of {self.budget} "
+                    f"(e.g. sample {int(over[0])}: {int(self._used[over[0]])} used + {int(wanted[over[0]])} asked)",
+                    over.tolist(),
+                )
+        labels = np.argmax(self.logits(images), axis=1).astype(np.int64)
+        self._used += wanted  # charged only once the answer exists
+        self.calls += 1
+        return labels

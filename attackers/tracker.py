@@ -1,0 +1,249 @@
+"""The per-sample tracker between attacks and an oracle (the Foolbox 2 pattern).
+
+Every query of an attack goes through `Tracker.query`. The tracker
+- counts the images charged to each sample and never sends a query past a sample's budget:
+  the images of a sample that cannot afford all of its images in a call are not sent, charge
+  nothing and come back unanswered (`Answer.answered` False), while the other samples' images
+  of the same call go through. A sample with no budget left is simply done;
+- decides success from answers already paid for: an image is adversarial when the oracle's
+  label for it differs from the true label, and nothing is ever queried again to confirm it;
+- keeps per sample the best adversarial (the exact float32 bytes that were queried, so the
+  arena verifies it free) and its l2 distance (float64, over all values, [0, 1] scale);
+- calls `on_improve(tracker, positions)` once per query call with the positions whose best
+  improved in it (the `arena attack` client submits those adversarials as they improve);
+- records when each improvement was paid for, so `best_distance_at(q)` gives the best distance
+  reached within the first q queries of each sample;
+- times the oracle, so a benchmark can tell the attack's own compute from the oracle's.
+
+Attacks never count queries themselves.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from attackers.oracle import BudgetExceeded, Oracle
+
+# Images whose distances are computed at once (bounds the float64 temporaries).
+_DISTANCE_CHUNK = 512
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one tracker query returns, per image of the call."""
+
+    adversarial: np.ndarray  # bool [m]: answered and labelled other than the true label
+    answered: np.ndarray     # bool [m]: False where the sample lacked budget (not sent, not charged)
+
+
+def _rough_distances(images: np.ndarray, rows: np.ndarray, originals: np.ndarray, owners: np.ndarray) -> np.ndarray:
+    """l2 distances of images[rows] to originals[owners] in float32 (relative error ~1e-6): for
+    ranking only; the tracker measures the winners again in float64. Attacks send the images of
+    a sample together, so runs of one owner are subtracted by broadcasting (no gathered copies
+    of the originals)."""
+    out = np.empty(rows.size, dtype=np.float64)
+    cuts = np.flatnonzero(owners[1:] != owners[:-1]) + 1
+    if cuts.size + 1 > rows.size // 4:  # mostly single images: one gathered pass
+        for start in range(0, rows.size, _DISTANCE_CHUNK):
+            sl = slice(start, start + _DISTANCE_CHUNK)
+            diff = images[rows[sl]]
+            diff -= originals[owners[sl]]
+            flat = diff.reshape(diff.shape[0], -1)
+            out[sl] = np.sqrt(np.einsum("ij,ij->i", flat, flat))
+        return out
+    for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [rows.size]])):
+        for start in range(a, b, _DISTANCE_CHUNK):
+            stop = min(b, start + _DISTANCE_CHUNK)
+            diff = images[rows[start:stop]]
+            diff -= originals[owners[start]]
+            flat = diff.reshape(stop - start, -1)
+            out[start:stop] = np.sqrt(np.einsum("ij,ij->i", flat, flat))
+    return out
+
+
+def l2_distances(images: np.ndarray, originals: np.ndarray) -> np.ndarray:
+    """float64 l2 norms of images - originals over all values, row by row (chunked)."""
+    m = images.shape[0]
+    out = np.empty(m, dtype=np.float64)
+    for start in range(0, m, _DISTANCE_CHUNK):
+        stop = min(m, start + _DISTANCE_CHUNK)
+        diff = images[start:stop].reshape(stop - start, -1).astype(np.float64)
+        diff -= originals[start:stop].reshape(stop - start, -1)
+        out[start:stop] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    return out
+
+
+class Tracker:
+    """Per-sample query accounting and best adversarials for one set of samples.
+
+    images: float32 [n, *oracle.image_shape] clean images; labels: int [n] true labels;
+    budget: queries per sample (int or int array [n]); sample_ids: the oracle's id of each
+    sample (default 0..n-1)."""
+
+    def __init__(
+        self,
+        oracle: Oracle,
+        images: np.ndarray,
+        labels: np.ndarray,
+        budget: int | np.ndarray,
+        *,
+        sample_ids: np.ndarray | None = None,
+        on_improve: Callable[[Tracker, np.ndarray], None] | None = None,
+    ) -> None:
+        images = np.asarray(images)
+        labels = np.asarray(labels)
+        if images.dtype != np.float32:
+            raise ValueError(f"images must be float32, got {images.dtype}")
+        shape = tuple(oracle.image_shape)
+        if images.ndim != 1 + len(shape) or tuple(images.shape[1:]) != shape:
+            raise ValueError(f"images must have shape [n,{','.join(map(str, shape))}], got {list(images.shape)}")
+        n = images.shape[0]
+        if labels.shape != (n,) or (n and not np.issubdtype(labels.dtype, np.integer)):
+            raise ValueError(f"labels must be integers of shape [{n}], got {labels.dtype} {list(labels.shape)}")
+        if n and (labels.min() < 0 or labels.max() >= oracle.num_classes):
+            raise ValueError(f"labels must lie in [0, {oracle.num_classes}), got [{labels.min()}, {labels.max()}]")
+        lo, hi = oracle.bounds
+        if n and (not np.isfinite(images).all() or images.min() < lo or images.max() > hi):
+            raise ValueError(f"images must be finite with values in [{lo:g}, {hi:g}]")
+        budgets = np.broadcast_to(np.asarray(budget), (n,))
+        if budgets.size and (not np.issubdtype(budgets.dtype, np.integer) or budgets.min() < 0):
+            raise ValueError(f"budget must be non-negative integers, got {budget!r}")
+        ids = np.arange(n, dtype=np.int64) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64)
+        if ids.shape != (n,):
+            raise ValueError(f"sample_ids must have shape [{n}], got {list(ids.shape)}")
+
+        self.oracle = oracle
+        self.originals = np.ascontiguousarray(images)
+        self.originals.setflags(write=False)
+        self.labels = labels.astype(np.int64)
+        self.sample_ids = ids
+        self.budget = budgets.astype(np.int64).copy()
+        self.queries = np.zeros(n, dtype=np.int64)
+        self.best = self.originals.copy()  # the clean image until an adversarial is found
+        self.best_distance = np.full(n, np.inf, dtype=np.float64)
+        self.on_improve = on_improve
+        self.calls = 0                 # oracle calls made
+        self.oracle_seconds = 0.0      # time spent inside the oracle
+        self.hook_seconds = 0.0        # time spent in on_improve
+        # Improvement log: (position, queries paid when found, distance), for best_distance_at.
+        self._log_pos: list[np.ndarray] = []
+        self._log_q: list[np.ndarray] = []
+        self._log_d: list[np.ndarray] = []
+
+    # ------------------------------------------------------------------ state
+    @property
+    def num_samples(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return self.oracle.bounds
+
+    @property
+    def remaining(self) -> np.ndarray:
+        """int64 [n]: queries each sample may still make."""
+        return self.budget - self.queries
+
+    @property
+    def found(self) -> np.ndarray:
+        """bool [n]: an adversarial has been paid for."""
+        return np.isfinite(self.best_distance)
+
+    def best_distance_at(self, queries: int) -> np.ndarray:
+        """float64 [n]: the best distance each sample had reached once it had paid `queries`
+        queries (+inf where it had none by then)."""
+        out = np.full(self.num_samples, np.inf)
+        if self._log_pos:
+            pos = np.concatenate(self._log_pos)
+            q = np.concatenate(self._log_q)
+            d = np.concatenate(self._log_d)
+            keep = q <= queries
+            np.minimum.at(out, pos[keep], d[keep])
+        return out
+
+    # ------------------------------------------------------------------ the query
+    def query(self, positions: np.ndarray, images: np.ndarray) -> Answer:
+        """Labels images[k] against the true label of sample positions[k] (positions index this
+        tracker's samples, 0..n-1; a sample may appear many times). One oracle call."""
+        positions = np.asarray(positions, dtype=np.int64)
+        images = np.asarray(images)
+        m = positions.shape[0]
+        if positions.ndim != 1 or images.shape[:1] != (m,) or tuple(images.shape[1:]) != tuple(self.originals.shape[1:]):
+            raise ValueError(f"query: {m} positions for images of shape {list(images.shape)}")
+        if images.dtype != np.float32:
+            raise ValueError(f"query: images must be float32, got {images.dtype}")
+        if m and (positions.min() < 0 or positions.max() >= self.num_samples):
+            raise ValueError(f"query: positions must lie in [0, {self.num_samples})")
+        # Values (finite, within the bounds) are checked by the oracle, which refuses an invalid
+        # request whole (InvalidRequest, a ValueError) and charges nothing: no second pass here.
+
+        adversarial = np.zeros(m, dtype=bool)
+        wanted = np.bincount(positions, minlength=self.num_samples)
+        affordable = wanted <= self.remaining
+        answered = affordable[positions]
+        while answered.any():
+            send = np.flatnonzero(answered)
+            everything = send.size == m
+            start = time.perf_counter()
+            try:
+                got = self.oracle.labels(images if everything else images[send],
+                                         self.sample_ids[positions if everything else positions[send]])
+            except BudgetExceeded as error:
+                # The oracle's count disagrees with ours (e.g. a server that was charged by an
+                # earlier client). Believe it: those samples are done; retry without them.
+                over = np.flatnonzero(np.isin(self.sample_ids, error.sample_ids))
+                mine = np.isin(over, positions[send])
+                if not error.sample_ids or not mine.any():
+                    raise
+                self.budget[over] = self.queries[over]
+                answered &= ~np.isin(positions, over)
+                continue
+            finally:
+                self.oracle_seconds += time.perf_counter() - start
+            self.calls += 1
+            got = np.asarray(got, dtype=np.int64)
+            if got.shape != (send.size,):
+                raise RuntimeError(f"the oracle returned {got.shape} labels for {send.size} images")
+            self.queries += np.bincount(positions[send], minlength=self.num_samples)
+            adversarial[send] = got != self.labels[positions[send]]
+            self._record(positions, images, adversarial)
+            break
+        return Answer(adversarial=adversarial, answered=answered)
+
+    def _record(self, positions: np.ndarray, images: np.ndarray, adversarial: np.ndarray) -> None:
+        hits = np.flatnonzero(adversarial)
+        if hits.size == 0:
+            return
+        pos = positions[hits]
+        # Rank the hits of each sample by a float32 distance (cheap), then measure the closest
+        # one of each sample exactly (float64, as the arena does) and compare it with the best.
+        rough = _rough_distances(images, hits, self.originals, pos)
+        order = np.lexsort((np.arange(hits.size), rough, pos))
+        first = np.ones(order.size, dtype=bool)
+        first[1:] = pos[order][1:] != pos[order][:-1]
+        pick = order[first]
+        pick = pick[rough[pick] < self.best_distance[pos[pick]] * (1.0 + 1e-4) + 1e-9]
+        if pick.size == 0:
+            return
+        dist = np.full(hits.size, np.inf)
+        dist[pick] = l2_distances(images[hits[pick]], self.originals[pos[pick]])
+        better = dist[pick] < self.best_distance[pos[pick]]
+        pick = pick[better]
+        if pick.size == 0:
+            return
+        improved = pos[pick]
+        self.best[improved] = images[hits[pick]]
+        self.best_distance[improved] = dist[pick]
+        self._log_pos.append(improved.copy())
+        self._log_q.append(self.queries[improved].copy())
+        self._log_d.append(dist[pick].copy())
+        if self.on_improve is not None:
+            start = time.perf_counter()
+            try:
+                self.on_improve(self, improved)
+            finally:
+                self.hook_seconds += time.perf_counter() - start

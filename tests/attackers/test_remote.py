@@ -1,0 +1,136 @@
+"""The remote oracle against a real arena server (in-process, ephemeral port): same results as
+the local oracle, batches split to max_batch, retries replayed, errors surfaced, resume free."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+
+from attackers import BoundaryAttack, HopSkipJump, LocalOracle, TransferPGD
+from attackers.oracle import BudgetExceeded
+from attackers.remote import RemoteError, RemoteOracle, RequestIds, RunClient
+from attackers.session import SessionError, attack_remote
+
+
+@pytest.fixture
+def client(arena_server):
+    with RunClient(arena_server.address, arena_server.token) as c:
+        yield c
+
+
+def remote_oracle(client, namespace="t"):
+    run = client.start_run("tiny", "test")
+    return run, RemoteOracle(client, run, RequestIds(namespace))
+
+
+@pytest.mark.parametrize("make", [lambda m: HopSkipJump(seed=0), lambda m: BoundaryAttack(seed=0),
+                                  lambda m: TransferPGD(m.surrogate, seed=0)], ids=["hsja", "boundary", "transfer"])
+def test_remote_and_local_oracles_give_the_same_results(make, client, arena_server, models):
+    run, oracle = remote_oracle(client)
+    x, y = client.samples(run.run_id)
+    assert x.shape == (arena_server.num_samples, 3, 64, 64) and oracle.max_batch == arena_server.max_batch
+    budget = arena_server.budget
+    remote = make(models).run(oracle, x, y, budget)
+    local = make(models).run(LocalOracle(models.onnx_path, budget=budget), x, y, budget)
+    np.testing.assert_array_equal(remote.distances, local.distances)
+    np.testing.assert_array_equal(remote.queries, local.queries)
+    np.testing.assert_array_equal(remote.adversarials, local.adversarials)
+    # the arena counted exactly what the tracker counted, and batches were split to max_batch
+    info = client.get_run(run.run_id)
+    np.testing.assert_array_equal(np.asarray(info.queries_used), remote.queries)
+    assert oracle.calls > 0 and oracle.replayed == 0
+
+
+def test_unavailable_is_retried_with_the_same_request_id(client, arena_server):
+    run, oracle = remote_oracle(client, "retry")
+    x, _ = client.samples(run.run_id, 2)
+    real = client.runs.Predict
+    seen = []
+
+    class Unavailable(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.UNAVAILABLE
+
+        def details(self):
+            return "try again"
+
+    def flaky(request, **kwargs):
+        seen.append(request.request_id)
+        answer = real(request, **kwargs)   # the server did the work ...
+        if len(seen) == 1:
+            raise Unavailable()            # ... but the answer was lost
+        return answer
+
+    client.runs.Predict = flaky
+    try:
+        labels = oracle.labels(x, np.array([0, 1]))
+    finally:
+        client.runs.Predict = real
+    assert seen == ["retry-0", "retry-0"] and labels.shape == (2,)
+    assert oracle.replayed == 1
+    assert list(client.get_run(run.run_id).queries_used)[:2] == [1, 1]  # charged once
+
+
+def test_budget_is_refused_whole_locally_and_by_the_server(client, arena_server):
+    run, oracle = remote_oracle(client, "budget")
+    x, _ = client.samples(run.run_id, 1)
+    budget = arena_server.budget
+    big = np.repeat(x[:1], budget + 1, axis=0)
+    with pytest.raises(BudgetExceeded) as refused:       # refused before anything is sent
+        oracle.labels(big, np.zeros(budget + 1, dtype=np.int64))
+    assert refused.value.sample_ids == (0,) and oracle.calls == 0
+    oracle.labels(big[:budget], np.zeros(budget, dtype=np.int64))   # split into max_batch requests
+    assert list(client.get_run(run.run_id).queries_used)[0] == budget
+    with pytest.raises(BudgetExceeded):
+        oracle.labels(big[:1], np.zeros(1, dtype=np.int64))
+    with pytest.raises(BudgetExceeded) as refused:       # the server's own refusal names the sample
+        client.predict(run.run_id, "direct", big[:2], np.array([1, 0]))
+    assert refused.value.sample_ids == (0,)
+    assert list(client.get_run(run.run_id).queries_used)[:2] == [budget, 0]  # nothing charged
+
+
+def test_errors_surface_with_their_message(arena_server):
+    with RunClient(arena_server.address, "not-a-token") as bad:
+        with pytest.raises(RemoteError, match="UNAUTHENTICATED"):
+            bad.start_run("tiny", "test")
+    with RunClient(arena_server.address, arena_server.token) as good:
+        with pytest.raises(RemoteError, match="NOT_FOUND"):
+            good.get_run("no-such-run")
+    with pytest.raises(RemoteError, match="cannot reach"):
+        RunClient("127.0.0.1:9", "token", connect_timeout=0.5)
+
+
+def test_interrupted_attack_resumes_without_paying_twice(client, arena_server, tmp_path, monkeypatch):
+    attack = HopSkipJump(seed=0)
+    plain = attack_remote(client, defense="tiny", attack=attack, budget=None, samples=4,
+                          state_path=tmp_path / "plain.state", progress=False, log=lambda m: None)
+
+    real = RunClient.predict
+    calls = {"n": 0}
+
+    def dies_after_20(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 20:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    state = tmp_path / "resumed.state"
+    monkeypatch.setattr(RunClient, "predict", dies_after_20)
+    with pytest.raises(KeyboardInterrupt):
+        attack_remote(client, defense="tiny", attack=attack, budget=None, samples=4, state_path=state,
+                      progress=False, log=lambda m: None)
+    monkeypatch.setattr(RunClient, "predict", real)
+    assert state.exists()
+    with pytest.raises(SessionError, match="another attack configuration"):
+        attack_remote(client, defense="tiny", attack=HopSkipJump(seed=1), budget=None, samples=4,
+                      state_path=state, progress=False, log=lambda m: None)
+    resumed = attack_remote(client, defense="tiny", attack=attack, budget=None, samples=4, state_path=state,
+                            progress=False, log=lambda m: None)
+    assert resumed.info["replayed_requests"] == 19
+    np.testing.assert_array_equal(resumed.verified, plain.verified)
+    # the arena charged the resumed run exactly what the uninterrupted one cost
+    np.testing.assert_array_equal(np.asarray(resumed.run.queries_used), np.asarray(plain.run.queries_used))
+    assert resumed.run.finished and plain.run.finished
+    # every reported distance is one the arena verified
+    np.testing.assert_allclose(resumed.verified, resumed.result.distances, rtol=1e-9)
