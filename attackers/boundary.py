@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from attackers.base import Attack, check_choice, check_float, check_int, check_seed
-from attackers.bisection import bisect
+from attackers.base import check_choice, check_float, check_int, check_seed
 from attackers.probes import upsample
-from attackers.starting import INITS, find_starting_points
+from attackers.starting import INITS, BoundaryWalk
 from attackers.tracker import Tracker, l2_distances
 
 
@@ -51,7 +50,7 @@ class _Window:
         self.count[rows] = 0
 
 
-class BoundaryAttack(Attack):
+class BoundaryAttack(BoundaryWalk):
     name = "boundary"
 
     def __init__(
@@ -82,16 +81,6 @@ class BoundaryAttack(Attack):
         self.init = check_choice("init", init, INITS)
         self.noise_tries = check_int("noise_tries", noise_tries, minimum=1)
         self.seed = check_seed(seed)
-
-    def _search(self, tracker: Tracker, positions: np.ndarray, starts: np.ndarray | None,
-                rng: np.random.Generator) -> None:
-        points, found = find_starting_points(tracker, positions, rng, starts, init=self.init,
-                                             noise_tries=self.noise_tries)
-        pos = positions[found]
-        if pos.size == 0:
-            return
-        boundary, _ = bisect(tracker, pos, points[found], self.tolerance)
-        self.iterate(tracker, pos, boundary, rng)
 
     def iterate(self, tracker: Tracker, pos: np.ndarray, start: np.ndarray, rng: np.random.Generator) -> None:
         """Boundary Attack steps from adversarial points, until every sample's budget is spent or

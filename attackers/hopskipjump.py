@@ -35,10 +35,10 @@ import math
 
 import numpy as np
 
-from attackers.base import Attack, check_choice, check_float, check_int, check_seed, clip
+from attackers.base import check_choice, check_float, check_int, check_seed, clip
 from attackers.bisection import bisect
 from attackers.probes import draw_directions, upsample
-from attackers.starting import INITS, find_starting_points
+from attackers.starting import INITS, BoundaryWalk
 from attackers.tracker import Tracker, l2_distances
 
 # Most probe images built and sent in one tracker query (bounds memory: ~48 KiB each).
@@ -47,7 +47,7 @@ MAX_PROBE_IMAGES = 1024
 MIN_ESTIMATES = 4
 
 
-class HopSkipJump(Attack):
+class HopSkipJump(BoundaryWalk):
     name = "hsja"
 
     def __init__(
@@ -78,16 +78,6 @@ class HopSkipJump(Attack):
         self.seed = check_seed(seed)
 
     # ------------------------------------------------------------------ search
-    def _search(self, tracker: Tracker, positions: np.ndarray, starts: np.ndarray | None,
-                rng: np.random.Generator) -> None:
-        points, found = find_starting_points(tracker, positions, rng, starts, init=self.init,
-                                             noise_tries=self.noise_tries)
-        pos = positions[found]
-        if pos.size == 0:
-            return
-        boundary, _ = bisect(tracker, pos, points[found], self.tolerance)
-        self.iterate(tracker, pos, boundary, rng)
-
     def iterate(self, tracker: Tracker, pos: np.ndarray, boundary: np.ndarray, rng: np.random.Generator) -> None:
         """The HopSkipJump iterations from adversarial points near the boundary, until every
         sample's budget is spent (each iteration charges every sample in play)."""

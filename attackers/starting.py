@@ -16,8 +16,12 @@ A sample left without a start is reported as not found, never as its clean image
 
 from __future__ import annotations
 
+import abc
+
 import numpy as np
 
+from attackers.base import Attack
+from attackers.bisection import bisect
 from attackers.tracker import Tracker
 
 INITS = ("images", "noise")
@@ -91,3 +95,27 @@ def _nearest_other_label(tracker: Tracker, positions: np.ndarray, count: int) ->
         ok = np.take_along_axis(d, order, axis=1) < np.inf
         out[start:start + rows.size, :order.shape[1]] = np.where(ok, order, -1)
     return out
+
+
+class BoundaryWalk(Attack):
+    """An attack that walks along the decision boundary (Boundary Attack, HopSkipJump): find a
+    starting adversarial per sample, bisect it toward the original, then `iterate` from there.
+    Subclasses set `init`, `noise_tries` and `tolerance`, and implement `iterate`."""
+
+    init: str
+    noise_tries: int
+    tolerance: float
+
+    def _search(self, tracker: Tracker, positions: np.ndarray, starts: np.ndarray | None,
+                rng: np.random.Generator) -> None:
+        points, found = find_starting_points(tracker, positions, rng, starts, init=self.init,
+                                             noise_tries=self.noise_tries)
+        pos = positions[found]
+        if pos.size == 0:
+            return
+        boundary, _ = bisect(tracker, pos, points[found], self.tolerance)
+        self.iterate(tracker, pos, boundary, rng)
+
+    @abc.abstractmethod
+    def iterate(self, tracker: Tracker, pos: np.ndarray, boundary: np.ndarray, rng: np.random.Generator) -> None:
+        """Steps from adversarial points near the boundary until every sample's budget is spent."""
