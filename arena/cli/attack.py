@@ -16,7 +16,6 @@ arena's verified distance too) in both modes.
 
 from __future__ import annotations
 
-import os
 import sys
 
 
@@ -110,9 +109,9 @@ def _remote(args, attack) -> int:
 
     if not args.defense:
         raise CommandError("--defense NAME is required with --server")
-    token = args.token or os.environ.get("ARENA_TOKEN")
-    if not token:
-        raise CommandError("no token: pass --token or set ARENA_TOKEN")
+    from arena.client import token_from
+
+    token = token_from(args.token)
     state_path = Path(args.state) if args.state else default_state_path(args.out)
     try:
         client = RunClient(args.server, token, connect_timeout=args.connect_timeout)

@@ -62,7 +62,7 @@ def _names(value: str, allowed: tuple[str, ...], what: str) -> list[str]:
 
 def config_key(config) -> str:
     """A short digest of a training configuration: its cache folder's name."""
-    text = json.dumps(config.to_dict() if hasattr(config, "to_dict") else vars(config), sort_keys=True, default=str)
+    text = json.dumps(config.to_dict(), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 

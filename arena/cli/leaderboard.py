@@ -11,15 +11,10 @@ The token may come from the environment variable ARENA_TOKEN instead of --token 
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 from arena.cli import CommandError
-
-# The report embeds its figures and gallery, so it can be far above gRPC's 4 MiB default.
-MAX_RECEIVE_BYTES = 256 * 1024 * 1024
-
 
 def register(sub) -> None:
     parser = sub.add_parser(
@@ -62,24 +57,12 @@ def _run(args) -> int:
 
 def _from_server(args):
     """(leaderboard, report HTML or None) from the GetLeaderboard / GetReport calls."""
-    token = args.token or os.environ.get("ARENA_TOKEN")
-    if not token:
-        raise CommandError("no token: pass --token or set ARENA_TOKEN")
-
-    import grpc
-
+    from arena.client import ArenaClient, token_from
     from arena.leaderboard_wire import from_proto
-    from protos import arena_v1_pb2 as pb
-    from protos import arena_v1_pb2_grpc as pb_grpc
 
-    metadata = (("authorization", f"Bearer {token}"),)
-    options = [("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)]
-    with grpc.insecure_channel(args.server, options=options) as channel:
-        stub = pb_grpc.LeaderboardServiceStub(channel)
-        board = from_proto(stub.GetLeaderboard(pb.GetLeaderboardRequest(), metadata=metadata, timeout=args.timeout))
-        html = None
-        if args.html is not None:
-            html = stub.GetReport(pb.GetReportRequest(), metadata=metadata, timeout=args.timeout).html
+    with ArenaClient(args.server, token_from(args.token), timeout=args.timeout) as client:
+        board = from_proto(client.get_leaderboard())
+        html = client.get_report() if args.html is not None else None
     return board, html
 
 

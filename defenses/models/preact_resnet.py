@@ -48,9 +48,11 @@ class PreActResNet(nn.Module):
         strides: tuple[int, ...] | None = None,
         stem_width: int | None = None,
         stem_stride: int = 1,
+        dropout: float = 0.0,
     ) -> None:
         """`blocks[i]` blocks of width `widths[i]` per stage, the first with stride `strides[i]`
-        (default: 1, then 2); a 3x3 stem of `stem_width` channels (default widths[0])."""
+        (default: 1, then 2); a 3x3 stem of `stem_width` channels (default widths[0]);
+        `dropout` inside every block (the WideResNet variant)."""
         super().__init__()
         strides = strides or (1,) + (2,) * (len(widths) - 1)
         in_planes = stem_width or widths[0]
@@ -58,7 +60,7 @@ class PreActResNet(nn.Module):
         layers = []
         for count, planes, stride in zip(blocks, widths, strides):
             for j in range(count):
-                layers.append(PreActBlock(in_planes, planes, stride if j == 0 else 1))
+                layers.append(PreActBlock(in_planes, planes, stride if j == 0 else 1, dropout))
                 in_planes = planes
         self.layers = nn.Sequential(*layers)
         self.bn = nn.BatchNorm2d(in_planes)
