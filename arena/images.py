@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from arena.errors import BadRequest, NotFound
+from defenses.data.contract import first_bad_image, in_unit_interval
 from protos import arena_v1_pb2 as pb
 
 IMAGE_SHAPE = (3, 64, 64)
@@ -155,7 +156,7 @@ def decode(batch: pb.ImageBatch, field: str, max_batch: int) -> np.ndarray:
     """ImageBatch -> read-only float32 [N,3,64,64] view of the message bytes, fully checked.
 
     Checks: shape [N,3,64,64] with 1 <= N <= max_batch, byte length N*49,152, every value finite
-    and in [0, 1] (NaN and Inf fail the range test, which costs two reductions and no mask).
+    and in [0, 1] (one pass: `defenses.data.contract`).
     """
     shape = tuple(int(s) for s in batch.shape)
     if len(shape) != 4 or shape[1:] != IMAGE_SHAPE:
@@ -173,14 +174,9 @@ def decode(batch: pb.ImageBatch, field: str, max_batch: int) -> np.ndarray:
             + (" (not a multiple of 4: wrong dtype?)" if len(data) % 4 else "")
         )
     array = np.frombuffer(data, dtype=WIRE_DTYPE).reshape(shape)
-    low, high = array.min(), array.max()
-    if not (low >= 0.0 and high <= 1.0):  # False for NaN too
-        flat = array.reshape(n, -1)
-        bad_finite = ~np.isfinite(flat).all(axis=1)
-        if bad_finite.any():
-            raise BadRequest(f"{field}: image {int(np.argmax(bad_finite))} holds NaN or Inf values")
-        bad_range = ((flat < 0.0) | (flat > 1.0)).any(axis=1)
-        raise BadRequest(f"{field}: image {int(np.argmax(bad_range))} has values outside [0, 1]")
+    if not in_unit_interval(array):
+        index, problem = first_bad_image(array)
+        raise BadRequest(f"{field}: image {index} {problem}")
     return array
 
 

@@ -9,8 +9,9 @@ oracle through the single final entry point
 which checks the inputs, wraps the oracle in a `Tracker` (or uses the one given), queries each
 clean image once (a sample the model already misclassifies is done at distance 0), runs the
 subclass's search on the remaining samples and builds the `AttackResult` from the tracker.
-Subclasses implement `_search` only; they query through the tracker, never count anything, clip
-what they query with `clip`, and stop for a sample when its budget is spent.
+Subclasses implement `_search` only; they query through the tracker, never count anything, build
+what they query with `attackers.kernels` (which clips to the bounds), and stop for a sample when
+its budget is spent.
 """
 
 from __future__ import annotations
@@ -211,7 +212,3 @@ class Attack(abc.ABC):
             raise ValueError(f"starting points must lie within [{lo:g}, {hi:g}]")
         return starts
 
-
-def clip(x: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
-    """x clipped to the bounds, as float32 (what every query must be)."""
-    return np.clip(x, bounds[0], bounds[1]).astype(np.float32, copy=False)

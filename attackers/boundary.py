@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from attackers import kernels
 from attackers.base import check_choice, check_float, check_int, check_seed
+from attackers.kernels import l2_distances
 from attackers.probes import upsample
 from attackers.starting import INITS, BoundaryWalk
-from attackers.tracker import Tracker, l2_distances
+from attackers.tracker import Tracker
 
 
 class _Window:
@@ -88,9 +90,8 @@ class BoundaryAttack(BoundaryWalk):
         k = pos.shape[0]
         shape = tracker.originals.shape[1:]
         x0 = tracker.originals[pos].reshape(k, -1)
-        x = start.reshape(k, -1).astype(np.float32, copy=True)
-        r = x - x0                      # the current perturbation of each sample
-        dist = l2_distances(x, x0)
+        r = start.reshape(k, -1).astype(np.float32) - x0   # the current perturbation of each sample
+        dist = l2_distances(start, x0)
         spherical = np.full(k, self.spherical_step)
         source = np.full(k, self.source_step)
         sph_stats = _Window(k, self.spherical_window)
@@ -108,23 +109,22 @@ class BoundaryAttack(BoundaryWalk):
             rows = np.flatnonzero(going & (tracker.remaining[pos] >= cost))
             if rows.size == 0:
                 continue  # a check step some samples can no longer afford; the next one is cheaper
-            whole = rows.size == k
-            sel = slice(None) if whole else rows
-            candidates, sph_candidates = self._proposals(
-                r[sel], x0[sel], dist[rows], spherical[rows], source[rows], rng, tracker.bounds, shape, check)
+            m = rows.size
+            # the full proposals, then (check steps) the spherical ones: one batched query
+            images = self._proposals(r, x0, rows, dist[rows], spherical[rows], source[rows], rng, tracker.bounds,
+                                     shape, check)
+            owners = np.concatenate([pos[rows], pos[rows]]) if check else pos[rows]
+            answer = tracker.query(owners, images.reshape(-1, *shape))
+            adv = answer.adversarial[:m]
             if check:
-                images = np.concatenate([candidates, sph_candidates])
-                answer = tracker.query(np.concatenate([pos[rows], pos[rows]]), images.reshape(-1, *shape))
-                adv, sph_adv = answer.adversarial[: rows.size], answer.adversarial[rows.size:]
-                sph_stats.push(rows, sph_adv)
-            else:
-                adv = tracker.query(pos[rows], candidates.reshape(-1, *shape)).adversarial
+                sph_stats.push(rows, answer.adversarial[m:])
             step_stats.push(rows, adv)
             accepted = rows[adv]
             if accepted.size:
-                x[accepted] = candidates[adv]
-                r[accepted] = candidates[adv] - x0[accepted]
-                dist[accepted] = np.sqrt(np.einsum("ij,ij->i", r[accepted], r[accepted]))
+                # r = accepted candidate - x0, written in place (one pass)
+                kernels.step(images, -1.0, x0, (-np.inf, np.inf), base_rows=np.flatnonzero(adv),
+                             direction_rows=accepted, out=r, out_rows=accepted)
+                dist[accepted] = answer.distances[:m][adv]
 
             if check:  # the paper's step-size adaptation, from the windows' success rates
                 full = sph_stats.full()
@@ -145,40 +145,35 @@ class BoundaryAttack(BoundaryWalk):
                 step_stats.clear(np.flatnonzero(up | down))
                 np.minimum(source, 0.5, out=source)
 
-    def _proposals(self, r: np.ndarray, x0: np.ndarray, dist: np.ndarray, spherical: np.ndarray,
+    def _proposals(self, r: np.ndarray, x0: np.ndarray, rows: np.ndarray, dist: np.ndarray, spherical: np.ndarray,
                    source: np.ndarray, rng: np.random.Generator, bounds: tuple[float, float],
-                   shape: tuple[int, ...], with_spherical: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """(full candidates, spherical candidates or None), float32 [k, d], clipped.
+                   shape: tuple[int, ...], with_spherical: bool) -> np.ndarray:
+        """float32 [m, d] full candidates of the samples at `rows` (r, x0: [k, d]; the other
+        arguments per row), followed, with_spherical, by their [m, d] spherical candidates.
 
         With eta' the part of the noise eta orthogonal to the perturbation r (|r| = D), scaled to
         norm spherical * D, the spherical candidate is x0 + (r + eta') * D / |r + eta'|, where
         |r + eta'| = D * sqrt(1 + spherical^2) is known; the full candidate shrinks that by
-        (1 - source). Both are x0 + a * r + b * eta with per-sample scalars a, b: a few passes
-        over the images. The samples of a step share one noise draw (each sample only needs its
-        own to be random), drawn and upsampled once."""
-        k, d = r.shape
+        (1 - source). Both are x0 + a * r + b * eta with per-sample scalars a, b: one fused pass
+        per image (`attackers.kernels.step2`). The samples of a step share one noise draw (each
+        sample only needs its own to be random), drawn and upsampled once."""
+        d = r.shape[1]
         c, h, w = shape
         res = self.noise_resolution
         if res is None or res >= h:
             eta = rng.standard_normal(d, dtype=np.float32)
         else:
             eta = upsample(rng.standard_normal((c, res, res), dtype=np.float32), shape).reshape(d)
-        dots = np.einsum("ij,j->i", r, eta).astype(np.float64)  # (BLAS threads would fight the oracle for the cores)
+        # (einsum, not BLAS: BLAS threads would fight the oracle for the cores)
+        dots = np.einsum("ij,j->i", r if rows.size == r.shape[0] else r[rows], eta).astype(np.float64)
         sq = float(eta @ eta)
         d2 = dist * dist
         ortho = np.sqrt(np.maximum(sq - dots * dots / d2, 1e-30))
         g = spherical * dist / ortho                 # eta' = g * (eta - dots / d2 * r)
         b = 1.0 - g * dots / d2                      # r + eta' = b * r + g * eta
-        lo, hi = bounds
-        norm = np.sqrt(1.0 + spherical * spherical)
-
-        def candidate(factor: np.ndarray) -> np.ndarray:
-            scale = factor / norm
-            out = r * (scale * b)[:, None].astype(np.float32)
-            out += x0
-            for i, coef in enumerate((scale * g).astype(np.float32)):
-                out[i] += coef * eta
-            return np.clip(out, lo, hi, out=out)
-
-        full = candidate(1.0 - source)
-        return full, (candidate(np.ones_like(source)) if with_spherical else None)
+        scale = (1.0 - source) / np.sqrt(1.0 + spherical * spherical)
+        if with_spherical:
+            scale = np.concatenate([scale, 1.0 / np.sqrt(1.0 + spherical * spherical)])
+            b, g, rows = np.tile(b, 2), np.tile(g, 2), np.tile(rows, 2)
+        return kernels.step2(x0, scale * b, r, scale * g, eta[None], bounds, rows=rows,
+                             direction2_rows=np.zeros(rows.size, dtype=np.int64))

@@ -35,11 +35,13 @@ import math
 
 import numpy as np
 
-from attackers.base import check_choice, check_float, check_int, check_seed, clip
+from attackers import kernels
+from attackers.base import check_choice, check_float, check_int, check_seed
 from attackers.bisection import bisect
+from attackers.kernels import l2_distances
 from attackers.probes import draw_directions, upsample
 from attackers.starting import INITS, BoundaryWalk
-from attackers.tracker import Tracker, l2_distances
+from attackers.tracker import Tracker
 
 # Most probe images built and sent in one tracker query (bounds memory: ~48 KiB each).
 MAX_PROBE_IMAGES = 1024
@@ -100,18 +102,17 @@ class HopSkipJump(BoundaryWalk):
             rows = np.flatnonzero(alive)
             if rows.size == 0:
                 break
-            mean = self._estimate(tracker, pos[rows], x[rows], dist[rows], n[rows], rng)
+            mean = self._estimate(tracker, pos[rows], x, rows, dist[rows], n[rows], rng)
             if self.keep_best:
                 pooled[rows] += mean * n[rows, None]
                 pooled_n[rows] += n[rows]
                 mean = pooled[rows] / pooled_n[rows, None].astype(np.float32)
-            v = _unit(mean, rng).reshape(x[rows].shape)
+            v = _unit(mean, rng).reshape(rows.size, *x.shape[1:])
             xi = scale[rows] * dist[rows] / math.sqrt(t)
-            candidates, ok = self._step(tracker, pos[rows], x[rows], xi, v)
+            candidates, ok = self._step(tracker, pos[rows], x, rows, xi, v)
             moved = rows[ok]
             if moved.size:
-                new_x, _ = bisect(tracker, pos[moved], candidates[ok], self.tolerance)
-                new_d = l2_distances(new_x, x0[moved])
+                new_x, new_d, _ = bisect(tracker, pos[moved], candidates[ok], self.tolerance)
                 if self.keep_best:
                     better = new_d < dist[moved]
                     scale[moved[~better]] /= 2.0
@@ -123,9 +124,10 @@ class HopSkipJump(BoundaryWalk):
             if self.keep_best:
                 scale[rows[~ok]] /= 2.0
 
-    def _estimate(self, tracker: Tracker, pos: np.ndarray, x: np.ndarray, dist: np.ndarray,
+    def _estimate(self, tracker: Tracker, pos: np.ndarray, x: np.ndarray, x_rows: np.ndarray, dist: np.ndarray,
                   counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Raw Monte Carlo estimates [k, d] of the boundary normal (towards the adversarial side):
+        """Raw Monte Carlo estimates [k, d] of the boundary normal (towards the adversarial side)
+        at the points x[x_rows] (k of them; pos, dist and counts are per point):
         mean over probes of (phi - mean(phi)) * u. The samples of a batch share one set of
         random directions (each sample's estimate only needs its own to be random; sharing
         saves drawing and upsampling them per sample), and the sums use the intended directions
@@ -134,7 +136,6 @@ class HopSkipJump(BoundaryWalk):
         k = pos.shape[0]
         shape = x.shape[1:]
         v = np.zeros((k, int(np.prod(shape))), dtype=np.float32)
-        lo, hi = tracker.bounds
         start = 0
         while start < k:
             stop = start + 1
@@ -144,44 +145,41 @@ class HopSkipJump(BoundaryWalk):
                 stop += 1
             c = counts[start:stop].astype(np.int64)
             ends = np.cumsum(c)
-            owner = np.repeat(np.arange(start, stop), c)
+            owner = np.repeat(np.arange(start, stop), c)          # the sample of each probe
+            within = np.arange(total) - np.repeat(ends - c, c)     # its direction
             u, z, inv = draw_directions(rng, int(c.max()), shape, self.probe_resolution)
-            u *= inv[:, None, None, None]                       # unit directions
-            zflat = u.reshape(u.shape[0], -1) if z is u else z.reshape(z.shape[0], -1) * inv[:, None]
-            probes = np.empty((total, *shape), dtype=np.float32)
-            for j, row in enumerate(range(start, stop)):
-                seg = probes[ends[j] - c[j]:ends[j]]
-                np.multiply(u[:c[j]], np.float32(self.delta * dist[row]), out=seg)
-                seg += x[row]
-            np.clip(probes, lo, hi, out=probes)
+            # probe = clip(x + delta * dist * u / |u|): one fused pass per probe
+            probes = kernels.step(x, self.delta * dist[owner] * inv[within], u, tracker.bounds,
+                                  base_rows=x_rows[owner], direction_rows=within)
             answer = tracker.query(pos[owner], probes)
             phi = np.where(answer.adversarial, 1.0, -1.0).astype(np.float32)
             phi[~answer.answered] = 0.0
+            unit_low = z.reshape(z.shape[0], -1) * inv[:, None]   # the unit directions, before upsampling
             for j, row in enumerate(range(start, stop)):
                 seg = slice(ends[j] - c[j], ends[j])
                 mean_phi = phi[seg].mean()
                 weight = phi[seg] if abs(mean_phi) == 1.0 else phi[seg] - mean_phi
-                low = np.einsum("i,ij->j", weight, zflat[: c[j]]) / np.float32(c[j])
+                low = np.einsum("i,ij->j", weight, unit_low[: c[j]]) / np.float32(c[j])
                 v[row] = low if z is u else upsample(low.reshape(z.shape[1:]), shape).reshape(-1)
             start = stop
         return v
 
-    def _step(self, tracker: Tracker, pos: np.ndarray, x: np.ndarray, xi: np.ndarray,
+    def _step(self, tracker: Tracker, pos: np.ndarray, x: np.ndarray, x_rows: np.ndarray, xi: np.ndarray,
               v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Geometric step-size search: x + xi * v, halving xi until adversarial.
-        Returns (candidates, ok): ok where an adversarial candidate was paid for."""
+        """Geometric step-size search from the points x[x_rows]: x + xi * v, halving xi until
+        adversarial. Returns (candidates, ok): ok where an adversarial candidate was paid for."""
         k = pos.shape[0]
-        candidates = np.empty_like(x)
+        candidates = np.empty_like(v)
         ok = np.zeros(k, dtype=bool)
         xi = xi.astype(np.float32).copy()
         for _ in range(self.max_halvings):
             open_ = np.flatnonzero(~ok & (tracker.remaining[pos] > 0))
             if open_.size == 0:
                 break
-            c = clip(x[open_] + xi[open_, None, None, None] * v[open_], tracker.bounds)
+            c = kernels.step(x, xi[open_], v, tracker.bounds, base_rows=x_rows[open_], direction_rows=open_)
             answer = tracker.query(pos[open_], c)
             hit = open_[answer.adversarial]
-            candidates[hit] = c[answer.adversarial]
+            kernels.copy_rows(candidates, hit, c, np.flatnonzero(answer.adversarial))
             ok[hit] = True
             xi[open_[~answer.adversarial]] /= 2.0
         return candidates, ok

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from defenses.data.contract import in_unit_interval
+
 BOUNDS = (0.0, 1.0)
 IMAGE_SHAPE = (3, 64, 64)
 
@@ -89,11 +91,16 @@ def check_request(images: np.ndarray, sample_ids: np.ndarray, image_shape: tuple
         raise InvalidRequest(f"sample ids must be integers, got {ids.dtype}")
     if ids.size and ids.min() < 0:
         raise InvalidRequest(f"sample ids must be >= 0, got {int(ids.min())}")
+    images = np.ascontiguousarray(images)
     if images.size:
         lo, hi = bounds
-        low, high = images.min(), images.max()
-        if not (lo <= low and high <= hi):  # False for NaN too
+        if (lo, hi) == (0.0, 1.0):
+            valid = in_unit_interval(images)
+        else:
+            low, high = images.min(), images.max()
+            valid = bool(lo <= low and high <= hi)  # False for NaN too
+        if not valid:
             if not np.isfinite(images).all():
                 raise InvalidRequest("images must be finite (found NaN or inf)")
-            raise InvalidRequest(f"image values must lie in [{lo:g}, {hi:g}], got [{low:g}, {high:g}]")
-    return np.ascontiguousarray(images), ids.astype(np.int64, copy=False)
+            raise InvalidRequest(f"image values must lie in [{lo:g}, {hi:g}], got [{images.min():g}, {images.max():g}]")
+    return images, ids.astype(np.int64, copy=False)

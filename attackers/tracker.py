@@ -13,7 +13,8 @@ Every query of an attack goes through `Tracker.query`. The tracker
   improved in it (the `arena attack` client submits those adversarials as they improve);
 - records when each improvement was paid for, so `best_distance_at(q)` gives the best distance
   reached within the first q queries of each sample;
-- times the oracle, so a benchmark can tell the attack's own compute from the oracle's.
+- times the oracle (and named one-off phases of an attack, `timed`), so a benchmark can tell the
+  attack's own compute from the oracle's.
 
 Attacks never count queries themselves.
 """
@@ -22,14 +23,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
+from attackers.kernels import copy_rows, l2_distances
 from attackers.oracle import BudgetExceeded, Oracle
-
-# Images whose distances are computed at once (bounds the float64 temporaries).
-_DISTANCE_CHUNK = 512
 
 
 @dataclass(frozen=True)
@@ -38,43 +38,7 @@ class Answer:
 
     adversarial: np.ndarray  # bool [m]: answered and labelled other than the true label
     answered: np.ndarray     # bool [m]: False where the sample lacked budget (not sent, not charged)
-
-
-def _rough_distances(images: np.ndarray, rows: np.ndarray, originals: np.ndarray, owners: np.ndarray) -> np.ndarray:
-    """l2 distances of images[rows] to originals[owners] in float32 (relative error ~1e-6): for
-    ranking only; the tracker measures the winners again in float64. Attacks send the images of
-    a sample together, so runs of one owner are subtracted by broadcasting (no gathered copies
-    of the originals)."""
-    out = np.empty(rows.size, dtype=np.float64)
-    cuts = np.flatnonzero(owners[1:] != owners[:-1]) + 1
-    if cuts.size + 1 > rows.size // 4:  # mostly single images: one gathered pass
-        for start in range(0, rows.size, _DISTANCE_CHUNK):
-            sl = slice(start, start + _DISTANCE_CHUNK)
-            diff = images[rows[sl]]
-            diff -= originals[owners[sl]]
-            flat = diff.reshape(diff.shape[0], -1)
-            out[sl] = np.sqrt(np.einsum("ij,ij->i", flat, flat))
-        return out
-    for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [rows.size]])):
-        for start in range(a, b, _DISTANCE_CHUNK):
-            stop = min(b, start + _DISTANCE_CHUNK)
-            diff = images[rows[start:stop]]
-            diff -= originals[owners[start]]
-            flat = diff.reshape(stop - start, -1)
-            out[start:stop] = np.sqrt(np.einsum("ij,ij->i", flat, flat))
-    return out
-
-
-def l2_distances(images: np.ndarray, originals: np.ndarray) -> np.ndarray:
-    """float64 l2 norms of images - originals over all values, row by row (chunked)."""
-    m = images.shape[0]
-    out = np.empty(m, dtype=np.float64)
-    for start in range(0, m, _DISTANCE_CHUNK):
-        stop = min(m, start + _DISTANCE_CHUNK)
-        diff = images[start:stop].reshape(stop - start, -1).astype(np.float64)
-        diff -= originals[start:stop].reshape(stop - start, -1)
-        out[start:stop] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
-    return out
+    distances: np.ndarray    # float64 [m]: l2 distance of each adversarial image to its original (inf elsewhere)
 
 
 class Tracker:
@@ -129,6 +93,7 @@ class Tracker:
         self.calls = 0                 # oracle calls made
         self.oracle_seconds = 0.0      # time spent inside the oracle
         self.hook_seconds = 0.0        # time spent in on_improve
+        self.phase_seconds: dict[str, float] = {}  # named one-off phases of an attack (see `timed`)
         # Improvement log: (position, queries paid when found, distance), for best_distance_at.
         self._log_pos: list[np.ndarray] = []
         self._log_q: list[np.ndarray] = []
@@ -165,6 +130,17 @@ class Tracker:
             np.minimum.at(out, pos[keep], d[keep])
         return out
 
+    @contextmanager
+    def timed(self, phase: str):
+        """Times a named phase of an attack that is not per-query work (e.g. transfer-PGD's
+        surrogate gradients), so a benchmark can report it apart from the attack's per-query
+        overhead: `with tracker.timed("surrogate"): ...`."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + time.perf_counter() - start
+
     # ------------------------------------------------------------------ the query
     def query(self, positions: np.ndarray, images: np.ndarray) -> Answer:
         """Labels images[k] against the true label of sample positions[k] (positions index this
@@ -182,6 +158,7 @@ class Tracker:
         # request whole (InvalidRequest, a ValueError) and charges nothing: no second pass here.
 
         adversarial = np.zeros(m, dtype=bool)
+        distances = np.full(m, np.inf)
         wanted = np.bincount(positions, minlength=self.num_samples)
         affordable = wanted <= self.remaining
         answered = affordable[positions]
@@ -210,33 +187,30 @@ class Tracker:
                 raise RuntimeError(f"the oracle returned {got.shape} labels for {send.size} images")
             self.queries += np.bincount(positions[send], minlength=self.num_samples)
             adversarial[send] = got != self.labels[positions[send]]
-            self._record(positions, images, adversarial)
+            self._record(positions, images, adversarial, distances)
             break
-        return Answer(adversarial=adversarial, answered=answered)
+        return Answer(adversarial=adversarial, answered=answered, distances=distances)
 
-    def _record(self, positions: np.ndarray, images: np.ndarray, adversarial: np.ndarray) -> None:
+    def _record(self, positions: np.ndarray, images: np.ndarray, adversarial: np.ndarray,
+                distances: np.ndarray) -> None:
+        """Measures every adversarial image (into `distances`) and keeps each sample's closest."""
         hits = np.flatnonzero(adversarial)
         if hits.size == 0:
             return
         pos = positions[hits]
-        # Rank the hits of each sample by a float32 distance (cheap), then measure the closest
-        # one of each sample exactly (float64, as the arena does) and compare it with the best.
-        rough = _rough_distances(images, hits, self.originals, pos)
-        order = np.lexsort((np.arange(hits.size), rough, pos))
+        # Exact distances of every hit (one fused pass), then the closest hit of each sample
+        # (the first one on ties) against that sample's best.
+        dist = l2_distances(images, self.originals, rows=hits, owners=pos)
+        distances[hits] = dist
+        order = np.lexsort((np.arange(hits.size), dist, pos))
         first = np.ones(order.size, dtype=bool)
         first[1:] = pos[order][1:] != pos[order][:-1]
         pick = order[first]
-        pick = pick[rough[pick] < self.best_distance[pos[pick]] * (1.0 + 1e-4) + 1e-9]
-        if pick.size == 0:
-            return
-        dist = np.full(hits.size, np.inf)
-        dist[pick] = l2_distances(images[hits[pick]], self.originals[pos[pick]])
-        better = dist[pick] < self.best_distance[pos[pick]]
-        pick = pick[better]
+        pick = pick[dist[pick] < self.best_distance[pos[pick]]]
         if pick.size == 0:
             return
         improved = pos[pick]
-        self.best[improved] = images[hits[pick]]
+        copy_rows(self.best, improved, images, hits[pick])
         self.best_distance[improved] = dist[pick]
         self._log_pos.append(improved.copy())
         self._log_q.append(self.queries[improved].copy())

@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Every command moves images by the megabyte (batches of queries, requests, training data):
+    # keep those buffers in the heap instead of page-faulting fresh mmaps (arena.tuning).
+    from arena.tuning import tune_malloc
+
+    tune_malloc()
     try:
         code = args.func(args)
     except KeyboardInterrupt:

@@ -11,6 +11,7 @@ import numpy as np
 
 from defenses.data import embedded, tinyimagenet
 from defenses.data.cache import cached_split, default_cache_dir
+from defenses.data.contract import in_unit_interval
 from defenses.data.split import IMAGE_SIZE, DataError, Split, to_float_chw
 
 DEMO = "demo"
@@ -104,7 +105,7 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
         raise DataError(f"{path}: 'x' must be float32 [N,3,64,64] with N >= 1, got shape {x.shape}")
     if x.dtype != np.float32:
         raise DataError(f"{path}: 'x' must be float32, got {x.dtype}")
-    if not np.all(np.isfinite(x)) or x.min() < 0.0 or x.max() > 1.0:
+    if not in_unit_interval(x):
         raise DataError(f"{path}: every value of 'x' must be finite and in [0, 1]")
     if y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
         raise DataError(f"{path}: 'y' must be non-negative integers of shape [{x.shape[0]}], got {y.dtype} {y.shape}")

@@ -87,9 +87,12 @@ def test_tracker_counts_keeps_the_best_and_refuses_per_sample():
     answer = tracker.query(np.array([0, 0, 1]), _images([0.9, 0.6, 0.1]))
     np.testing.assert_array_equal(answer.adversarial, [True, True, False])
     np.testing.assert_array_equal(answer.answered, [True, True, True])
+    # every adversarial's distance to its own original, inf for the rest
+    side = np.sqrt(3 * 64 * 64)
+    np.testing.assert_allclose(answer.distances, [0.7 * side, 0.4 * side, np.inf], rtol=1e-6)
     np.testing.assert_array_equal(tracker.queries, [2, 1])
     # the closer of the two adversarials of sample 0, as queried, with its float64 l2 distance
-    assert tracker.best_distance[0] == pytest.approx(0.4 * np.sqrt(3 * 64 * 64), rel=1e-6)
+    assert tracker.best_distance[0] == pytest.approx(0.4 * side, rel=1e-6)
     np.testing.assert_array_equal(tracker.best[0], _images([0.6])[0])
     assert improved == [[0]]
     assert not tracker.found[1] and np.isinf(tracker.best_distance[1])
