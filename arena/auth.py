@@ -42,19 +42,20 @@ def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
 
 
 class TokenCache:
-    """token sha256 -> team, read through to the store (tokens made while the server runs work)."""
+    """token -> team, read through to the store (tokens made while the server runs work). Known
+    tokens are kept by value, so a call costs a dict lookup, not a sha256; unknown ones are not
+    kept (a flood of wrong tokens cannot grow the cache)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._teams: dict[str, str] = {}
 
     def team(self, token: str) -> str | None:
-        digest = hash_token(token)
-        team = self._teams.get(digest)
+        team = self._teams.get(token)
         if team is None:
-            team = self._store.team_for_token(digest)
+            team = self._store.team_for_token(hash_token(token))
             if team is not None:
-                self._teams[digest] = team
+                self._teams[token] = team
         return team
 
 

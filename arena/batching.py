@@ -9,8 +9,8 @@ by default so a lone request never waits). After a run, every request's write op
 then are the labels released; the next run starts meanwhile. Labels do not depend on the
 company a request had: see `arena.inference`.
 
-The event loop only queues and dispatches: model run, hashing, preparing the write operations
-and the group commit happen on one worker thread per run, and the loop wakes once per run to
+The event loop only queues and dispatches: model run, preparing the write operations (digests
+included) and the group commit happen on one worker thread per run, and the loop wakes once per run to
 release the labels (plain callbacks, no task or shielded future per request: this path runs
 for every Predict).
 
@@ -23,7 +23,6 @@ marks another's images.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import queue
 import threading
@@ -48,7 +47,6 @@ FAILED_LABEL = -1
 @dataclass
 class BatchResult:
     labels: np.ndarray            # int32 [n]; FAILED_LABEL where the defense failed
-    hashes: list[bytes]           # sha256 of each image's bytes
 
 
 @dataclass(eq=False)
@@ -138,12 +136,6 @@ class Workers:
             self._queue.put(None)
         for thread in self._threads:
             thread.join()
-
-
-def image_hashes(images: np.ndarray) -> list[bytes]:
-    """sha256 of each image's float32 bytes (hashlib releases the GIL on these sizes)."""
-    flat = images.reshape(images.shape[0], -1)
-    return [hashlib.sha256(row.data).digest() for row in flat]
 
 
 class MicroBatcher:
@@ -279,10 +271,9 @@ class MicroBatcher:
                     own = self._labels(model, array)
                     parts.append(own if own is not None else np.full(array.shape[0], FAILED_LABEL, dtype=np.int32))
                 labels = np.concatenate(parts)
-        hashes = image_hashes(images)
         out, start = [], 0
         for n in sizes:
-            out.append(BatchResult(labels[start:start + n], hashes[start:start + n]))
+            out.append(BatchResult(labels[start:start + n]))
             start += n
         return out
 

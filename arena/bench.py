@@ -5,13 +5,19 @@ weights; `--model` takes any exported defense):
 - images/s of in-process ONNX Runtime (same session options as the server; c threads each
   running batches of b) and of the arena end to end (c client processes sending Predict
   requests of b images to a real server on loopback, budgets charged, group commits fsynced),
-  for b in --batches and c in --clients, and their ratio. The two are measured in alternating
-  slices (--rounds) so that load from other processes hits both alike;
+  for b in --batches and c in --clients, and their ratio;
+- the same through a bare gRPC server (same transport, same zero-copy parsing, same ONNX Runtime
+  session options, inference on a thread pool; no auth, budgets, store or digests): the ceiling
+  of a Python gRPC server on this machine, which tells transport cost from the arena's own;
 - p50/p99 latency of a single-image Predict (one client, sequential) and its overhead over ORT's
-  own single-image time;
+  own single-image time, on both servers;
 - a one-image-per-HTTP-request server like the 2018 challenge's (stdlib http.server, the image
   as a JSON list of floats), and the gRPC path's speed-up over it at the same number of clients.
-Headline `ratio`: gRPC / in-process images/s at batch 64 with 4 clients.
+The paths are measured in alternating slices (--rounds) so that load from other processes hits
+them alike. The traffic is an attack's: the evaluation labels of half the samples differ from
+the model's, so half the images are answered adversarial (hashed and recorded for free
+verification, as in a HopSkipJump run).
+Headline `ratio`: arena gRPC / in-process images/s at batch 64 with 4 clients.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import numpy as np
 
 EVAL_SAMPLES = 64
 HEADLINE = (64, 4)
+BARE_METHOD = "/arena.bench.Bare/Predict"
 
 
 def add_arguments(parser) -> None:
@@ -62,6 +69,7 @@ def _client_main(conn, images: np.ndarray) -> None:
 
     from arena.client import ArenaClient
     from arena.tuning import tune_malloc
+    from protos import arena_v1_pb2 as pb
 
     tune_malloc()
     clients: dict[str, ArenaClient] = {}
@@ -75,6 +83,9 @@ def _client_main(conn, images: np.ndarray) -> None:
             if address not in clients:
                 clients[address] = ArenaClient(address, command["token"], timeout=120)
             client = clients[address]
+            if command.get("bare"):  # the same request bytes to the bare server's method
+                client._predict = client.channel.unary_unary(BARE_METHOD, request_serializer=None,
+                                                             response_deserializer=pb.PredictResponse.FromString)
             b, run_id = command["batch"], command["run_id"]
             idx = np.arange(b) % n_images
             batch = np.ascontiguousarray(images[idx])
@@ -146,12 +157,13 @@ class _Clients:
             pipe.send(start_at)
         return [pipe.recv() for pipe in pipes]
 
-    def grpc(self, server: "_Served", clients: int, batch: int, seconds: float | None,
+    def grpc(self, server: "_Served | _Bare", clients: int, batch: int, seconds: float | None,
              requests: int | None = None) -> list[dict]:
         """Each client on its own run of the same defense (the batcher merges across runs)."""
         return self.run([
             {"kind": "grpc", "address": server.address, "token": server.token, "run_id": server.run_ids[k],
-             "batch": batch, "seconds": seconds if seconds is not None else 3600.0, "requests": requests}
+             "batch": batch, "seconds": seconds if seconds is not None else 3600.0, "requests": requests,
+             "bare": isinstance(server, _Bare)}
             for k in range(clients)
         ])
 
@@ -199,6 +211,65 @@ class _Served:
     def close(self) -> None:
         self.server.stop()
         self._tmp.cleanup()
+
+
+class _Bare:
+    """The ceiling of a Python gRPC server here: the arena's transport (grpc.aio, message limits,
+    zero-copy request parsing) and session options, inference on a thread pool, labels back;
+    no auth, validation, budgets, store or digests."""
+
+    def __init__(self, model: bytes, threads: int, max_batch: int) -> None:
+        import asyncio
+        from concurrent.futures import ThreadPoolExecutor
+
+        import grpc
+
+        from arena.images import IMAGE_BYTES, parse_with_images
+        from arena.inference import make_session
+        from protos import arena_v1_pb2 as pb
+
+        session = make_session(model, threads)
+        name = session.get_inputs()[0].name
+        pool = ThreadPoolExecutor(2)
+        self.token, self.run_ids = "-", ["-"] * 64
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def infer(request) -> pb.PredictResponse:
+            images = np.frombuffer(request.images.data, dtype="<f4").reshape(tuple(request.images.shape))
+            labels = np.argmax(session.run(None, {name: images})[0], axis=1)
+            return pb.PredictResponse(labels=labels.tolist(), remaining=[0] * labels.size)
+
+        async def predict(request, context):
+            return await asyncio.get_running_loop().run_in_executor(pool, infer, request)
+
+        async def main() -> None:
+            limit = max_batch * IMAGE_BYTES + (1 << 20)
+            server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit)])
+            handler = grpc.unary_unary_rpc_method_handler(
+                predict, request_deserializer=parse_with_images(pb.PredictRequest, 4),
+                response_serializer=pb.PredictResponse.SerializeToString)
+            service, method = BARE_METHOD.strip("/").split("/")
+            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {method: handler}),))
+            self.address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+            await server.start()
+            self._server = server
+            ready.set()
+
+        self._thread = threading.Thread(target=lambda: (asyncio.set_event_loop(self._loop),
+                                                        self._loop.create_task(main()),
+                                                        self._loop.run_forever()), daemon=True)
+        self._thread.start()
+        ready.wait(60)
+        self._pool = pool
+
+    def close(self) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self._server.stop(0), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._pool.shutdown()
 
 
 # ---------------------------------------------------------------- in-process reference
@@ -296,63 +367,76 @@ def run(args) -> dict:
     rng = np.random.default_rng(0)
     images = rng.random((EVAL_SAMPLES, 3, 64, 64), dtype=np.float32)
     session = make_session(model, threads)
-    labels = np.argmax(session.run(None, {session.get_inputs()[0].name: images})[0], axis=1)
+    logits = session.run(None, {session.get_inputs()[0].name: images})[0]
+    labels = np.argmax(logits, axis=1)
+    labels[::2] = (labels[::2] + 1) % logits.shape[1]   # half the answers adversarial (module docstring)
 
     figures: dict[str, float] = {}
     rows: list[list] = []
     clients = _Clients(max(client_counts), images)
-    served = other = httpd = None
+    served = bare = other = httpd = None
     try:
         served = _Served(model, images, labels, durability=args.durability, max_batch=max(batches),
                          threads=threads, runs=max(client_counts))
-        # warm-up of both paths
-        _ort_throughput(session, images, 64, 1, 0.5)
-        clients.grpc(served, 1, 64, 0.5)
+        bare = _Bare(model, threads, max(batches))
+        # warm-up of every path
+        warm = min(64, max(batches))
+        _ort_throughput(session, images, warm, 1, 0.5)
+        clients.grpc(served, 1, warm, 0.5)
+        clients.grpc(bare, 1, warm, 0.5)
 
         slice_s = args.seconds / max(1, args.rounds)
         for b in batches:
             for c in client_counts:
-                ort_ips, grpc_ips = [], []
+                rates: dict[str, list[float]] = {"ort": [], "arena": [], "bare": []}
                 cpu = {"ort": 0.0, "server": 0.0, "clients": 0.0, "ort_images": 0, "grpc_images": 0}
-                for r in range(args.rounds):   # alternate the order: drift hits both paths alike
-                    for path in (("ort", "grpc") if r % 2 == 0 else ("grpc", "ort")):
-                        cpu0 = _cpu()         # this process: ORT in-process, or the server
+                for r in range(args.rounds):   # rotate the order: drift hits every path alike
+                    for path in np.roll(["ort", "arena", "bare"], r):
+                        cpu0 = _cpu()         # this process: ORT in-process, or the servers
                         if path == "ort":
                             rate = _ort_throughput(session, images, b, c, slice_s)
-                            ort_ips.append(rate)
+                            rates["ort"].append(rate)
                             cpu["ort"] += _cpu() - cpu0
                             cpu["ort_images"] += rate * slice_s
-                        else:
-                            results = clients.grpc(served, c, b, slice_s)
+                            continue
+                        results = clients.grpc(served if path == "arena" else bare, c, b, slice_s)
+                        rates[path].append(sum(x["images"] for x in results) / max(x["elapsed"] for x in results))
+                        if path == "arena":
                             cpu["server"] += _cpu() - cpu0
                             cpu["clients"] += sum(x["cpu"] for x in results)
                             cpu["grpc_images"] += sum(x["images"] for x in results)
-                            grpc_ips.append(sum(x["images"] for x in results) / max(x["elapsed"] for x in results))
                 figures[f"cpu_us_per_image_ort_b{b}_c{c}"] = cpu["ort"] / max(cpu["ort_images"], 1) * 1e6
                 figures[f"cpu_us_per_image_server_b{b}_c{c}"] = cpu["server"] / max(cpu["grpc_images"], 1) * 1e6
                 figures[f"cpu_us_per_image_clients_b{b}_c{c}"] = cpu["clients"] / max(cpu["grpc_images"], 1) * 1e6
-                ort, grpc_rate = statistics.fmean(ort_ips), statistics.fmean(grpc_ips)
+                ort, arena_rate, bare_rate = (statistics.fmean(rates[k]) for k in ("ort", "arena", "bare"))
                 figures[f"ort_ips_b{b}_c{c}"] = ort
-                figures[f"grpc_ips_b{b}_c{c}"] = grpc_rate
-                figures[f"ratio_b{b}_c{c}"] = grpc_rate / ort
-                rows.append(["images/s", b, c, round(ort, 1), round(grpc_rate, 1), round(grpc_rate / ort, 3)])
+                figures[f"grpc_ips_b{b}_c{c}"] = arena_rate
+                figures[f"bare_ips_b{b}_c{c}"] = bare_rate
+                figures[f"ratio_b{b}_c{c}"] = arena_rate / ort
+                figures[f"bare_ratio_b{b}_c{c}"] = bare_rate / ort
+                rows.append(["images/s", b, c, round(ort, 1), round(arena_rate, 1), round(bare_rate, 1),
+                             round(arena_rate / ort, 3), round(bare_rate / ort, 3)])
 
         hb, hc = HEADLINE
         if f"cpu_us_per_image_ort_b{hb}_c{hc}" in figures:
             o = figures[f"cpu_us_per_image_ort_b{hb}_c{hc}"]
             sv = figures[f"cpu_us_per_image_server_b{hb}_c{hc}"]
             cl = figures[f"cpu_us_per_image_clients_b{hb}_c{hc}"]
-            rows.append([f"CPU us/image (gRPC: server+clients; ratio: overhead)", hb, hc, round(o, 1),
-                         round(sv + cl, 1), round(sv + cl - o, 1)])
+            figures["cpu_us_per_image_overhead"] = sv + cl - o
+            rows.append(["CPU us/image (arena: server + clients)", hb, hc, round(o, 1), round(sv + cl, 1), "-",
+                         f"+{sv + cl - o:.0f}", "-"])
 
         # single-image latency: one client, sequential requests
         ort_times = _ort_latency(session, images[:1], args.latency_requests)
-        grpc_times = clients.grpc(served, 1, 1, None, requests=args.latency_requests)[0]["latencies"]
-        p50, p99 = _percentile(grpc_times, 50) * 1e3, _percentile(grpc_times, 99) * 1e3
-        ort_p50, ort_p99 = _percentile(ort_times, 50) * 1e3, _percentile(ort_times, 99) * 1e3
-        figures.update(p50_ms=p50, p99_ms=p99, ort_p50_ms=ort_p50, ort_p99_ms=ort_p99, overhead_p50_ms=p50 - ort_p50)
-        rows.append(["1-image latency p50 ms (ratio: overhead)", 1, 1, round(ort_p50, 3), round(p50, 3), round(p50 - ort_p50, 3)])
-        rows.append(["1-image latency p99 ms (ratio: overhead)", 1, 1, round(ort_p99, 3), round(p99, 3), round(p99 - ort_p99, 3)])
+        arena_times = clients.grpc(served, 1, 1, None, requests=args.latency_requests)[0]["latencies"]
+        bare_times = clients.grpc(bare, 1, 1, None, requests=args.latency_requests)[0]["latencies"]
+        for q in (50, 99):
+            o, a, bt = (_percentile(t, q) * 1e3 for t in (ort_times, arena_times, bare_times))
+            figures.update({f"ort_p{q}_ms": o, f"p{q}_ms": a, f"bare_p{q}_ms": bt})
+            rows.append([f"1-image latency p{q} ms (ratios: overhead ms)", 1, 1, round(o, 3), round(a, 3), round(bt, 3),
+                         f"+{a - o:.3f}", f"+{bt - o:.3f}"])
+        figures.update(overhead_p50_ms=figures["p50_ms"] - figures["ort_p50_ms"],
+                       bare_overhead_p50_ms=figures["bare_p50_ms"] - figures["ort_p50_ms"])
         figures.update({f"server_{k}": v for k, v in served.stats().items()})
 
         # the same latency with commits that survive kill -9 but are not fsynced
@@ -361,9 +445,10 @@ def run(args) -> dict:
             clients.grpc(other, 1, 1, 0.3)
             times = clients.grpc(other, 1, 1, None, requests=args.latency_requests)[0]["latencies"]
             p50n = _percentile(times, 50) * 1e3
+            ort_p50 = figures["ort_p50_ms"]
             figures.update(p50_normal_ms=p50n, overhead_p50_normal_ms=p50n - ort_p50)
-            rows.append(["1-image latency p50 ms, no fsync (durability=normal)", 1, 1, round(ort_p50, 3),
-                         round(p50n, 3), round(p50n - ort_p50, 3)])
+            rows.append(["1-image latency p50 ms, durability=normal (no fsync)", 1, 1, round(ort_p50, 3),
+                         round(p50n, 3), "-", f"+{p50n - ort_p50:.3f}", "-"])
 
         # the 2018 challenge's shape: one image per HTTP request, JSON floats
         httpd, http_address = _http_server(session)
@@ -373,25 +458,30 @@ def run(args) -> dict:
             grpc_best = figures.get(f"grpc_ips_b64_c{c}", max(v for k, v in figures.items() if k.startswith("grpc_ips")))
             figures[f"http_ips_c{c}"] = http_ips
             figures[f"speedup_vs_http_c{c}"] = grpc_best / http_ips
-            rows.append(["HTTP+JSON, 1 image/request (ratio: gRPC b64 speed-up)", 1, c,
-                         round(figures.get(f"ort_ips_b1_c{c}", float("nan")), 1), round(http_ips, 1),
-                         round(grpc_best / http_ips, 1)])
+            rows.append(["HTTP+JSON 1 image/request (ratio: arena b64 speed-up)", 1, c,
+                         round(figures.get(f"ort_ips_b1_c{c}", float("nan")), 1), round(http_ips, 1), "-",
+                         f"x{grpc_best / http_ips:.1f}", "-"])
     finally:
         if httpd is not None:
             httpd.shutdown()
             httpd.server_close()
         clients.close()
-        for s in (served, other):
+        for s in (served, bare, other):
             if s is not None:
                 s.close()
 
-    figures.update(ratio=figures.get(f"ratio_b{HEADLINE[0]}_c{HEADLINE[1]}", float("nan")),
+    hb, hc = HEADLINE
+    figures.update(ratio=figures.get(f"ratio_b{hb}_c{hc}", float("nan")),
+                   bare_ratio=figures.get(f"bare_ratio_b{hb}_c{hc}", float("nan")),
                    threads=float(threads), cpus=float(os.cpu_count() or 0))
+    figures["arena_vs_bare"] = figures["ratio"] / figures["bare_ratio"]
     return {
-        "title": (f"arena bench serve: gRPC end-to-end vs in-process ONNX Runtime ({model_name}; "
-                  f"{threads} ORT threads, {os.cpu_count()} CPUs, durability={args.durability}). "
-                  f"Headline ratio = gRPC/in-process at batch {HEADLINE[0]}, {HEADLINE[1]} clients."),
-        "columns": ["measure", "batch", "clients", "in-process ORT", "gRPC end-to-end", "ratio"],
+        "title": (f"arena bench serve: gRPC end to end vs in-process ONNX Runtime ({model_name}; "
+                  f"{threads} ORT threads, {os.cpu_count()} CPUs, durability={args.durability}; half the "
+                  f"answers adversarial). 'bare' = a gRPC server with the same transport and ORT and nothing "
+                  f"else: the ceiling here. Headline ratio = arena/in-process at batch {hb}, {hc} clients."),
+        "columns": ["measure", "batch", "clients", "in-process ORT", "arena gRPC", "bare gRPC",
+                    "arena/in-process", "bare/in-process"],
         "rows": rows,
         "figures": figures,
     }

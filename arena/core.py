@@ -5,12 +5,14 @@ distances, commits) goes to worker threads. Errors are `arena.errors` exceptions
 `arena.server` maps to gRPC status codes. Results are `arena.v1` messages.
 
 Anti-leak design of verification (ARENA_RULES sections 4-5). SubmitAdversarials answers with the
-arena's label, so it must not be a free oracle: an image whose exact bytes were queried with
-Predict for the same run and sample (the store keeps a sha256 and the label of every queried
+arena's label, so it must not be a free oracle: an image whose exact bytes Predict answered
+adversarial for the same run and sample (the store keeps a sha256 and the label of every such
 image, written in the same group commit as its charge) is verified free; any other image is
-charged one query, exactly like Predict, and refused whole when over budget. An adversarial
-whose verification label differs from the label Predict returned for the same bytes is not
-accepted (section 5: a label must not change), and the verdict says so.
+charged one query, exactly like Predict, and refused whole when over budget. (Images Predict
+answered with the true label are not recorded: they can never be accepted, and not hashing them
+saves most of the hashing on the serving path.) An adversarial whose verification label differs
+from the label Predict returned for the same bytes is not accepted (section 5: a label must not
+change), and the verdict says so.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import numpy as np
 
 from arena import images as wire
 from arena import validation
-from arena.batching import FAILED_LABEL, BatchResult, MicroBatcher, Workers, image_hashes
+from arena.batching import FAILED_LABEL, BatchResult, MicroBatcher, Workers
+from arena.digests import image_sha256, request_digest
 from arena.errors import AlreadyExists, BadRequest, FinishedRun, NotFound
 from arena.evaluation import EvaluationData
 from arena.inference import DefenseModel, SessionCache, default_threads, make_session
@@ -77,15 +80,6 @@ class ArenaConfig:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * (1 << 20))
-
-
-def request_digest(indices: np.ndarray, hashes: list[bytes]) -> bytes:
-    """Identifies a Predict request's content: its sample indices and its images' sha256s."""
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(indices, dtype="<i8").tobytes())
-    for digest in hashes:
-        h.update(digest)
-    return h.digest()
 
 
 def l2_distances(images: np.ndarray, clean: np.ndarray) -> np.ndarray:
@@ -353,6 +347,7 @@ class Arena:
         consumed = False
         answer: dict = {}
         run_id = state.row.run_id
+        true_labels = self.evaluation.labels
 
         def prepare(result: BatchResult) -> list:  # on the worker thread, before the group commit
             nonlocal consumed
@@ -361,11 +356,14 @@ class Arena:
                 consumed = True
                 remaining = (state.budget - state.used[indices]).astype("<u4")
             labels = result.labels.astype("<i4")
-            digest = request_digest(indices, result.hashes)
-            answer.update(remaining=remaining, digest=digest)
+            answer["remaining"] = remaining
             ops: list = [Charge(run_id, int(s), int(c)) for s, c in zip(np.flatnonzero(counts), counts[counts > 0])]
-            ops.append(RequestRecord(run_id, request_id, digest, labels.tobytes(), remaining.tobytes(), time.time()))
-            ops += [QueryRecord(run_id, int(s), h, int(lab)) for s, h, lab in zip(indices, result.hashes, labels)]
+            ops.append(RequestRecord(run_id, request_id, request_digest(indices, images), labels.tobytes(),
+                                     remaining.tobytes(), time.time()))
+            # what verification may take for free: the images answered adversarial (see above)
+            adversarial = np.flatnonzero(labels != true_labels[indices])
+            ops += [QueryRecord(run_id, int(indices[i]), h, int(labels[i]))
+                    for i, h in zip(adversarial, image_sha256(images, adversarial))]
             return ops
 
         def rollback() -> None:
@@ -405,8 +403,7 @@ class Arena:
             return None
         images = wire.decode(request.images, "images", self.config.max_batch)
         indices = wire.check_sample_indices(request.sample_indices, images.shape[0], state.num_samples)
-        hashes = await asyncio.get_running_loop().run_in_executor(self.io_pool, image_hashes, images)
-        if request_digest(indices, hashes) != stored.digest:
+        if request_digest(indices, images) != stored.digest:
             raise BadRequest(f"request_id: {request_id!r} was already used for a different request in this run")
         return pb.PredictResponse(labels=stored.labels.tolist(), remaining=stored.remaining.tolist(), replayed=True)
 
@@ -424,7 +421,7 @@ class Arena:
         loop = asyncio.get_running_loop()
 
         def measure():
-            hashes = image_hashes(images)
+            hashes = image_sha256(images)
             known = self.store.query_labels(run_id, list(zip(indices.tolist(), hashes)))
             return hashes, known, l2_distances(images, self._clean64[indices])
 
@@ -460,7 +457,7 @@ class Arena:
                         accepted = False
                         note = (f"label changed since the query (label {queried} then, {label} now): "
                                 "not accepted (ARENA_RULES section 5)")
-                else:
+                elif adversarial:  # charged and answered adversarial: verifying it again is free
                     ops.append(QueryRecord(run_id, s, h, int(label)))
                 if accepted and label == FAILED_LABEL:
                     note = "the defense failed on this image: counts as misclassified (ARENA_RULES section 5)"
@@ -499,4 +496,4 @@ def _rejection_message(name: str, reasons: list[str]) -> str:
     return f"defense {name!r} rejected ({len(reasons)} failed rule{'s' if len(reasons) != 1 else ''}): " + "; ".join(reasons)
 
 
-__all__ = ["Arena", "ArenaConfig", "l2_distances", "request_digest"]
+__all__ = ["Arena", "ArenaConfig", "l2_distances"]

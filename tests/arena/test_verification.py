@@ -62,10 +62,21 @@ def test_unqueried_image_costs_one_query(arena, client, run):
     assert not verdicts[0].adversarial and not verdicts[0].accepted and verdicts[0].distance == 0.0
     assert list(client.get_run(run.run_id).queries_used)[3:5] == [1, 1]
     assert client.get_run(run.run_id).best_distances[3] == float("inf")
-    # ... and now its bytes count as queried: verifying them again is free
+    # images answered with the true label are not recorded: verifying them again costs again
     verdicts = client.submit_adversarials(run.run_id, x, [3, 4])
-    assert [v.charged for v in verdicts] == [False, False]
-    assert list(client.get_run(run.run_id).queries_used)[3:5] == [1, 1]
+    assert [v.charged for v in verdicts] == [True, True]
+    assert list(client.get_run(run.run_id).queries_used)[3:5] == [2, 2]
+
+
+def test_only_images_answered_adversarial_are_recorded(arena, client, run):
+    adv = other_label_image(arena, 5)
+    labels, _ = client.predict(run.run_id, np.stack([arena.images[5], adv]), [5, 5])
+    assert labels[0] == arena.labels[5] != labels[1]
+    clean_key = (5, hashlib.sha256(arena.images[5].tobytes()).digest())
+    adv_key = (5, hashlib.sha256(adv.tobytes()).digest())
+    assert arena.server.arena.store.query_labels(run.run_id, [clean_key, adv_key]) == {adv_key: int(labels[1])}
+    verdicts = client.submit_adversarials(run.run_id, np.stack([adv, arena.images[5]]), [5, 5])
+    assert [v.charged for v in verdicts] == [False, True]
 
 
 def test_queried_for_another_sample_is_not_free(arena, client, run):
@@ -95,7 +106,7 @@ def test_label_changed_since_query_is_not_accepted(arena, client, run):
 
 def test_submission_budget_refusal_charges_nothing(arena, client, run):
     budget = run.budget_per_sample
-    x = np.repeat(arena.images[8:9], 16, axis=0)
+    x = np.repeat(other_label_image(arena, 8)[None], 16, axis=0)
     spent = 0
     while spent < budget:
         n = min(16, budget - spent)
@@ -104,7 +115,7 @@ def test_submission_budget_refusal_charges_nothing(arena, client, run):
     fresh = np.clip(arena.images[8:9] * 0.9, 0, 1)
     error = rpc_error(client.submit_adversarials, run.run_id, fresh, [8])
     assert error.code() == StatusCode.RESOURCE_EXHAUSTED
-    # the queried bytes can still be verified, for free
-    (verdict,) = client.submit_adversarials(run.run_id, arena.images[8:9], [8])
-    assert not verdict.charged
+    # bytes Predict answered adversarial can still be verified, for free
+    (verdict,) = client.submit_adversarials(run.run_id, x[:1], [8])
+    assert verdict.adversarial and verdict.accepted and not verdict.charged
     assert client.get_run(run.run_id).queries_used[8] == budget
