@@ -89,8 +89,28 @@ def _flat(a: np.ndarray) -> np.ndarray:
     return a.reshape(a.shape[0], -1)
 
 
-def _rows(rows, n: int) -> np.ndarray:
-    return np.arange(n, dtype=np.int64) if rows is None else np.ascontiguousarray(rows, dtype=np.int64)
+def _count(default: int, *arrays) -> int:
+    """The number of output rows: the length the given row arrays and coefficients agree on."""
+    lengths = {int(np.shape(a)[0]) for a in arrays if a is not None and np.ndim(a)}
+    if len(lengths) > 1:
+        raise ValueError(f"rows and coefficients disagree on the number of images: {sorted(lengths)}")
+    return lengths.pop() if lengths else default
+
+
+def _indices(rows, m: int, n: int, name: str) -> np.ndarray:
+    """rows as int64 (0..m-1 when None), each checked to lie in [0, n)."""
+    out = np.arange(m, dtype=np.int64) if rows is None else np.ascontiguousarray(rows, dtype=np.int64)
+    if out.size and (out.min() < 0 or out.max() >= n):
+        raise IndexError(f"{name} must lie in [0, {n})")
+    return out
+
+
+def _coefficients(coef, m: int) -> np.ndarray:
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(coef, dtype=np.float32), (m,)))
+
+
+def _bounds(bounds: tuple[float, float]) -> tuple[np.float32, np.float32]:
+    return np.float32(bounds[0]), np.float32(bounds[1])
 
 
 def step(base: np.ndarray, coef, direction: np.ndarray, bounds: tuple[float, float], *,
@@ -103,22 +123,17 @@ def step(base: np.ndarray, coef, direction: np.ndarray, bounds: tuple[float, flo
     shape = base.shape[1:]
     if tuple(direction.shape[1:]) != tuple(shape):
         raise ValueError(f"step: base rows {list(shape)} and direction rows {list(direction.shape[1:])} differ")
-    m = _count(base_rows, direction_rows, coef, base.shape[0])
-    m = _count(base_rows, out_rows, coef, m)
-    b_rows, d_rows = _rows(base_rows, m), _rows(direction_rows, m)
-    _check_rows(b_rows, base.shape[0], "base_rows")
-    _check_rows(d_rows, direction.shape[0], "direction_rows")
-    c = np.ascontiguousarray(np.broadcast_to(np.asarray(coef, dtype=np.float32), (m,)))
+    m = _count(base.shape[0], base_rows, direction_rows, out_rows, coef)
     if out is None:
         out = np.empty((m, *shape), dtype=np.float32)
     elif out.dtype != np.float32 or not out.flags.c_contiguous or tuple(out.shape[1:]) != tuple(shape):
         raise ValueError(f"step: out must be C-contiguous float32 [n,{','.join(map(str, shape))}]")
-    o_rows = _rows(out_rows, m)
-    _check_rows(o_rows, out.shape[0], "out_rows")
+    b_rows = _indices(base_rows, m, base.shape[0], "base_rows")
+    d_rows = _indices(direction_rows, m, direction.shape[0], "direction_rows")
+    o_rows = _indices(out_rows, m, out.shape[0], "out_rows")
     if m:
-        kernel = _pick(m * base[:1].size)[0]
-        kernel(out.reshape(out.shape[0], -1), o_rows, _flat(base), b_rows, c, _flat(direction), d_rows,
-               np.float32(bounds[0]), np.float32(bounds[1]))
+        _pick(m * base[:1].size)[0](out.reshape(out.shape[0], -1), o_rows, _flat(base), b_rows,
+                                    _coefficients(coef, m), _flat(direction), d_rows, *_bounds(bounds))
     return out
 
 
@@ -132,59 +147,37 @@ def step2(base: np.ndarray, coef1, direction1: np.ndarray, coef2, direction2: np
     shape = base.shape[1:]
     if direction1.shape != base.shape or tuple(direction2.shape[1:]) != tuple(shape):
         raise ValueError(f"step2: shapes {list(base.shape)}, {list(direction1.shape)}, {list(direction2.shape)} do not match")
-    m = _count(rows, direction2_rows, coef1, base.shape[0])
-    m = _count(rows, direction2_rows, coef2, m)
-    r, r2 = _rows(rows, m), _rows(direction2_rows, m)
-    _check_rows(r, base.shape[0], "rows")
-    _check_rows(r2, direction2.shape[0], "direction2_rows")
-    c1 = np.ascontiguousarray(np.broadcast_to(np.asarray(coef1, dtype=np.float32), (m,)))
-    c2 = np.ascontiguousarray(np.broadcast_to(np.asarray(coef2, dtype=np.float32), (m,)))
+    m = _count(base.shape[0], rows, direction2_rows, coef1, coef2)
+    r = _indices(rows, m, base.shape[0], "rows")
+    r2 = _indices(direction2_rows, m, direction2.shape[0], "direction2_rows")
     out = np.empty((m, *shape), dtype=np.float32)
     if m:
-        kernel = _pick(out.size)[1]
-        kernel(out.reshape(m, -1), _flat(base), r, c1, _flat(direction1), c2, _flat(direction2), r2,
-               np.float32(bounds[0]), np.float32(bounds[1]))
+        _pick(out.size)[1](out.reshape(m, -1), _flat(base), r, _coefficients(coef1, m), _flat(direction1),
+                           _coefficients(coef2, m), _flat(direction2), r2, *_bounds(bounds))
     return out
 
 
 def l2_distances(images: np.ndarray, originals: np.ndarray, *, rows=None, owners=None) -> np.ndarray:
     """float64 l2 norms of images[rows[k]] - originals[owners[k]] over all values (rows and
     owners default to 0..m-1): exact differences, float64 sums, as the arena measures."""
-    m = _count(rows, owners, None, images.shape[0])
-    r, o = _rows(rows, m), _rows(owners, m)
-    _check_rows(r, images.shape[0], "rows")
-    _check_rows(o, originals.shape[0], "owners")
+    if images[:1].size != originals[:1].size:
+        raise ValueError(f"l2_distances: images {list(images.shape)} and originals {list(originals.shape)} differ")
+    m = _count(images.shape[0], rows, owners)
+    r = _indices(rows, m, images.shape[0], "rows")
+    o = _indices(owners, m, originals.shape[0], "owners")
     out = np.empty(m, dtype=np.float64)
     if m:
-        if images[:1].size != originals[:1].size:
-            raise ValueError(f"l2_distances: images {list(images.shape)} and originals {list(originals.shape)} differ")
-        kernel = _pick(m * images[:1].size)[2]
-        kernel(out, _flat(images), r, _flat(originals), o)
+        _pick(m * images[:1].size)[2](out, _flat(images), r, _flat(originals), o)
     return np.sqrt(out, out=out)
 
 
 def copy_rows(dest: np.ndarray, dest_rows, src: np.ndarray, src_rows=None) -> None:
     """dest[dest_rows[k]] = src[src_rows[k]] for every k, in place, without the temporary that
     `dest[a] = src[b]` makes. dest_rows must not repeat (rows are copied in parallel)."""
-    d_rows = np.ascontiguousarray(dest_rows, dtype=np.int64)
-    m = _count(d_rows, src_rows, None, 0)
-    s_rows = _rows(src_rows, m)
-    _check_rows(d_rows, dest.shape[0], "dest_rows")
-    _check_rows(s_rows, src.shape[0], "src_rows")
     if dest.dtype != np.float32 or not dest.flags.c_contiguous or dest[:1].size != src[:1].size:
         raise ValueError("copy_rows: dest must be C-contiguous float32 with rows of src's size")
+    m = _count(0, dest_rows, src_rows)
+    d_rows = _indices(dest_rows, m, dest.shape[0], "dest_rows")
+    s_rows = _indices(src_rows, m, src.shape[0], "src_rows")
     if m:
         _pick(m * dest[:1].size)[3](dest.reshape(dest.shape[0], -1), d_rows, _flat(src), s_rows)
-
-
-def _count(rows_a, rows_b, coef, default: int) -> int:
-    """The number of output rows: the length the given row arrays and coefficients agree on."""
-    lengths = {int(np.shape(a)[0]) for a in (rows_a, rows_b, coef) if a is not None and np.ndim(a)}
-    if len(lengths) > 1:
-        raise ValueError(f"rows and coefficients disagree on the number of images: {sorted(lengths)}")
-    return lengths.pop() if lengths else default
-
-
-def _check_rows(rows: np.ndarray, n: int, name: str) -> None:
-    if rows.size and (rows.min() < 0 or rows.max() >= n):
-        raise IndexError(f"{name} must lie in [0, {n})")
