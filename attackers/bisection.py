@@ -27,7 +27,7 @@ def bisect(
     tolerance: float | np.ndarray,
     *,
     low: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bisects towards the boundary on each sample's segment until high - low <= tolerance
     (in units of the segment, i.e. relative to the distance of `adversarial`) or its budget runs
     out. Returns (boundary points float32 [k], their l2 distances float64 [k], their segment

@@ -33,7 +33,6 @@ from attackers.bisection import bisect
 from attackers.boundary import BoundaryAttack
 from attackers.hopskipjump import HopSkipJump
 from attackers.starting import find_starting_points
-from attackers.kernels import l2_distances
 from attackers.tracker import Tracker
 
 REFINERS = {"hsja": HopSkipJump, "boundary": BoundaryAttack}

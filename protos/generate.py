@@ -7,7 +7,6 @@ tests/protos/test_stubs_in_sync.py regenerates them into a temporary folder and 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 from pathlib import Path
