@@ -36,7 +36,6 @@ import numpy as np
 
 EVAL_SAMPLES = 64
 HEADLINE = (64, 4)
-BARE_METHOD = "/arena.bench.Bare/Predict"
 
 
 def add_arguments(parser) -> None:
@@ -69,7 +68,6 @@ def _client_main(conn, images: np.ndarray) -> None:
 
     from arena.client import ArenaClient
     from arena.tuning import tune_malloc
-    from protos import arena_v1_pb2 as pb
 
     tune_malloc()
     clients: dict[str, ArenaClient] = {}
@@ -83,9 +81,6 @@ def _client_main(conn, images: np.ndarray) -> None:
             if address not in clients:
                 clients[address] = ArenaClient(address, command["token"], timeout=120)
             client = clients[address]
-            if command.get("bare"):  # the same request bytes to the bare server's method
-                client._predict = client.channel.unary_unary(BARE_METHOD, request_serializer=None,
-                                                             response_deserializer=pb.PredictResponse.FromString)
             b, run_id = command["batch"], command["run_id"]
             idx = np.arange(b) % n_images
             batch = np.ascontiguousarray(images[idx])
@@ -162,8 +157,7 @@ class _Clients:
         """Each client on its own run of the same defense (the batcher merges across runs)."""
         return self.run([
             {"kind": "grpc", "address": server.address, "token": server.token, "run_id": server.run_ids[k],
-             "batch": batch, "seconds": seconds if seconds is not None else 3600.0, "requests": requests,
-             "bare": isinstance(server, _Bare)}
+             "batch": batch, "seconds": seconds if seconds is not None else 3600.0, "requests": requests}
             for k in range(clients)
         ])
 
@@ -216,7 +210,8 @@ class _Served:
 class _Bare:
     """The ceiling of a Python gRPC server here: the arena's transport (grpc.aio, message limits,
     zero-copy request parsing) and session options, inference on a thread pool, labels back;
-    no auth, validation, budgets, store or digests."""
+    no auth, validation, budgets, store or digests. It answers RunService/Predict, so the arena's
+    own client talks to it unchanged (its token and run ids are ignored)."""
 
     def __init__(self, model: bytes, threads: int, max_batch: int) -> None:
         import asyncio
@@ -249,8 +244,8 @@ class _Bare:
             handler = grpc.unary_unary_rpc_method_handler(
                 predict, request_deserializer=parse_with_images(pb.PredictRequest, 4),
                 response_serializer=pb.PredictResponse.SerializeToString)
-            service, method = BARE_METHOD.strip("/").split("/")
-            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {method: handler}),))
+            service = pb.DESCRIPTOR.services_by_name["RunService"].full_name
+            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {"Predict": handler}),))
             self.address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
             await server.start()
             self._server = server
