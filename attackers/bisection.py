@@ -38,20 +38,33 @@ def bisect(
     lo = np.zeros(k) if low is None else np.asarray(low, dtype=np.float64).copy()
     hi = np.ones(k)
     tol = np.broadcast_to(np.asarray(tolerance, dtype=np.float64), (k,))
-    best = adversarial.astype(np.float32, copy=True)
-    best_d = l2_distances(best, tracker.originals, owners=positions)
+    best_d = l2_distances(adversarial, tracker.originals, owners=positions)
+    # Where each sample's closest adversarial point lives: a row of one of the query batches
+    # (batch -1: `adversarial`), gathered once at the end instead of copied at every hit.
+    batches: list[np.ndarray] = []
+    where = np.full(k, -1)
+    row = np.arange(k)
     for _ in range(MAX_HALVINGS):
         open_ = np.flatnonzero((hi - lo > tol) & (tracker.remaining[positions] > 0))
         if open_.size == 0:
             break
         mid = (lo[open_] + hi[open_]) / 2.0
-        x = kernels.step(tracker.originals, mid, direction, tracker.bounds,
-                         base_rows=positions[open_], direction_rows=open_)
-        answer = tracker.query(positions[open_], x)
+        x, d = kernels.step(tracker.originals, mid, direction, tracker.bounds, base_rows=positions[open_],
+                            direction_rows=open_, distances_to=(tracker.originals, positions[open_]))
+        answer = tracker.query(positions[open_], x, distances=d)
         adv = answer.adversarial
         hi[open_[adv]] = mid[adv]
-        kernels.copy_rows(best, open_[adv], x, np.flatnonzero(adv))
+        where[open_[adv]] = len(batches)
+        row[open_[adv]] = np.flatnonzero(adv)
+        batches.append(x)
+        for b in np.setdiff1d(np.arange(len(batches)), where):
+            batches[b] = None  # no sample's closest point left in it: free it
         best_d[open_[adv]] = answer.distances[adv]
         not_adv = answer.answered & ~adv
         lo[open_[not_adv]] = mid[not_adv]
+    best = np.empty((k, *adversarial.shape[1:]), dtype=np.float32)
+    for b, batch in [(-1, adversarial), *enumerate(batches)]:
+        mine = np.flatnonzero(where == b)
+        if mine.size:
+            kernels.copy_rows(best, mine, batch, row[mine])
     return best, best_d, hi

@@ -24,7 +24,6 @@ import numpy as np
 
 from attackers import kernels
 from attackers.base import check_choice, check_float, check_int, check_seed
-from attackers.kernels import l2_distances
 from attackers.probes import upsample
 from attackers.starting import INITS, BoundaryWalk
 from attackers.tracker import Tracker
@@ -85,13 +84,11 @@ class BoundaryAttack(BoundaryWalk):
         self.seed = check_seed(seed)
 
     def iterate(self, tracker: Tracker, pos: np.ndarray, start: np.ndarray, rng: np.random.Generator) -> None:
-        """Boundary Attack steps from adversarial points, until every sample's budget is spent or
-        its source step has converged below min_source_step."""
+        """Boundary Attack steps until every sample's budget is spent or its source step has
+        converged below min_source_step. Each sample walks from its best adversarial so far, the
+        tracker's (`start`, paid for, is one; an accepted proposal is closer, so it becomes the
+        best): the tracker keeps the walk's state, nothing is copied twice."""
         k = pos.shape[0]
-        shape = tracker.originals.shape[1:]
-        x0 = tracker.originals[pos].reshape(k, -1)
-        r = start.reshape(k, -1).astype(np.float32) - x0   # the current perturbation of each sample
-        dist = l2_distances(start, x0)
         spherical = np.full(k, self.spherical_step)
         source = np.full(k, self.source_step)
         sph_stats = _Window(k, self.spherical_window)
@@ -103,7 +100,8 @@ class BoundaryAttack(BoundaryWalk):
         for step in range(1, max_steps + 1):
             check = step % self.check_every == 0
             cost = 2 if check else 1
-            going = (source >= self.min_source_step) & (dist > 0)
+            dist = tracker.best_distance[pos]
+            going = (source >= self.min_source_step) & (dist > 0) & np.isfinite(dist)
             if not (going & (tracker.remaining[pos] >= 1)).any():
                 break
             rows = np.flatnonzero(going & (tracker.remaining[pos] >= cost))
@@ -111,20 +109,13 @@ class BoundaryAttack(BoundaryWalk):
                 continue  # a check step some samples can no longer afford; the next one is cheaper
             m = rows.size
             # the full proposals, then (check steps) the spherical ones: one batched query
-            images = self._proposals(r, x0, rows, dist[rows], spherical[rows], source[rows], rng, tracker.bounds,
-                                     shape, check)
+            images, distances = self._proposals(tracker, pos[rows], dist[rows], spherical[rows], source[rows],
+                                                rng, check)
             owners = np.concatenate([pos[rows], pos[rows]]) if check else pos[rows]
-            answer = tracker.query(owners, images.reshape(-1, *shape))
-            adv = answer.adversarial[:m]
+            answer = tracker.query(owners, images, distances=distances)
             if check:
                 sph_stats.push(rows, answer.adversarial[m:])
-            step_stats.push(rows, adv)
-            accepted = rows[adv]
-            if accepted.size:
-                # r = accepted candidate - x0, written in place (one pass)
-                kernels.step(images, -1.0, x0, (-np.inf, np.inf), base_rows=np.flatnonzero(adv),
-                             direction_rows=accepted, out=r, out_rows=accepted)
-                dist[accepted] = answer.distances[:m][adv]
+            step_stats.push(rows, answer.adversarial[:m])
 
             if check:  # the paper's step-size adaptation, from the windows' success rates
                 full = sph_stats.full()
@@ -145,35 +136,25 @@ class BoundaryAttack(BoundaryWalk):
                 step_stats.clear(np.flatnonzero(up | down))
                 np.minimum(source, 0.5, out=source)
 
-    def _proposals(self, r: np.ndarray, x0: np.ndarray, rows: np.ndarray, dist: np.ndarray, spherical: np.ndarray,
-                   source: np.ndarray, rng: np.random.Generator, bounds: tuple[float, float],
-                   shape: tuple[int, ...], with_spherical: bool) -> np.ndarray:
-        """float32 [m, d] full candidates of the samples at `rows` (r, x0: [k, d]; the other
-        arguments per row), followed, with_spherical, by their [m, d] spherical candidates.
+    def _proposals(self, tracker: Tracker, pos: np.ndarray, dist: np.ndarray, spherical: np.ndarray,
+                   source: np.ndarray, rng: np.random.Generator, with_spherical: bool) -> tuple[np.ndarray, np.ndarray]:
+        """float32 [m, *shape] full candidates of the samples at tracker positions `pos` (the
+        other arguments per sample), followed, with_spherical, by their spherical candidates; and
+        their distances to the originals (float64, measured in the same pass). The perturbation
+        r is each sample's best adversarial minus its original, |r| = dist.
 
         With eta' the part of the noise eta orthogonal to the perturbation r (|r| = D), scaled to
         norm spherical * D, the spherical candidate is x0 + (r + eta') * D / |r + eta'|, where
         |r + eta'| = D * sqrt(1 + spherical^2) is known; the full candidate shrinks that by
-        (1 - source). Both are x0 + a * r + b * eta with per-sample scalars a, b: one fused pass
-        per image (`attackers.kernels.step2`). The samples of a step share one noise draw (each
-        sample only needs its own to be random), drawn and upsampled once."""
-        d = r.shape[1]
-        c, h, w = shape
+        (1 - source). Both are x0 + a * r + b * eta with per-sample scalars a, b from r . eta:
+        one fused kernel per sample (`attackers.kernels.boundary_proposals`). The samples of a
+        step share one noise draw (each sample only needs its own to be random), drawn and
+        upsampled once."""
+        shape = tracker.originals.shape[1:]
         res = self.noise_resolution
-        if res is None or res >= h:
-            eta = rng.standard_normal(d, dtype=np.float32)
+        if res is None or res >= shape[1]:
+            eta = rng.standard_normal(shape, dtype=np.float32)
         else:
-            eta = upsample(rng.standard_normal((c, res, res), dtype=np.float32), shape).reshape(d)
-        # (einsum, not BLAS: BLAS threads would fight the oracle for the cores)
-        dots = np.einsum("ij,j->i", r if rows.size == r.shape[0] else r[rows], eta).astype(np.float64)
-        sq = float(eta @ eta)
-        d2 = dist * dist
-        ortho = np.sqrt(np.maximum(sq - dots * dots / d2, 1e-30))
-        g = spherical * dist / ortho                 # eta' = g * (eta - dots / d2 * r)
-        b = 1.0 - g * dots / d2                      # r + eta' = b * r + g * eta
-        scale = (1.0 - source) / np.sqrt(1.0 + spherical * spherical)
-        if with_spherical:
-            scale = np.concatenate([scale, 1.0 / np.sqrt(1.0 + spherical * spherical)])
-            b, g, rows = np.tile(b, 2), np.tile(g, 2), np.tile(rows, 2)
-        return kernels.step2(x0, scale * b, r, scale * g, eta[None], bounds, rows=rows,
-                             direction2_rows=np.zeros(rows.size, dtype=np.int64))
+            eta = upsample(rng.standard_normal((shape[0], res, res), dtype=np.float32), shape)
+        return kernels.boundary_proposals(tracker.originals, tracker.best, pos, eta, dist, spherical, source,
+                                          tracker.bounds, with_spherical)

@@ -128,14 +128,16 @@ class HopSkipJump(BoundaryWalk):
                   counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Raw Monte Carlo estimates [k, d] of the boundary normal (towards the adversarial side)
         at the points x[x_rows] (k of them; pos, dist and counts are per point):
-        mean over probes of (phi - mean(phi)) * u. The samples of a batch share one set of
-        random directions (each sample's estimate only needs its own to be random; sharing
-        saves drawing and upsampling them per sample), and the sums use the intended directions
-        (the probes are clipped to the bounds; ignoring that costs nothing measurable), formed
-        on the low-resolution draws and upsampled once per sample."""
+        mean over probes of (phi - mean(phi)) * u. All samples share one set of random
+        directions (each sample's estimate only needs its own to be random; sharing saves drawing
+        them per sample), and the sums use the intended directions (the probes are clipped to the
+        bounds; ignoring that costs nothing measurable), formed on the low-resolution draws as
+        one matrix product and upsampled once."""
         k = pos.shape[0]
         shape = x.shape[1:]
-        v = np.zeros((k, int(np.prod(shape))), dtype=np.float32)
+        dirs = draw_directions(rng, int(counts.max()), shape, self.probe_resolution)
+        unit_low = dirs.z.reshape(dirs.z.shape[0], -1) * dirs.inv_norm[:, None]  # unit directions, before upsampling
+        low = np.zeros((k, unit_low.shape[1]), dtype=np.float32)
         start = 0
         while start < k:
             stop = start + 1
@@ -145,24 +147,25 @@ class HopSkipJump(BoundaryWalk):
                 stop += 1
             c = counts[start:stop].astype(np.int64)
             ends = np.cumsum(c)
-            owner = np.repeat(np.arange(start, stop), c)          # the sample of each probe
+            local = np.repeat(np.arange(stop - start), c)         # the sample of each probe, from start
+            owner = local + start
             within = np.arange(total) - np.repeat(ends - c, c)     # its direction
-            u, z, inv = draw_directions(rng, int(c.max()), shape, self.probe_resolution)
-            # probe = clip(x + delta * dist * u / |u|): one fused pass per probe
-            probes = kernels.step(x, self.delta * dist[owner] * inv[within], u, tracker.bounds,
-                                  base_rows=x_rows[owner], direction_rows=within)
-            answer = tracker.query(pos[owner], probes)
-            phi = np.where(answer.adversarial, 1.0, -1.0).astype(np.float32)
+            # probe = clip(x + delta * dist * u / |u|): one fused pass per probe, measured as written
+            probes, probe_d = dirs.probes(x, self.delta * dist[owner] * dirs.inv_norm[within], tracker.bounds,
+                                          base_rows=x_rows[owner], direction_rows=within,
+                                          distances_to=(tracker.originals, pos[owner]))
+            answer = tracker.query(pos[owner], probes, distances=probe_d)
+            phi = np.where(answer.adversarial, 1.0, -1.0)
             phi[~answer.answered] = 0.0
-            unit_low = z.reshape(z.shape[0], -1) * inv[:, None]   # the unit directions, before upsampling
-            for j, row in enumerate(range(start, stop)):
-                seg = slice(ends[j] - c[j], ends[j])
-                mean_phi = phi[seg].mean()
-                weight = phi[seg] if abs(mean_phi) == 1.0 else phi[seg] - mean_phi
-                low = np.einsum("i,ij->j", weight, unit_low[: c[j]]) / np.float32(c[j])
-                v[row] = low if z is u else upsample(low.reshape(z.shape[1:]), shape).reshape(-1)
+            mean_phi = np.bincount(local, weights=phi, minlength=stop - start) / c
+            baseline = np.where(np.abs(mean_phi) == 1.0, 0.0, mean_phi)  # plain mean(phi) * mean(u) when all agree
+            weights = np.zeros((stop - start, unit_low.shape[0]), dtype=np.float32)
+            weights[local, within] = (phi - baseline[local]) / c[local]
+            low[start:stop] = weights @ unit_low
             start = stop
-        return v
+        if not dirs.low_resolution:
+            return low
+        return upsample(low.reshape(k, *dirs.z.shape[1:]), shape).reshape(k, -1)
 
     def _step(self, tracker: Tracker, pos: np.ndarray, x: np.ndarray, x_rows: np.ndarray, xi: np.ndarray,
               v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -176,8 +179,9 @@ class HopSkipJump(BoundaryWalk):
             open_ = np.flatnonzero(~ok & (tracker.remaining[pos] > 0))
             if open_.size == 0:
                 break
-            c = kernels.step(x, xi[open_], v, tracker.bounds, base_rows=x_rows[open_], direction_rows=open_)
-            answer = tracker.query(pos[open_], c)
+            c, d = kernels.step(x, xi[open_], v, tracker.bounds, base_rows=x_rows[open_], direction_rows=open_,
+                                distances_to=(tracker.originals, pos[open_]))
+            answer = tracker.query(pos[open_], c, distances=d)
             hit = open_[answer.adversarial]
             kernels.copy_rows(candidates, hit, c, np.flatnonzero(answer.adversarial))
             ok[hit] = True

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attackers.kernels import copy_rows, l2_distances
+from attackers.kernels import copy_rows, keep_closer, l2_distances
 from attackers.oracle import BudgetExceeded, Oracle
 
 
@@ -142,9 +142,15 @@ class Tracker:
             self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + time.perf_counter() - start
 
     # ------------------------------------------------------------------ the query
-    def query(self, positions: np.ndarray, images: np.ndarray) -> Answer:
+    def query(self, positions: np.ndarray, images: np.ndarray, *, distances: np.ndarray | None = None) -> Answer:
         """Labels images[k] against the true label of sample positions[k] (positions index this
-        tracker's samples, 0..n-1; a sample may appear many times). One oracle call."""
+        tracker's samples, 0..n-1; a sample may appear many times). One oracle call.
+
+        distances: optionally, float64 [m], each image's exact l2 distance to its original, when
+        the caller measured it while making the image (`attackers.kernels` do, in the same pass;
+        it saves reading every adversarial image back). The answer passes them on, but an image
+        that would become a sample's best is measured again by the tracker before it is
+        recorded: a wrong value can cost its caller an improvement, never falsify the record."""
         positions = np.asarray(positions, dtype=np.int64)
         images = np.asarray(images)
         m = positions.shape[0]
@@ -154,11 +160,15 @@ class Tracker:
             raise ValueError(f"query: images must be float32, got {images.dtype}")
         if m and (positions.min() < 0 or positions.max() >= self.num_samples):
             raise ValueError(f"query: positions must lie in [0, {self.num_samples})")
+        if distances is not None:
+            distances = np.asarray(distances, dtype=np.float64)
+            if distances.shape != (m,):
+                raise ValueError(f"query: {m} images but distances of shape {list(distances.shape)}")
         # Values (finite, within the bounds) are checked by the oracle, which refuses an invalid
         # request whole (InvalidRequest, a ValueError) and charges nothing: no second pass here.
 
         adversarial = np.zeros(m, dtype=bool)
-        distances = np.full(m, np.inf)
+        answer_distances = np.full(m, np.inf)
         wanted = np.bincount(positions, minlength=self.num_samples)
         affordable = wanted <= self.remaining
         answered = affordable[positions]
@@ -187,30 +197,37 @@ class Tracker:
                 raise RuntimeError(f"the oracle returned {got.shape} labels for {send.size} images")
             self.queries += np.bincount(positions[send], minlength=self.num_samples)
             adversarial[send] = got != self.labels[positions[send]]
-            self._record(positions, images, adversarial, distances)
+            self._record(positions, images, adversarial, answer_distances, distances)
             break
-        return Answer(adversarial=adversarial, answered=answered, distances=distances)
+        return Answer(adversarial=adversarial, answered=answered, distances=answer_distances)
 
     def _record(self, positions: np.ndarray, images: np.ndarray, adversarial: np.ndarray,
-                distances: np.ndarray) -> None:
-        """Measures every adversarial image (into `distances`) and keeps each sample's closest."""
+                distances: np.ndarray, claimed: np.ndarray | None) -> None:
+        """Measures every adversarial image (into `distances`; the `claimed` ones only where they
+        would improve) and keeps each sample's closest."""
         hits = np.flatnonzero(adversarial)
         if hits.size == 0:
             return
         pos = positions[hits]
         # Exact distances of every hit (one fused pass), then the closest hit of each sample
         # (the first one on ties) against that sample's best.
-        dist = l2_distances(images, self.originals, rows=hits, owners=pos)
-        distances[hits] = dist
+        dist = l2_distances(images, self.originals, rows=hits, owners=pos) if claimed is None else claimed[hits]
         order = np.lexsort((np.arange(hits.size), dist, pos))
         first = np.ones(order.size, dtype=bool)
         first[1:] = pos[order][1:] != pos[order][:-1]
         pick = order[first]
         pick = pick[dist[pick] < self.best_distance[pos[pick]]]
+        if claimed is None:
+            copy_rows(self.best, pos[pick], images, hits[pick])
+        elif pick.size:
+            # Claimed closer: measured here, and kept only if it is (one pass per image).
+            limits = self.best_distance[pos[pick]]
+            dist[pick] = keep_closer(self.best, pos[pick], limits, images, hits[pick], self.originals, pos[pick])
+            pick = pick[dist[pick] < limits]
+        distances[hits] = dist
         if pick.size == 0:
             return
         improved = pos[pick]
-        copy_rows(self.best, improved, images, hits[pick])
         self.best_distance[improved] = dist[pick]
         self._log_pos.append(improved.copy())
         self._log_q.append(self.queries[improved].copy())

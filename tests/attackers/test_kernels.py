@@ -43,19 +43,6 @@ def test_step_defaults_and_unbounded_difference(path):
     np.testing.assert_array_equal(kernels.step(a, -1.0, b, (-np.inf, np.inf)), a - b)
 
 
-def test_step2_is_clip_of_base_plus_two_terms(path):
-    rng = _rng()
-    base = rng.random((4, *SHAPE), dtype=np.float32)
-    r = rng.standard_normal((4, *SHAPE), dtype=np.float32) * 0.3
-    eta = rng.standard_normal((1, *SHAPE), dtype=np.float32)
-    rows = np.array([2, 0, 2, 3])
-    c1 = rng.random(4).astype(np.float32)
-    c2 = rng.standard_normal(4).astype(np.float32) * 0.1
-    got = kernels.step2(base, c1, r, c2, eta, (0.0, 1.0), rows=rows, direction2_rows=np.zeros(4, dtype=np.int64))
-    want = np.clip(base[rows] + c1[:, None, None, None] * r[rows] + c2[:, None, None, None] * eta[0], 0.0, 1.0)
-    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
-
-
 def test_l2_distances_are_exact_float64(path):
     rng = _rng()
     images = rng.random((6, *SHAPE), dtype=np.float32)
@@ -106,13 +93,104 @@ def test_bad_rows_and_shapes_are_refused():
         kernels.l2_distances(base, base, owners=np.array([0, 5]))
 
 
-def test_step_writes_rows_in_place(path):
+def _exact(images, originals):
+    diff = images.reshape(len(images), -1).astype(np.float64) - originals.reshape(len(originals), -1)
+    return np.sqrt((diff ** 2).sum(axis=1))
+
+
+def test_step_measures_what_it_writes(path):
     rng = _rng()
-    a = rng.random((4, *SHAPE), dtype=np.float32)
-    b = rng.random((3, *SHAPE), dtype=np.float32)
-    out = np.zeros((5, *SHAPE), dtype=np.float32)
-    got = kernels.step(a, -1.0, b, (-np.inf, np.inf), base_rows=np.array([3, 0]), direction_rows=np.array([2, 2]),
-                       out=out, out_rows=np.array([4, 1]))
-    assert got is out
-    np.testing.assert_array_equal(out[[4, 1]], a[[3, 0]] - b[[2, 2]])
-    assert not out[[0, 2, 3]].any()
+    base = rng.random((3, *SHAPE), dtype=np.float32)
+    direction = rng.standard_normal((2, *SHAPE), dtype=np.float32)
+    originals = rng.random((4, *SHAPE), dtype=np.float32)
+    owners = np.array([3, 0, 0, 2])
+    images, d = kernels.step(base, np.array([0.5, -2.0, 0.1, 3.0], np.float32), direction, (0.0, 1.0),
+                             base_rows=np.array([0, 1, 2, 2]), direction_rows=np.array([1, 0, 0, 1]),
+                             distances_to=(originals, owners))
+    assert d.dtype == np.float64
+    np.testing.assert_allclose(d, _exact(images, originals[owners]), rtol=1e-13)
+    np.testing.assert_array_equal(images, kernels.step(base, np.array([0.5, -2.0, 0.1, 3.0], np.float32), direction,
+                                                       (0.0, 1.0), base_rows=np.array([0, 1, 2, 2]),
+                                                       direction_rows=np.array([1, 0, 0, 1])))
+
+
+def test_step_upsampled_is_step_with_the_upsampled_direction(path):
+    from attackers.probes import draw_directions, vertical_weights
+
+    rng = _rng()
+    shape = (3, 16, 16)
+    dirs = draw_directions(rng, 5, shape, 4)
+    u = dirs.full()
+    base = rng.random((3, *shape), dtype=np.float32)
+    base_rows, direction_rows = np.array([0, 2, 2, 1, 0, 1]), np.array([4, 4, 0, 1, 2, 3])
+    coef = rng.standard_normal(6).astype(np.float32)
+    got, d = kernels.step_upsampled(base, coef, dirs.rows, vertical_weights(16, 4), (0.0, 1.0), base_rows=base_rows,
+                                    direction_rows=direction_rows, distances_to=(base, base_rows))
+    want = np.clip(base[base_rows] + coef[:, None, None, None] * u[direction_rows], 0.0, 1.0)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(d, _exact(got, base[base_rows]), rtol=1e-13)
+    with pytest.raises(ValueError, match="vertical"):
+        kernels.step_upsampled(base, coef, dirs.rows, vertical_weights(8, 4), (0.0, 1.0), base_rows=base_rows,
+                               direction_rows=direction_rows)
+
+
+def test_keep_closer_measures_and_copies_only_what_is_closer(path):
+    rng = _rng()
+    originals = rng.random((3, *SHAPE), dtype=np.float32)
+    src = rng.random((4, *SHAPE), dtype=np.float32)
+    dest = rng.random((3, *SHAPE), dtype=np.float32)
+    before = dest.copy()
+    src_rows, dest_rows = np.array([3, 1, 0]), np.array([2, 0, 1])
+    exact = _exact(src[src_rows], originals[dest_rows])
+    limits = np.array([exact[0] + 1.0, exact[1], exact[2] - 1e-9])  # closer; a tie; farther
+    got = kernels.keep_closer(dest, dest_rows, limits, src, src_rows, originals, dest_rows)
+    np.testing.assert_allclose(got, exact, rtol=1e-13)
+    np.testing.assert_array_equal(dest[2], src[3])
+    np.testing.assert_array_equal(dest[[0, 1]], before[[0, 1]])
+
+
+def test_boundary_proposals_follow_the_papers_geometry(path):
+    rng = _rng()
+    x0 = rng.random((3, *SHAPE), dtype=np.float32) * 0.5 + 0.25
+    current = np.clip(x0 + rng.standard_normal(x0.shape).astype(np.float32) * 0.05, 0, 1)
+    eta = rng.standard_normal(SHAPE).astype(np.float32)
+    rows = np.array([2, 0])
+    dist = _exact(current[rows], x0[rows])
+    spherical, source = np.array([0.05, 0.2]), np.array([0.1, 0.01])
+    got, d = kernels.boundary_proposals(x0, current, rows, eta, dist, spherical, source, (0.0, 1.0), True)
+    assert got.shape == (4, *SHAPE)
+    np.testing.assert_allclose(d, _exact(got, x0[np.tile(rows, 2)]), rtol=1e-12)
+    for k, row in enumerate(rows):
+        r = (current[row] - x0[row]).astype(np.float64).ravel()
+        e = eta.astype(np.float64).ravel()
+        ortho = e - (r @ e) / (r @ r) * r
+        ortho *= spherical[k] * dist[k] / np.linalg.norm(ortho)
+        sphere = (r + ortho) / np.sqrt(1 + spherical[k] ** 2)       # back on the sphere of radius dist
+        np.testing.assert_allclose(np.linalg.norm(sphere), dist[k], rtol=1e-9)
+        want_sph = np.clip(x0[row].ravel() + sphere, 0, 1)
+        want_full = np.clip(x0[row].ravel() + (1 - source[k]) * sphere, 0, 1)
+        np.testing.assert_allclose(got[k].ravel(), want_full, atol=2e-6)
+        np.testing.assert_allclose(got[2 + k].ravel(), want_sph, atol=2e-6)
+    only, _ = kernels.boundary_proposals(x0, current, rows, eta, dist, spherical, source, (0.0, 1.0), False)
+    np.testing.assert_array_equal(only, got[:2])
+
+
+def test_new_kernels_agree_bit_for_bit_on_both_paths(monkeypatch):
+    from attackers.probes import draw_directions, vertical_weights
+
+    rng = _rng()
+    x0 = rng.random((5, 3, 64, 64), dtype=np.float32)
+    current = np.clip(x0 + rng.standard_normal(x0.shape).astype(np.float32) * 0.05, 0, 1)
+    dirs = draw_directions(rng, 4, (3, 64, 64), 16)
+    rows = np.array([4, 1, 0])
+    out = {}
+    for name, threshold in (("serial", 10**12), ("parallel", 0)):
+        monkeypatch.setattr(kernels, "PARALLEL_MIN_VALUES", threshold)
+        probes = kernels.step_upsampled(x0, np.float32(0.3), dirs.rows, vertical_weights(64, 16), (0.0, 1.0),
+                                        base_rows=rows, direction_rows=np.array([3, 0, 1]),
+                                        distances_to=(current, rows))
+        proposals = kernels.boundary_proposals(x0, current, rows, dirs.full()[0], np.ones(3), np.full(3, 0.05),
+                                               np.full(3, 0.01), (0.0, 1.0), True)
+        out[name] = (*probes, *proposals)
+    for a, b in zip(out["serial"], out["parallel"]):
+        np.testing.assert_array_equal(a, b)

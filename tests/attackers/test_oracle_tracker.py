@@ -107,6 +107,29 @@ def test_tracker_counts_keeps_the_best_and_refuses_per_sample():
     assert np.isinf(tracker.best_distance_at(1)[1]) and np.isfinite(tracker.best_distance_at(2)[1])
 
 
+def test_claimed_distances_never_enter_the_record_unmeasured():
+    side = np.sqrt(3 * 64 * 64)
+    tracker = Tracker(CountingOracle(), _images([0.2, 0.3]), np.array([0, 0]), budget=10)
+    # sample 0: true distances 0.7 and 0.4 (x side), claimed the other way round; sample 1's
+    # single hit is claimed far too close
+    answer = tracker.query(np.array([0, 0, 1]), _images([0.9, 0.6, 0.95]),
+                           distances=np.array([0.1 * side, 5.0 * side, 0.01]))
+    # the hit claimed closest is measured before it is kept: 0.7, not 0.1
+    assert tracker.best_distance[0] == pytest.approx(0.7 * side, rel=1e-6)
+    np.testing.assert_array_equal(tracker.best[0], _images([0.9])[0])
+    assert tracker.best_distance[1] == pytest.approx(0.65 * side, rel=1e-6)
+    np.testing.assert_allclose(answer.distances, [0.7 * side, 5.0 * side, 0.65 * side], rtol=1e-6)
+    # a hit claimed farther than the best is not measured: claims can cost an improvement...
+    tracker.query(np.array([0]), _images([0.5]), distances=np.array([10.0 * side]))
+    assert tracker.best_distance[0] == pytest.approx(0.7 * side, rel=1e-6)
+    # ...and one claimed closer but in fact farther is measured and refused
+    tracker.query(np.array([0]), _images([1.0]), distances=np.array([0.0]))
+    assert tracker.best_distance[0] == pytest.approx(0.7 * side, rel=1e-6)
+    np.testing.assert_array_equal(tracker.best[0], _images([0.9])[0])
+    with pytest.raises(ValueError, match="distances"):
+        tracker.query(np.array([0]), _images([0.9]), distances=np.array([1.0, 2.0]))
+
+
 def test_tracker_believes_the_oracle_when_it_refuses():
     oracle = CountingOracle(budget=1)
     oracle.used[0] = 1  # spent elsewhere (e.g. by an earlier client of the same run)
