@@ -192,5 +192,5 @@ def test_new_kernels_agree_bit_for_bit_on_both_paths(monkeypatch):
         proposals = kernels.boundary_proposals(x0, current, rows, dirs.full()[0], np.ones(3), np.full(3, 0.05),
                                                np.full(3, 0.01), (0.0, 1.0), True)
         out[name] = (*probes, *proposals)
-    for a, b in zip(out["serial"], out["parallel"]):
+    for a, b in zip(out["serial"], out["parallel"], strict=True):
         np.testing.assert_array_equal(a, b)
