@@ -190,11 +190,22 @@ def _count(default: int, *arrays) -> int:
     return lengths.pop() if lengths else default
 
 
+@njit(cache=True)
+def _outside(rows, n):
+    # One pass, no temporaries: the kernels index without bounds checks, so every row is checked.
+    for i in range(rows.shape[0]):
+        if rows[i] < 0 or rows[i] >= n:
+            return True
+    return False
+
+
 def _indices(rows, m: int, n: int, name: str) -> np.ndarray:
     """rows as int64 (0..m-1 when None), each checked to lie in [0, n)."""
-    out = np.arange(m, dtype=np.int64) if rows is None else np.ascontiguousarray(rows, dtype=np.int64)
-    if out.size and (out.min() < 0 or out.max() >= n):
-        raise IndexError(f"{name} must lie in [0, {n})")
+    if rows is None:
+        return np.arange(m, dtype=np.int64)
+    out = np.ascontiguousarray(rows, dtype=np.int64)
+    if out.ndim != 1 or _outside(out, n):
+        raise IndexError(f"{name} must be a vector of rows in [0, {n})")
     return out
 
 
@@ -347,6 +358,6 @@ def boundary_proposals(x0: np.ndarray, current: np.ndarray, rows, eta: np.ndarra
     squares = np.empty(n_out, dtype=np.float64)
     if m:
         _pick(out.size)[5](out.reshape(n_out, -1), squares, x0, current, rows, eta,
-                           float(eta.astype(np.float64) @ eta.astype(np.float64)), *per_row, bool(with_spherical),
+                           float(eta @ eta), *per_row, bool(with_spherical),
                            *_bounds(bounds))
     return out, np.sqrt(squares, out=squares)
