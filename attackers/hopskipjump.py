@@ -93,8 +93,10 @@ class HopSkipJump(BoundaryWalk):
         reserve = int(math.ceil(math.log2(1.0 / self.tolerance))) + 2
         alive = dist > 0
         scale = np.ones(x.shape[0])  # step-size multiplier, halved after a step that lost ground
-        # Estimates made at the current point, pooled until the point moves.
-        pooled = np.zeros((x.shape[0], int(np.prod(x.shape[1:]))), dtype=np.float32)
+        # Estimates made at the current point (at the draws' resolution), pooled until it moves.
+        c, h, w = x.shape[1:]
+        low_res = self.probe_resolution is not None and self.probe_resolution < min(h, w)
+        pooled = np.zeros((x.shape[0], c * self.probe_resolution ** 2 if low_res else c * h * w), dtype=np.float32)
         pooled_n = np.zeros(x.shape[0], dtype=np.int64)
         # Each iteration charges every sample in play at least MIN_ESTIMATES queries: the budget
         # bounds the loop (the cap guards against an oracle that stops answering).
@@ -110,7 +112,9 @@ class HopSkipJump(BoundaryWalk):
                 pooled[rows] += mean * n[rows, None]
                 pooled_n[rows] += n[rows]
                 mean = pooled[rows] / pooled_n[rows, None].astype(np.float32)
-            v = _unit(mean, rng).reshape(rows.size, *x.shape[1:])
+            if low_res:  # upsampling is linear: pooling and averaging before it is the same
+                mean = upsample(mean.reshape(rows.size, c, self.probe_resolution, self.probe_resolution), (c, h, w))
+            v = _unit(mean.reshape(rows.size, -1), rng).reshape(rows.size, c, h, w)
             xi = scale[rows] * dist[rows] / math.sqrt(t)
             candidates, ok = self._step(tracker, pos[rows], x, rows, xi, v)
             moved = rows[ok]
@@ -129,13 +133,14 @@ class HopSkipJump(BoundaryWalk):
 
     def _estimate(self, tracker: Tracker, pos: np.ndarray, x: np.ndarray, x_rows: np.ndarray, dist: np.ndarray,
                   counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Raw Monte Carlo estimates [k, d] of the boundary normal (towards the adversarial side)
-        at the points x[x_rows] (k of them; pos, dist and counts are per point):
+        """Raw Monte Carlo estimates [k, c * r * r] of the boundary normal (towards the adversarial
+        side), at the draws' resolution r, at the points x[x_rows] (k of them; pos, dist and
+        counts are per point):
         mean over probes of (phi - mean(phi)) * u. All samples share one set of random
         directions (each sample's estimate only needs its own to be random; sharing saves drawing
         them per sample), and the sums use the intended directions (the probes are clipped to the
         bounds; ignoring that costs nothing measurable), formed on the low-resolution draws as
-        one matrix product and upsampled once."""
+        one matrix product (the caller upsamples them)."""
         k = pos.shape[0]
         shape = x.shape[1:]
         dirs = draw_directions(rng, int(counts.max()), shape, self.probe_resolution)
@@ -170,9 +175,7 @@ class HopSkipJump(BoundaryWalk):
             weights[local, within] = (phi - baseline[local]) / c[local]
             low[start:stop] = weights @ unit_low
             start = stop
-        if not dirs.low_resolution:
-            return low
-        return upsample(low.reshape(k, *dirs.z.shape[1:]), shape).reshape(k, -1)
+        return low
 
     def _step(self, tracker: Tracker, pos: np.ndarray, x: np.ndarray, x_rows: np.ndarray, xi: np.ndarray,
               v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
