@@ -11,7 +11,8 @@ from attackers.bench import measure
 
 def test_bench_measures_every_attack_against_the_whitebox_reference(models, samples):
     result = measure(models.target, models.onnx_path.read_bytes(), models.surrogate, samples.x[:3], samples.y[:3],
-                     budgets=(30, 80), attacks=("hsja", "transfer-pgd", "art-hsja"), whitebox_kwargs={"steps": 20})
+                     budgets=(30, 80), attacks=("hsja", "transfer-pgd", "art-hsja"), whitebox_kwargs={"steps": 20},
+                     repeats=2)  # the repeats must agree (deterministic attacks), or measure raises
     figures = result["figures"]
     assert len(result["rows"]) == 1 + 3 * 2 and len(result["columns"]) == len(result["rows"][0])
     for name in ("hsja", "transfer-pgd", "art-hsja"):
