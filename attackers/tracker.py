@@ -209,8 +209,8 @@ class Tracker:
         if hits.size == 0:
             return
         pos = positions[hits]
-        # Exact distances of every hit (one fused pass), then the closest hit of each sample
-        # (the first one on ties) against that sample's best.
+        # Distances of every hit (measured here in one fused pass, or as the caller claims
+        # them), then the closest hit of each sample (the first one on ties) against its best.
         dist = l2_distances(images, self.originals, rows=hits, owners=pos) if claimed is None else claimed[hits]
         order = np.lexsort((np.arange(hits.size), dist, pos))
         first = np.ones(order.size, dtype=bool)
