@@ -10,9 +10,9 @@ then are the labels released; the next run starts meanwhile. Labels do not depen
 company a request had: see `arena.inference`.
 
 The event loop only queues and dispatches: model run, preparing the write operations (digests
-included) and the group commit happen on one worker thread per run, and the loop wakes once per run to
-release the labels (plain callbacks, no task or shielded future per request: this path runs
-for every Predict).
+included) and the group commit happen on one worker thread per run, and the loop wakes once
+per run to release the labels (plain callbacks, no task or shielded future per request: this
+path runs for every Predict).
 
 A defense that fails on valid input (ONNX Runtime error, or no answer within `timeout_s`)
 yields label -1 for the images concerned: "counts as misclassified" (ARENA_RULES section 5).

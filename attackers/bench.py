@@ -11,9 +11,9 @@ the embedded dataset that the model classifies correctly):
   and the attack's own compute time per query as a fraction of the oracle's (the tracker times
   the oracle; the rest of the run's wall time is the attack's), the median of --repeats runs
   (default 3; they must return the same distances, or the bench fails: the attacks are
-  deterministic for a seed). Transfer-PGD's surrogate
-  gradients are one-off white-box work per sample, not per query: they are timed apart
-  (`setup_s`) and reported both outside and inside the overhead (`overhead_with_setup`).
+  deterministic for a seed). Transfer-PGD's surrogate gradients are one-off white-box work per
+  sample, not per query: they are timed apart (`setup_s`) and reported both outside and inside
+  the overhead (`overhead_with_setup`).
   Before the timed runs, each attack runs once untimed at the smallest budget, so that compiled
   kernels are loaded and the process heap has grown: the figures are the steady state;
 - ART's HopSkipJump (adversarial-robustness-toolbox, `BlackBoxClassifier` around the same ONNX
@@ -193,15 +193,12 @@ def measure(target, onnx_bytes: bytes, surrogate, x: np.ndarray, y: np.ndarray, 
             if name == "art-hsja":
                 out = _run_art(onnx_bytes, x, y, budget, seed, threads)
             else:
-                out = _run_ours(makers[name](), onnx_bytes, x, y, budget, threads)
-                for _ in range(repeats - 1):  # same seed, same answers: only the timing varies
-                    again = _run_ours(makers[name](), onnx_bytes, x, y, budget, threads)
-                    if not np.array_equal(again["distances"], out["distances"]):
-                        raise RuntimeError(f"{name} @ {budget}: two runs with seed {seed} disagree")
-                    for key in ("overhead", "overhead_with_setup", "setup"):
-                        out.setdefault(f"{key}_runs", [out[key]]).append(again[key])
-                for key in ("overhead", "overhead_with_setup", "setup"):
-                    out[key] = float(np.median(out.get(f"{key}_runs", [out[key]])))
+                runs = [_run_ours(makers[name](), onnx_bytes, x, y, budget, threads) for _ in range(repeats)]
+                # Same seed, same answers: only the timing may vary (its median is reported).
+                if any(not np.array_equal(r["distances"], runs[0]["distances"]) for r in runs[1:]):
+                    raise RuntimeError(f"{name} @ {budget}: runs with seed {seed} disagree")
+                out = {**runs[0], **{key: float(np.median([r[key] for r in runs]))
+                                     for key in ("overhead", "overhead_with_setup", "setup")}}
             d = out["distances"]
             ok = np.isfinite(d)
             scored = np.where(ok, d, worst)

@@ -1,7 +1,7 @@
 """Vectorised bisection on the segments from the originals to adversarial points.
 
-For each sample, the points x(a) = x0 + a * (x_adv - x0), a in [low, 1], are searched for the
-boundary: x(low) is known not adversarial (the original at a = 0), x(1) = x_adv is adversarial.
+For each sample, the points x(a) = x0 + a * (x_adv - x0), a in [0, 1], are searched for the
+boundary: x(0) is the original (not adversarial), x(1) = x_adv is adversarial.
 One batched query per halving for every sample whose interval is still wider than its
 tolerance and that has budget left. The returned points are the adversarial ends: the exact
 float32 images that were queried (or x_adv itself), so the tracker's best matches them, with
@@ -25,17 +25,14 @@ def bisect(
     positions: np.ndarray,
     adversarial: np.ndarray,
     tolerance: float | np.ndarray,
-    *,
-    low: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Bisects towards the boundary on each sample's segment until high - low <= tolerance
     (in units of the segment, i.e. relative to the distance of `adversarial`) or its budget runs
-    out. Returns (boundary points float32 [k], their l2 distances float64 [k], their segment
-    parameters `high` float64 [k])."""
+    out. Returns (boundary points float32 [k], their l2 distances float64 [k])."""
     k = positions.shape[0]
     # direction = adversarial - x0, one pass (no clipping)
     direction = kernels.step(adversarial, -1.0, tracker.originals, (-np.inf, np.inf), direction_rows=positions)
-    lo = np.zeros(k) if low is None else np.asarray(low, dtype=np.float64).copy()
+    lo = np.zeros(k)
     hi = np.ones(k)
     tol = np.broadcast_to(np.asarray(tolerance, dtype=np.float64), (k,))
     best_d = l2_distances(adversarial, tracker.originals, owners=positions)
@@ -67,4 +64,4 @@ def bisect(
         mine = np.flatnonzero(where == b)
         if mine.size:
             kernels.copy_rows(best, mine, batch, row[mine])
-    return best, best_d, hi
+    return best, best_d

@@ -40,7 +40,7 @@ from attackers import kernels
 from attackers.base import check_choice, check_float, check_int, check_seed
 from attackers.bisection import bisect
 from attackers.kernels import l2_distances
-from attackers.probes import draw_directions, upsample
+from attackers.probes import draw_directions, to_image
 from attackers.starting import INITS, BoundaryWalk
 from attackers.tracker import Tracker
 
@@ -95,9 +95,7 @@ class HopSkipJump(BoundaryWalk):
         alive = dist > 0
         scale = np.ones(x.shape[0])  # step-size multiplier, halved after a step that lost ground
         # Estimates made at the current point (at the draws' resolution), pooled until it moves.
-        c, h, w = x.shape[1:]
-        low_res = self.probe_resolution is not None and self.probe_resolution < min(h, w)
-        pooled = np.zeros((x.shape[0], c * self.probe_resolution ** 2 if low_res else c * h * w), dtype=np.float32)
+        pooled = None
         pooled_n = np.zeros(x.shape[0], dtype=np.int64)
         # Each iteration charges every sample in play at least MIN_ESTIMATES queries: the budget
         # bounds the loop (the cap guards against an oracle that stops answering).
@@ -110,17 +108,17 @@ class HopSkipJump(BoundaryWalk):
                 break
             mean = self._estimate(tracker, pos[rows], x, rows, dist[rows], n[rows], rng)
             if self.keep_best:
+                if pooled is None:
+                    pooled = np.zeros((x.shape[0], mean.shape[1]), dtype=np.float32)
                 pooled[rows] += mean * n[rows, None]
                 pooled_n[rows] += n[rows]
                 mean = pooled[rows] / pooled_n[rows, None].astype(np.float32)
-            if low_res:  # upsampling is linear: pooling and averaging before it is the same
-                mean = upsample(mean.reshape(rows.size, c, self.probe_resolution, self.probe_resolution), (c, h, w))
-            v = _unit(mean.reshape(rows.size, -1), rng).reshape(rows.size, c, h, w)
+            v = _unit(to_image(mean, x.shape[1:]), rng).reshape(rows.size, *x.shape[1:])
             xi = scale[rows] * dist[rows] / math.sqrt(t)
             candidates, ok = self._step(tracker, pos[rows], x, rows, xi, v)
             moved = rows[ok]
             if moved.size:
-                new_x, new_d, _ = bisect(tracker, pos[moved], candidates[ok], self.tolerance)
+                new_x, new_d = bisect(tracker, pos[moved], candidates[ok], self.tolerance)
                 if self.keep_best:
                     better = new_d < dist[moved]
                     scale[moved[~better]] /= 2.0

@@ -165,15 +165,13 @@ def _compile(body, parallel: bool):
     return njit(parallel=parallel, fastmath=True, boundscheck=False, cache=True)(fn)
 
 
-_BODIES = (_step, _squared_distances, _copy_rows, _step_upsampled, _keep_closer, _boundary_proposals)
-_SERIAL = tuple(_compile(body, False) for body in _BODIES)
-_PARALLEL = tuple(_compile(body, True) for body in _BODIES)
+_COMPILED = {body: (_compile(body, False), _compile(body, True))
+             for body in (_step, _step_upsampled, _boundary_proposals, _squared_distances, _keep_closer, _copy_rows)}
 
 
-def _pick(values: int):
-    """The (step, squared_distances, copy_rows, step_upsampled, keep_closer, boundary_proposals)
-    kernels for a call over `values` values."""
-    return _PARALLEL if values >= PARALLEL_MIN_VALUES else _SERIAL
+def _pick(body, values: int):
+    """body's compiled variant for a call over `values` values (serial or parallel)."""
+    return _COMPILED[body][values >= PARALLEL_MIN_VALUES]
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -251,7 +249,7 @@ def step(base: np.ndarray, coef, direction: np.ndarray, bounds: tuple[float, flo
     flat = _flat(base)
     measure = _measuring(distances_to, m, flat.shape[1], flat, b_rows)
     if m:
-        _pick(out.size)[0](out.reshape(m, -1), flat, b_rows, _coefficients(coef, m), _flat(direction), d_rows,
+        _pick(_step, out.size)(out.reshape(m, -1), flat, b_rows, _coefficients(coef, m), _flat(direction), d_rows,
                            *_bounds(bounds), *measure)
     return _result(out, measure[0], measure[3])
 
@@ -280,7 +278,7 @@ def step_upsampled(base: np.ndarray, coef, rows: np.ndarray, vertical, bounds: t
     flat = _flat(base)
     measure = _measuring(distances_to, m, flat.shape[1], flat, b_rows)
     if m:
-        _pick(out.size)[3](out.reshape(m, -1), flat, b_rows, _coefficients(coef, m),
+        _pick(_step_upsampled, out.size)(out.reshape(m, -1), flat, b_rows, _coefficients(coef, m),
                            np.ascontiguousarray(rows, dtype=np.float32), d_rows, top, bottom, w_top, w_bottom,
                            *_bounds(bounds), *measure)
     return _result(out, measure[0], measure[3])
@@ -296,7 +294,7 @@ def l2_distances(images: np.ndarray, originals: np.ndarray, *, rows=None, owners
     o = _indices(owners, m, originals.shape[0], "owners")
     out = np.empty(m, dtype=np.float64)
     if m:
-        _pick(m * images[:1].size)[1](out, _flat(images), r, _flat(originals), o)
+        _pick(_squared_distances, m * images[:1].size)(out, _flat(images), r, _flat(originals), o)
     return np.sqrt(out, out=out)
 
 
@@ -309,7 +307,7 @@ def copy_rows(dest: np.ndarray, dest_rows, src: np.ndarray, src_rows=None) -> No
     d_rows = _indices(dest_rows, m, dest.shape[0], "dest_rows")
     s_rows = _indices(src_rows, m, src.shape[0], "src_rows")
     if m:
-        _pick(m * dest[:1].size)[2](dest.reshape(dest.shape[0], -1), d_rows, _flat(src), s_rows)
+        _pick(_copy_rows, m * dest[:1].size)(dest.reshape(dest.shape[0], -1), d_rows, _flat(src), s_rows)
 
 
 def keep_closer(dest: np.ndarray, dest_rows, limits, src: np.ndarray, src_rows, originals: np.ndarray,
@@ -327,7 +325,7 @@ def keep_closer(dest: np.ndarray, dest_rows, limits, src: np.ndarray, src_rows, 
     o_rows = _indices(owners, m, originals.shape[0], "owners")
     out = np.empty(m, dtype=np.float64)
     if m:
-        _pick(m * dest[:1].size)[4](out, dest.reshape(dest.shape[0], -1), d_rows,
+        _pick(_keep_closer, m * dest[:1].size)(out, dest.reshape(dest.shape[0], -1), d_rows,
                                     np.ascontiguousarray(np.broadcast_to(np.asarray(limits, np.float64), (m,))),
                                     _flat(src), s_rows, _flat(originals), o_rows)
     return out
@@ -357,7 +355,7 @@ def boundary_proposals(x0: np.ndarray, current: np.ndarray, rows, eta: np.ndarra
     out = np.empty((n_out, *shape), dtype=np.float32)
     squares = np.empty(n_out, dtype=np.float64)
     if m:
-        _pick(out.size)[5](out.reshape(n_out, -1), squares, x0, current, rows, eta,
+        _pick(_boundary_proposals, out.size)(out.reshape(n_out, -1), squares, x0, current, rows, eta,
                            float(eta @ eta), *per_row, bool(with_spherical),
                            *_bounds(bounds))
     return out, np.sqrt(squares, out=squares)

@@ -54,6 +54,16 @@ def upsample(z: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return _upsample_matrix(h, z.shape[-2]) @ z @ _upsample_matrix(w, z.shape[-1]).T
 
 
+def to_image(v: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """[k, c * r * r] vectors at a draw resolution r (see `Directions.z`) as [k, c * h * w]: the
+    bilinear upsampling (linear, so averages may be taken before it), or v itself at full size."""
+    c, h, w = shape
+    if v.shape[1] == c * h * w:
+        return v
+    r = int(round(np.sqrt(v.shape[1] / c)))
+    return upsample(v.reshape(v.shape[0], c, r, r), shape).reshape(v.shape[0], -1)
+
+
 @dataclass(frozen=True)
 class Directions:
     """`count` random directions u_b, not normalised (callers fold inv_norm into their scaling).

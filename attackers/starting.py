@@ -113,7 +113,7 @@ class BoundaryWalk(Attack):
         pos = positions[found]
         if pos.size == 0:
             return
-        boundary, _, _ = bisect(tracker, pos, points[found], self.tolerance)
+        boundary, _ = bisect(tracker, pos, points[found], self.tolerance)
         self.iterate(tracker, pos, boundary, rng)
 
     @abc.abstractmethod

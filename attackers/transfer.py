@@ -167,7 +167,7 @@ class TransferPGD(Attack):
             hit = np.flatnonzero(answer.adversarial)
             if hit.size == 0:
                 continue
-            points, d, _ = bisect(tracker, positions[rows[hit]], probe[hit], self.tolerance)
+            points, d = bisect(tracker, positions[rows[hit]], probe[hit], self.tolerance)
             better = d < best_d[rows[hit]]
             best[rows[hit[better]]] = points[better]
             best_d[rows[hit[better]]] = d[better]
@@ -180,7 +180,7 @@ class TransferPGD(Attack):
                 init=self._refiner.init, noise_tries=self._refiner.noise_tries,
             )
             if ok.any():
-                points, _, _ = bisect(tracker, positions[rest[ok]], more[ok], self.tolerance)
+                points, _ = bisect(tracker, positions[rest[ok]], more[ok], self.tolerance)
                 best[rest[ok]] = points
                 found[rest[ok]] = True
         rows = np.flatnonzero(found)
