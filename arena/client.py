@@ -1,34 +1,85 @@
-"""A thin synchronous client for the arena (used by the CLI, the tests and the serving bench).
+"""The one client of the arena's gRPC API, used by the CLI, the demo, the referee, `RemoteOracle`
+and the benchmarks.
 
-    client = ArenaClient("127.0.0.1:50051", token)           # or token=None -> $ARENA_TOKEN
-    client.submit_defense(Path("model.onnx").read_bytes(), name="mine")
-    run = client.start_run("mine", attack="my-attack")
-    labels, remaining = client.predict(run.run_id, images, sample_indices)
+    from arena.client import ArenaClient
+    with ArenaClient("127.0.0.1:50051", token) as client:      # token=None -> $ARENA_TOKEN
+        client.submit_defense(Path("model.onnx").read_bytes(), name="mine")
+        run = client.start_run("mine", attack="my-attack")
+        x, y = client.samples(run.run_id)
+        labels, remaining = client.predict(run.run_id, x[:4], [0, 1, 2, 3], request_id="mine-0")
 
-Every call carries `authorization: Bearer <token>`. The channel's message limits are set high
-enough for the server's published `max_message_bytes`.
+- Every call carries `authorization: Bearer <token>`.
+- Several replicas: `address` may list them, comma-separated ("10.0.0.1:50051,10.0.0.2:50051");
+  gRPC's round_robin policy spreads the calls and routes around a replica that goes away.
+- Limits: the channel accepts messages up to CLIENT_MESSAGE_LIMIT; image batches are sent as
+  raw little-endian float32 (`arena.wire`), with one copy of the pixels.
+- Retries: UNAVAILABLE (the one status the arena asks clients to retry) is retried with
+  exponential backoff on every call that is safe to repeat. Predict is retried with the same
+  request id, so the server replays its answer instead of charging twice; StartRun and
+  SubmitDefense are never retried (a retry could start a second run).
+- Errors are typed: every failed call raises `ArenaCallError` (a `grpc.RpcError`, so `.code()`
+  and `.details()` work as usual); a budget refusal is `BudgetRefused` (with the samples the
+  server names), a request id reused for another request is `ReplayMismatch`.
 """
 
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 import numpy as np
 
-from arena.auth import bearer_metadata
-from arena.images import predict_request_bytes, submit_request_bytes
+from arena.contract import IMAGE_BYTES, IMAGE_SHAPE
+from arena.wire import decode_batch, predict_request_bytes, submit_request_bytes
 from protos import arena_v1_pb2 as pb
 from protos import arena_v1_pb2_grpc as pb_grpc
 
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 1 << 20                 # SubmitDefense stream chunks
 CLIENT_MESSAGE_LIMIT = 256 << 20
+MESSAGE_SLACK = 1 << 20               # room for a request's fields besides its image bytes
+EXHAUSTED_SAMPLES_KEY = "arena-exhausted-samples"   # trailing metadata of a budget refusal
 
 
-def channel_options(limit: int = CLIENT_MESSAGE_LIMIT) -> list[tuple[str, int]]:
-    return [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+class ArenaCallError(grpc.RpcError):
+    """A call the arena refused or could not answer. `.code()` is the gRPC status, `.details()`
+    the server's message (it names the offending field), `.status` the status name."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, trailing=()) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self._code = code
+        self._details = details
+        self._trailing = tuple(trailing or ())
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> tuple:
+        return self._trailing
+
+    @property
+    def status(self) -> str:
+        return self._code.name
+
+    def __str__(self) -> str:
+        return f"{self._code.name}: {self._details}"
+
+
+class BudgetRefused(ArenaCallError):
+    """RESOURCE_EXHAUSTED: the request would take `samples` past their budget; nothing was charged."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, samples=(), trailing=()) -> None:
+        super().__init__(code, details, trailing)
+        self.samples = tuple(int(s) for s in samples)
+
+
+class ReplayMismatch(ArenaCallError):
+    """The server holds another request under this request id (a resumed attack diverged)."""
 
 
 def token_from(value: str | None) -> str:
@@ -38,7 +89,21 @@ def token_from(value: str | None) -> str:
     return token
 
 
-def submit_requests(data: bytes, name: str, description: str = "", chunk_bytes: int = CHUNK_BYTES) -> Iterator[pb.SubmitDefenseRequest]:
+def channel_target(address: str) -> tuple[str, list[tuple[str, object]]]:
+    """gRPC target and options for one address or a comma-separated list of replicas."""
+    addresses = [a.strip() for a in address.split(",") if a.strip()]
+    if not addresses:
+        raise ValueError(f"no arena address in {address!r}")
+    options: list[tuple[str, object]] = [("grpc.max_receive_message_length", CLIENT_MESSAGE_LIMIT),
+                                         ("grpc.max_send_message_length", CLIENT_MESSAGE_LIMIT)]
+    if len(addresses) == 1:
+        return addresses[0], options
+    options.append(("grpc.lb_policy_name", "round_robin"))
+    return "ipv4:" + ",".join(addresses), options
+
+
+def submit_requests(data: bytes, name: str, description: str = "",
+                    chunk_bytes: int = CHUNK_BYTES) -> Iterator[pb.SubmitDefenseRequest]:
     """The client stream of SubmitDefense: metadata, then the ONNX bytes in chunks."""
     yield pb.SubmitDefenseRequest(metadata=pb.DefenseMetadata(name=name, description=description))
     view = memoryview(data)
@@ -46,16 +111,34 @@ def submit_requests(data: bytes, name: str, description: str = "", chunk_bytes: 
         yield pb.SubmitDefenseRequest(chunk=bytes(view[start:start + chunk_bytes]))
 
 
+def max_batch_of(run: pb.RunInfo) -> int:
+    """The most images one Predict may carry on this run: the server's max_batch, within its
+    message limit."""
+    by_bytes = max(1, (int(run.max_message_bytes or CLIENT_MESSAGE_LIMIT) - MESSAGE_SLACK) // IMAGE_BYTES)
+    return max(1, min(int(run.max_batch or by_bytes), by_bytes))
+
+
 class ArenaClient:
-    def __init__(self, address: str, token: str | None = None, timeout: float | None = 600.0) -> None:
+    """A synchronous client of the arena's three services (see the module docstring)."""
+
+    def __init__(self, address: str, token: str | None = None, *, timeout: float | None = 600.0,
+                 retries: int = 6, backoff: float = 0.25, connect_timeout: float | None = None) -> None:
         self.address = address
-        self.metadata = bearer_metadata(token_from(token))
-        self.timeout = timeout
-        self.channel = grpc.insecure_channel(address, options=channel_options())
+        self.metadata = (("authorization", f"Bearer {token_from(token)}"),)
+        self.timeout, self.retries, self.backoff = timeout, int(retries), float(backoff)
+        target, options = channel_target(address)
+        self.channel = grpc.insecure_channel(target, options=options)
+        if connect_timeout is not None:
+            try:
+                grpc.channel_ready_future(self.channel).result(timeout=connect_timeout)
+            except grpc.FutureTimeoutError:
+                self.channel.close()
+                raise ArenaCallError(grpc.StatusCode.UNAVAILABLE,
+                                     f"cannot reach the arena at {address} (no answer within {connect_timeout:g}s)") from None
         self.defenses = pb_grpc.DefenseServiceStub(self.channel)
         self.runs = pb_grpc.RunServiceStub(self.channel)
         self.leaderboard = pb_grpc.LeaderboardServiceStub(self.channel)
-        # Predict / SubmitAdversarials with requests serialised by arena.images (one pixel copy)
+        # Predict / SubmitAdversarials take requests serialised by arena.wire (one pixel copy).
         self._predict = self.channel.unary_unary(
             "/arena.v1.RunService/Predict", request_serializer=None,
             response_deserializer=pb.PredictResponse.FromString)
@@ -72,59 +155,105 @@ class ArenaClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _kw(self) -> dict:
-        return {"metadata": self.metadata, "timeout": self.timeout}
+    # ---------------------------------------------------------------- the call loop
+    def _call(self, method: Callable, request, *, retry: bool = True):
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                return method(request, metadata=self.metadata, timeout=self.timeout)
+            except ArenaCallError:
+                raise
+            except grpc.RpcError as error:
+                code = error.code()
+                if retry and code == grpc.StatusCode.UNAVAILABLE and attempt < self.retries:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 8.0)
+                    continue
+                raise _typed(error, self.address) from None
+        raise AssertionError("unreachable")
 
-    # defenses
-    def submit_defense(self, data: bytes, name: str, description: str = "", chunk_bytes: int = CHUNK_BYTES) -> pb.Defense:
-        return self.defenses.SubmitDefense(submit_requests(data, name, description, chunk_bytes), **self._kw()).defense
+    # ---------------------------------------------------------------- defenses
+    def submit_defense(self, data: bytes, name: str, description: str = "",
+                       chunk_bytes: int = CHUNK_BYTES) -> pb.Defense:
+        stream = submit_requests(data, name, description, chunk_bytes)
+        return self._call(self.defenses.SubmitDefense, stream, retry=False).defense
 
     def list_defenses(self) -> list[pb.Defense]:
-        return list(self.defenses.ListDefenses(pb.ListDefensesRequest(), **self._kw()).defenses)
+        return list(self._call(self.defenses.ListDefenses, pb.ListDefensesRequest()).defenses)
 
     def get_defense(self, name: str) -> pb.Defense:
-        return self.defenses.GetDefense(pb.GetDefenseRequest(name=name), **self._kw()).defense
+        return self._call(self.defenses.GetDefense, pb.GetDefenseRequest(name=name)).defense
 
-    # runs
+    # ---------------------------------------------------------------- runs
     def start_run(self, defense: str, attack: str) -> pb.RunInfo:
-        return self.runs.StartRun(pb.StartRunRequest(defense=defense, attack=attack), **self._kw()).run
+        """A new run (never retried: a retry could start a second one)."""
+        request = pb.StartRunRequest(defense=defense, attack=attack)
+        return self._call(self.runs.StartRun, request, retry=False).run
 
     def get_run(self, run_id: str) -> pb.RunInfo:
-        return self.runs.GetRun(pb.GetRunRequest(run_id=run_id), **self._kw()).run
+        return self._call(self.runs.GetRun, pb.GetRunRequest(run_id=run_id)).run
 
-    def samples(self, run_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """All evaluation images and labels of a run, paged."""
+    def samples(self, run_id: str, count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The run's first `count` (default: all) evaluation images and labels, paged."""
         xs, ys, offset = [], [], 0
-        while True:
-            page = self.runs.GetRunSamples(pb.GetRunSamplesRequest(run_id=run_id, offset=offset), **self._kw())
+        while count is None or offset < count:
+            limit = 0 if count is None else count - offset
+            page = self._call(self.runs.GetRunSamples,
+                              pb.GetRunSamplesRequest(run_id=run_id, offset=offset, limit=limit))
             n = len(page.labels)
             if n == 0:
                 break
-            xs.append(np.frombuffer(page.images.data, dtype="<f4").reshape(tuple(page.images.shape)))
+            try:
+                xs.append(decode_batch(page.images))
+            except ValueError as error:
+                raise ArenaCallError(grpc.StatusCode.DATA_LOSS, f"GetRunSamples: the arena sent a {error}") from None
             ys.append(np.asarray(page.labels, dtype=np.int64))
             offset += n
-        x = np.concatenate(xs) if xs else np.zeros((0, 3, 64, 64), np.float32)
+        x = np.concatenate(xs) if xs else np.zeros((0, *IMAGE_SHAPE), np.float32)
         y = np.concatenate(ys) if ys else np.zeros(0, np.int64)
         return x, y
 
-    def predict_raw(self, run_id: str, images: np.ndarray, sample_indices, request_id: str | None = None) -> pb.PredictResponse:
+    def predict_raw(self, run_id: str, images: np.ndarray, sample_indices,
+                    request_id: str | None = None) -> pb.PredictResponse:
+        """PredictResponse. A retried request keeps its id: the server replays, never charges twice."""
         request = predict_request_bytes(run_id, request_id or uuid.uuid4().hex, sample_indices, images)
-        return self._predict(request, **self._kw())
+        return self._call(self._predict, request)
 
-    def predict(self, run_id: str, images: np.ndarray, sample_indices, request_id: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, run_id: str, images: np.ndarray, sample_indices,
+                request_id: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, remaining budget of each image's sample), both int64 [n]."""
         response = self.predict_raw(run_id, images, sample_indices, request_id)
         return np.asarray(response.labels, dtype=np.int64), np.asarray(response.remaining, dtype=np.int64)
 
     def submit_adversarials(self, run_id: str, images: np.ndarray, sample_indices) -> list[pb.Verdict]:
+        """The arena's verdict on each image (retried on UNAVAILABLE: a free verification replays,
+        and a charged one was refused whole if it failed)."""
         request = submit_request_bytes(run_id, sample_indices, images)
-        return list(self._submit(request, **self._kw()).verdicts)
+        return list(self._call(self._submit, request).verdicts)
 
     def finish_run(self, run_id: str) -> pb.RunInfo:
-        return self.runs.FinishRun(pb.FinishRunRequest(run_id=run_id), **self._kw()).run
+        return self._call(self.runs.FinishRun, pb.FinishRunRequest(run_id=run_id)).run
 
-    # leaderboard
+    # ---------------------------------------------------------------- leaderboard
     def get_leaderboard(self) -> pb.GetLeaderboardResponse:
-        return self.leaderboard.GetLeaderboard(pb.GetLeaderboardRequest(), **self._kw())
+        return self._call(self.leaderboard.GetLeaderboard, pb.GetLeaderboardRequest())
 
     def get_report(self) -> str:
-        return self.leaderboard.GetReport(pb.GetReportRequest(), **self._kw()).html
+        return self._call(self.leaderboard.GetReport, pb.GetReportRequest()).html
+
+
+def _typed(error: grpc.RpcError, address: str) -> ArenaCallError:
+    code = error.code() if callable(getattr(error, "code", None)) else grpc.StatusCode.UNKNOWN
+    details = (error.details() if callable(getattr(error, "details", None)) else "") or code.name
+    trailing = tuple(error.trailing_metadata() or ()) if callable(getattr(error, "trailing_metadata", None)) else ()
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        samples: list[int] = []
+        for key, value in trailing:
+            if key == EXHAUSTED_SAMPLES_KEY and value:
+                samples = [int(s) for s in value.split(",")]
+        return BudgetRefused(code, details, samples, trailing)
+    if code == grpc.StatusCode.INVALID_ARGUMENT and "already used for a different request" in details:
+        return ReplayMismatch(code, details, trailing)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return ArenaCallError(code, f"the arena at {address} is unavailable: {details}", trailing)
+    return ArenaCallError(code, details, trailing)

@@ -1,10 +1,10 @@
 """ONNX Runtime sessions for defenses: options, batch-invariant execution, a memory-bounded cache.
 
-Batch invariance. A label must not depend on what else is in the batch (ARENA_RULES section 3).
+Batch invariance. A label must not depend on what else is in the batch (docs/rules.md section 3).
 ONNX Runtime may pick different kernels for different batch shapes, so the arena only ever runs
 a defense at the batch sizes in `chunk_sizes(max_chunk)` (powers of two): a batch of n images is
 cut into chunks along n's binary digits (n = 100 -> 64 + 32 + 4; no padding, no copies: views).
-Submission validation (`arena.validation`) checks, for every one of those sizes and with images
+Submission validation (`arena.server.validation`) checks, for every one of those sizes and with images
 at different positions among different neighbours, that every image's logits are bit-identical
 to its logits alone; a defense that passes is served "batched", one whose logits differ (while
 labels agree) is served "per_image" (batch size 1 only, invariant by construction).
@@ -22,6 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
+from arena.contract import labels_from_logits
+
+DEFAULT_MAX_CHUNK = 64                 # the largest batch handed to ONNX Runtime (a power of two)
 SERVING_BATCHED = "batched"
 SERVING_PER_IMAGE = "per_image"
 
@@ -106,8 +109,9 @@ class DefenseModel:
         return np.concatenate(parts, axis=0)
 
     def labels(self, images: np.ndarray, run_options: ort.RunOptions | None = None) -> np.ndarray:
-        """Argmax in the server: int32 [n]. Only labels ever leave the arena."""
-        return np.argmax(self.logits(images, run_options), axis=1).astype(np.int32)
+        """int32 [n]: the argmax, FAILED_LABEL where the logits are not all finite. Only labels
+        ever leave the arena."""
+        return labels_from_logits(self.logits(images, run_options))
 
 
 @dataclass

@@ -25,10 +25,9 @@ from typing import Any, ClassVar, final
 
 import numpy as np
 
+from arena.contract import DEFAULT_BUDGET
 from attackers.oracle import Oracle
 from attackers.tracker import Tracker
-
-DEFAULT_BUDGET = 1000
 
 
 @dataclass(frozen=True)

@@ -162,13 +162,13 @@ def measure(target, onnx_bytes: bytes, surrogate, x: np.ndarray, y: np.ndarray, 
             threads: int = 0, whitebox_kwargs: dict | None = None, repeats: int = 1) -> dict:
     """Runs everything on (x, y) and returns the bench result {"title", "columns", "rows", "figures"}."""
     from attackers import BoundaryAttack, HopSkipJump, TransferPGD
-    from defenses.data import worst_case_distances
+    from arena.contract import sample_scores, worst_case_distances
     from defenses.whitebox import minimal_l2
 
     worst = worst_case_distances(x)
     t = time.perf_counter()
     white = np.asarray(minimal_l2(target, x, y, **(whitebox_kwargs or {})), dtype=np.float64)
-    white = np.where(np.isfinite(white), white, worst)
+    white = sample_scores(white, np.ones(len(y), bool), worst)
     white_mean = float(white.mean())
     _log(f"white-box minimal l2: mean {white_mean:.4f} ({time.perf_counter() - t:.0f}s)")
 
@@ -201,7 +201,7 @@ def measure(target, onnx_bytes: bytes, surrogate, x: np.ndarray, y: np.ndarray, 
                                      for key in ("overhead", "overhead_with_setup", "setup")}}
             d = out["distances"]
             ok = np.isfinite(d)
-            scored = np.where(ok, d, worst)
+            scored = sample_scores(d, np.ones(len(d), bool), worst)
             stats = {
                 "success_rate": float(ok.mean()),
                 "mean_l2": float(scored.mean()),

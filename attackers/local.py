@@ -1,8 +1,12 @@
-"""LocalOracle: an ONNX defense in-process with ONNX Runtime, with the arena's budget semantics.
+"""LocalOracle: an ONNX defense in-process, run by the arena's own inference code, with the arena's
+budget semantics.
 
-Same contract as the arena's Predict: labels only (argmax of the logits), each image charged
-to the sample it names, and a request that would take any sample past its budget (or breaks
-the image contract) is refused whole and charges nothing.
+Same contract as the arena's Predict: labels only (`arena.contract.labels_from_logits`: logits
+that are not all finite are a failure, FAILED_LABEL), each image charged to the sample it names,
+and a request that would take any sample past its budget (or breaks the image contract) is
+refused whole and charges nothing. The model runs through `arena.inference.DefenseModel`, with the
+arena's session options and power-of-two chunks, so an adversarial found locally is one on the
+arena too, down to points on the decision boundary (tests/attackers/test_local_matches_arena.py).
 """
 
 from __future__ import annotations
@@ -12,43 +16,43 @@ from pathlib import Path
 
 import numpy as np
 
+from arena.contract import DEFAULT_BUDGET, labels_from_logits
+from arena.inference import DEFAULT_MAX_CHUNK, SERVING_BATCHED, SERVING_PER_IMAGE, DefenseModel, make_session
 from attackers.oracle import BudgetExceeded, InvalidRequest, Oracle, OracleError, check_request
 
-# Images per ONNX Runtime call: bounds memory; larger batches gain nothing on a CPU.
-RUN_CHUNK = 256
 
-
-def make_session(model: str | os.PathLike | bytes, threads: int = 0):
-    """An ONNX Runtime CPU session set up as the arena serves: full graph optimisation, no
-    thread spinning (spinning costs up to 1.7x when other processes share the cores)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = int(threads)
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    source = model if isinstance(model, bytes) else str(model)
-    if not isinstance(model, bytes) and not Path(source).is_file():
-        raise OracleError(f"ONNX model {source} does not exist")
+def load_defense(model: str | os.PathLike | bytes, threads: int = 0, serving_mode: str = SERVING_BATCHED,
+                 max_chunk: int = DEFAULT_MAX_CHUNK) -> DefenseModel:
+    """The defense as the arena runs it (`arena.inference`: same session options, same chunks)."""
+    if serving_mode not in (SERVING_BATCHED, SERVING_PER_IMAGE):
+        raise ValueError(f"serving_mode must be {SERVING_BATCHED!r} or {SERVING_PER_IMAGE!r}, got {serving_mode!r}")
+    if isinstance(model, bytes):
+        data, source = model, "<bytes>"
+    else:
+        source = str(model)
+        if not Path(source).is_file():
+            raise OracleError(f"ONNX model {source} does not exist")
+        data = Path(source).read_bytes()
     try:
-        return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+        session = make_session(data, threads or None)
     except Exception as error:  # onnxruntime raises its own exception types
-        raise OracleError(f"cannot load ONNX model {source if isinstance(source, str) else '<bytes>'}: {error}") from None
+        raise OracleError(f"cannot load ONNX model {source}: {error}") from None
+    return DefenseModel(source, session, serving_mode, max_chunk, len(data))
 
 
 class LocalOracle(Oracle):
     """An ONNX file as an oracle. `budget` is per sample (None: unlimited); `num_samples`, when
-    given, bounds the sample ids a request may name."""
+    given, bounds the sample ids a request may name; `serving_mode` is how the arena serves the
+    defense ("batched" unless its validation found logits that vary with the batch size)."""
 
-    def __init__(self, model: str | os.PathLike | bytes, *, budget: int | None = 1000,
-                 num_samples: int | None = None, threads: int = 0) -> None:
+    def __init__(self, model: str | os.PathLike | bytes, *, budget: int | None = DEFAULT_BUDGET,
+                 num_samples: int | None = None, threads: int = 0, serving_mode: str = SERVING_BATCHED) -> None:
         if budget is not None and (int(budget) != budget or budget < 0):
             raise ValueError(f"budget must be a non-negative integer or None, got {budget!r}")
         if num_samples is not None and (int(num_samples) != num_samples or num_samples < 0):
             raise ValueError(f"num_samples must be a non-negative integer or None, got {num_samples!r}")
-        self._session = make_session(model, threads)
+        self.defense = load_defense(model, threads, serving_mode)
+        self._session = self.defense.session
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise OracleError(f"the model must have one input and one output, got {len(inputs)} and {len(outputs)}")
@@ -86,9 +90,9 @@ class LocalOracle(Oracle):
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Raw logits, uncharged: for tests and benchmarks only, never for attacks."""
         images = np.ascontiguousarray(images, dtype=np.float32)
-        parts = [self._session.run(None, {self._input: images[i:i + RUN_CHUNK]})[0]
-                 for i in range(0, images.shape[0], RUN_CHUNK)]
-        return np.concatenate(parts) if parts else np.zeros((0, self._num_classes), np.float32)
+        if images.shape[0] == 0:
+            return np.zeros((0, self._num_classes), np.float32)
+        return self.defense.logits(images)
 
     def labels(self, images: np.ndarray, sample_ids: np.ndarray) -> np.ndarray:
         images, ids = check_request(images, sample_ids, self.image_shape, self.bounds)
@@ -108,7 +112,7 @@ class LocalOracle(Oracle):
                     f"(e.g. sample {int(over[0])}: {int(self._used[over[0]])} used + {int(wanted[over[0]])} asked)",
                     over.tolist(),
                 )
-        labels = np.argmax(self.logits(images), axis=1).astype(np.int64)
+        labels = labels_from_logits(self.logits(images)).astype(np.int64)
         self._used += wanted  # charged only once the answer exists
         self.calls += 1
         return labels

@@ -6,7 +6,7 @@ charges each image to the evaluation sample it names. Two implementations behave
 `attackers.local.LocalOracle` (an ONNX file in-process) and `attackers.remote.RemoteOracle` (the
 arena's Predict on a run).
 
-Budget semantics (ARENA_RULES section 4): a request that would take any sample past its budget
+Budget semantics (docs/rules.md section 4): a request that would take any sample past its budget
 is refused whole (`BudgetExceeded`) and charges nothing; so is an invalid request
 (`InvalidRequest`). Attacks never talk to an oracle directly: `attackers.tracker.Tracker`
 sits in between, counts every query and keeps the best adversarial per sample.
@@ -19,10 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from defenses.data.contract import in_unit_interval
-
-BOUNDS = (0.0, 1.0)
-IMAGE_SHAPE = (3, 64, 64)
+from arena.contract import BOUNDS, IMAGE_SHAPE, within_bounds
 
 
 class OracleError(RuntimeError):
@@ -94,12 +91,7 @@ def check_request(images: np.ndarray, sample_ids: np.ndarray, image_shape: tuple
     images = np.ascontiguousarray(images)
     if images.size:
         lo, hi = bounds
-        if (lo, hi) == (0.0, 1.0):
-            valid = in_unit_interval(images)
-        else:
-            low, high = images.min(), images.max()
-            valid = bool(lo <= low and high <= hi)  # False for NaN too
-        if not valid:
+        if not within_bounds(images, bounds):
             if not np.isfinite(images).all():
                 raise InvalidRequest("images must be finite (found NaN or inf)")
             raise InvalidRequest(f"image values must lie in [{lo:g}, {hi:g}], got [{images.min():g}, {images.max():g}]")

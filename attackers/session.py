@@ -31,9 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from arena.client import ArenaCallError, ArenaClient
 from attackers.base import Attack, AttackResult
 from attackers.oracle import Oracle
-from attackers.remote import RemoteError, RemoteOracle, RequestIds, RunClient
+from attackers.remote import RemoteOracle, RequestIds
+from protos import arena_v1_pb2 as pb
 from attackers.tracker import Tracker
 
 STATE_VERSION = 1
@@ -89,7 +91,7 @@ class Submitter:
     """Collects improved adversarials from the tracker and submits them in batches; keeps the
     arena's verified best distance per sample."""
 
-    def __init__(self, client: RunClient, run_id: str, max_batch: int, verified: np.ndarray,
+    def __init__(self, client: ArenaClient, run_id: str, max_batch: int, verified: np.ndarray,
                  interval: float = 1.0) -> None:
         self.client, self.run_id, self.max_batch = client, run_id, max_batch
         self.verified = verified.astype(np.float64).copy()   # per run sample
@@ -116,7 +118,7 @@ class Submitter:
         images = np.stack([self.pending[int(s)][0] for s in samples])
         self.pending.clear()
         for start in range(0, samples.size, self.max_batch):
-            verdicts = self.client.submit(self.run_id, images[start:start + self.max_batch],
+            verdicts = self.client.submit_adversarials(self.run_id, images[start:start + self.max_batch],
                                           samples[start:start + self.max_batch])
             for v in verdicts:
                 self.submitted += 1
@@ -247,7 +249,7 @@ def attack_local(oracle: Oracle, attack: Attack, images: np.ndarray, labels: np.
 
 # ---------------------------------------------------------------- remote
 def attack_remote(
-    client: RunClient,
+    client: ArenaClient,
     *,
     defense: str,
     attack: Attack,
@@ -259,7 +261,7 @@ def attack_remote(
     log=print,
 ) -> Outcome:
     """Starts (or resumes, per the state file) a run of `attack` against `defense`, attacks,
-    submits, finishes the run. Raises SessionError / RemoteError with a clear message; on any
+    submits, finishes the run. Raises SessionError / ArenaCallError with a clear message; on any
     failure or interruption the adversarials found so far are submitted first."""
     config = SessionState(server=client.address, defense=defense, attack=repr(attack),
                           budget=-1 if budget is None else int(budget), samples=samples)
@@ -309,12 +311,12 @@ def attack_remote(
         bar.close(finished=interrupted is None)
         try:
             submitter.flush()
-        except RemoteError as error:
+        except ArenaCallError as error:
             if interrupted is None:
                 interrupted = error
     if interrupted is not None:
         raise interrupted
-    final = client.finish(run.run_id)
+    final = client.finish_run(run.run_id)
     verified = np.full(count, np.inf)
     best = np.asarray(final.best_distances, dtype=np.float64)[:count]
     verified[: best.size] = best
@@ -327,7 +329,7 @@ def attack_remote(
     })
 
 
-def _open_state(path: Path, config: SessionState, client: RunClient) -> SessionState:
+def _open_state(path: Path, config: SessionState, client: ArenaClient) -> SessionState:
     if not path.exists():
         return config
     state = SessionState.load(path)
@@ -339,31 +341,31 @@ def _open_state(path: Path, config: SessionState, client: RunClient) -> SessionS
     if state.run_id:
         try:
             run = client.get_run(state.run_id)
-        except RemoteError as error:
+        except ArenaCallError as error:
             raise SessionError(f"cannot resume run {state.run_id} from {path}: {error}") from None
         if run.finished:
             raise SessionError(f"run {state.run_id} in {path} is already finished; remove the state file to start a new run")
     return state
 
 
-def check_defense(client: RunClient, defense: str):
+def check_defense(client: ArenaClient, defense: str):
     """The defense's record; SessionError naming the known defenses if there is no such one."""
     try:
         record = client.get_defense(defense)
-    except RemoteError as error:
-        if error.code != "NOT_FOUND":
+    except ArenaCallError as error:
+        if error.status != "NOT_FOUND":
             raise
         try:
             names = sorted(d.name for d in client.list_defenses())
-        except RemoteError:
+        except ArenaCallError:
             names = []
         known = f"; defenses on this arena: {', '.join(names)}" if names else "; this arena has no defenses yet"
         raise SessionError(f"unknown defense {defense!r}{known}") from None
-    if record.status == 2:  # DEFENSE_STATUS_REJECTED
+    if record.status == pb.DEFENSE_STATUS_REJECTED:
         raise SessionError(f"defense {defense!r} was rejected by the arena: {'; '.join(record.rejection_reasons)}")
     return record
 
 
-def _start_run(client: RunClient, defense: str, attack: Attack):
+def _start_run(client: ArenaClient, defense: str, attack: Attack):
     check_defense(client, defense)
     return client.start_run(defense, attack.name)

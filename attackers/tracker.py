@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from arena.contract import within_bounds
 from attackers.kernels import copy_rows, keep_closer, l2_distances
 from attackers.oracle import BudgetExceeded, Oracle
 
@@ -71,7 +72,7 @@ class Tracker:
         if n and (labels.min() < 0 or labels.max() >= oracle.num_classes):
             raise ValueError(f"labels must lie in [0, {oracle.num_classes}), got [{labels.min()}, {labels.max()}]")
         lo, hi = oracle.bounds
-        if n and (not np.isfinite(images).all() or images.min() < lo or images.max() > hi):
+        if n and not within_bounds(images, (lo, hi)):
             raise ValueError(f"images must be finite with values in [{lo:g}, {hi:g}]")
         budgets = np.broadcast_to(np.asarray(budget), (n,))
         if budgets.size and (not np.issubdtype(budgets.dtype, np.integer) or budgets.min() < 0):

@@ -1,4 +1,4 @@
-"""ONNX export of a trained defense (ARENA_RULES section 3), checked against torch before it lands.
+"""ONNX export of a trained defense (docs/rules.md section 3), checked against torch before it lands.
 
 Graph: input "images" float32 [N,3,64,64] (N dynamic, values in [0,1]), output "logits" float32
 [N,C]; normalisation inside; default-domain operators only (opset 17). Metadata props: dataset,

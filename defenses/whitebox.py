@@ -2,7 +2,7 @@
 attacks are compared with.
 
 Models take float [N,3,64,64] in [0,1] and are attacked in eval mode with frozen parameters.
-Distances are l2 norms over all 12,288 values in that scale (ARENA_RULES section 2).
+Distances are l2 norms over all 12,288 values in that scale (docs/rules.md section 2).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defenses.data import worst_case_distances
+from arena.contract import sample_scores, worst_case_distances
 from defenses.modes import frozen
 from defenses.tensors import model_device, predict_logits
 from defenses.threat import ThreatModel, maximize
@@ -166,7 +166,7 @@ def evaluate(
 ) -> dict:
     """Clean accuracy, PGD robust accuracy (l_inf and l2) and DDN minimal l2 distances.
 
-    `mean_l2` follows the arena's scoring (ARENA_RULES section 6): a clean error counts 0 and a
+    `mean_l2` follows the arena's scoring (docs/rules.md section 6): a clean error counts 0 and a
     sample without an adversarial counts its worst-case distance ||max(x, 1 - x)||_2."""
     model.eval()
     x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.int64)
@@ -190,6 +190,6 @@ def evaluate(
 
 
 def scored_distances(distances: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """The arena's per-sample score d (ARENA_RULES section 6): the distance, 0 for a clean error
+    """The arena's per-sample score d (docs/rules.md section 6): the distance, 0 for a clean error
     (already so in `distances`), the worst case ||max(x, 1 - x)||_2 where none was found."""
-    return np.where(np.isfinite(distances), distances, worst_case_distances(x))
+    return sample_scores(distances, np.ones(len(distances), bool), worst_case_distances(x))

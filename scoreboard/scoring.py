@@ -1,4 +1,4 @@
-"""ARENA_RULES section 6 as pure functions: records in, ranked tables out.
+"""docs/rules.md section 6 as pure functions: records in, ranked tables out.
 
 Per defense and evaluation sample, the score d is
 - 0 when the defense misclassifies the clean image;
@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from arena.contract import sample_scores
 from scoreboard.records import DefenseRecord, EvaluationSet, RunRecord
 
 DEFAULT_RADII: tuple[float, ...] = (0.5, 1.0, 2.0)
@@ -176,7 +177,7 @@ def _per_sample(
         best_index = np.zeros(n, dtype=np.int64)
         best = np.full(n, np.inf)
     found = np.isfinite(best) & clean_correct
-    d = np.where(clean_correct, np.where(found, best, worst_case), 0.0)
+    d = sample_scores(best, clean_correct, worst_case)
     best_runs = tuple(runs[i].run_id if ok else "" for i, ok in zip(best_index, found))
     return d, best_runs
 

@@ -76,6 +76,7 @@ def _local(args, attack) -> int:
     from arena.cli import CommandError
     from attackers import LocalOracle, OracleError
     from attackers.session import attack_local
+    from arena.contract import DEFAULT_BUDGET
     from defenses.data import DataError, load_samples
 
     if args.defense or args.token:
@@ -84,7 +85,7 @@ def _local(args, attack) -> int:
         x, y, _ = load_samples(args.data, args.samples)
     except DataError as error:
         raise CommandError(str(error)) from None
-    budget = 1000 if args.budget is None else args.budget
+    budget = DEFAULT_BUDGET if args.budget is None else args.budget
     try:
         oracle = LocalOracle(args.local, budget=budget, num_samples=x.shape[0], threads=args.threads)
     except OracleError as error:
@@ -104,23 +105,24 @@ def _remote(args, attack) -> int:
     from pathlib import Path
 
     from arena.cli import CommandError
-    from attackers.remote import RemoteError, RunClient
+    from arena.client import ArenaCallError, ArenaClient
     from attackers.session import SessionError, attack_remote, check_defense, default_state_path
 
     if not args.defense:
         raise CommandError("--defense NAME is required with --server")
     from arena.client import token_from
+    from arena.contract import IMAGE_SHAPE
 
     token = token_from(args.token)
     state_path = Path(args.state) if args.state else default_state_path(args.out)
     try:
-        client = RunClient(args.server, token, connect_timeout=args.connect_timeout)
-    except RemoteError as error:
+        client = ArenaClient(args.server, token, timeout=120.0, connect_timeout=args.connect_timeout)
+    except ArenaCallError as error:
         raise CommandError(str(error)) from None
     try:
         if hasattr(attack, "check_surrogate"):  # before a run exists, so a wrong surrogate costs nothing
             record = check_defense(client, args.defense)
-            attack.check_surrogate(int(record.num_classes), (3, 64, 64))
+            attack.check_surrogate(int(record.num_classes), IMAGE_SHAPE)
         outcome = attack_remote(client, defense=args.defense, attack=attack, budget=args.budget,
                                 samples=args.samples, state_path=state_path, progress=not args.no_progress,
                                 log=lambda m: print(m, file=sys.stderr))
@@ -128,7 +130,7 @@ def _remote(args, attack) -> int:
         print(f"arena attack: interrupted; the adversarials found so far are submitted. Run the same command "
               f"again to resume (state: {state_path})", file=sys.stderr)
         return 130
-    except (SessionError, RemoteError) as error:
+    except (SessionError, ArenaCallError) as error:
         kept = " (adversarials verified so far are kept on the arena; run the same command to resume)"
         raise CommandError(f"{error}{kept if state_path.exists() else ''}") from None
     finally:

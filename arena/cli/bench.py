@@ -15,7 +15,7 @@ from functools import partial
 
 BENCHES = {
     "train": ("defenses.bench", "TRADES training step vs the straightforward formulation"),
-    "serve": ("arena.bench", "gRPC serving vs in-process ONNX Runtime"),
+    "serve": ("arena.bench.serve", "gRPC serving vs in-process ONNX Runtime"),
     "attack": ("attackers.bench", "decision-based attacks vs the white-box reference"),
 }
 

@@ -120,10 +120,10 @@ def _run(args) -> int:
     models = {role: export_role(folders[role], out) for role in defenses}
 
     stage("arena: a fresh store, team tokens, the defenses submitted and validated")
-    from arena.auth import create_token
+    from arena.server.auth import create_token
     from arena.client import ArenaClient
     from arena.server import ServerConfig, start_server
-    from arena.store import open_store
+    from arena.server.store import open_store
 
     store_dir = out / "store"
     # A fresh arena: its store and the attack clients' resume files start empty together.
@@ -151,7 +151,7 @@ def _run(args) -> int:
         with ArenaClient(server.address, attacker_token) as client:
             board = client.get_leaderboard()
             report.write_text(client.get_report())
-        from arena.leaderboard_wire import from_proto
+        from arena.server.leaderboard_wire import from_proto
         from scoreboard.tables import render_text
 
         print(render_text(from_proto(board)))
@@ -164,11 +164,11 @@ def _run(args) -> int:
 
 def _attack_all(address: str, token: str, defenses: list[str], attacks: list[str], args, surrogate: Path | None) -> None:
     from attackers import make_attack
-    from attackers.remote import RunClient
+    from arena.client import ArenaClient
     from attackers.session import attack_remote
 
     state_dir = args.out / "attack-state"
-    with RunClient(address, token) as client:
+    with ArenaClient(address, token, timeout=120.0) as client:
         for defense in defenses:
             for name in attacks:
                 attack = make_attack(name, seed=args.seed, surrogate=surrogate if name == "transfer-pgd" else None)

@@ -20,7 +20,7 @@ def register(sub) -> None:
     parser = sub.add_parser(
         "leaderboard",
         help="print the leaderboard (defenses and attacks) of a running arena",
-        description="Print the arena's defense and attack tables (ARENA_RULES section 6); "
+        description="Print the arena's defense and attack tables (docs/rules.md section 6); "
         "optionally write the HTML report.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
@@ -58,7 +58,7 @@ def _run(args) -> int:
 def _from_server(args):
     """(leaderboard, report HTML or None) from the GetLeaderboard / GetReport calls."""
     from arena.client import ArenaClient, token_from
-    from arena.leaderboard_wire import from_proto
+    from arena.server.leaderboard_wire import from_proto
 
     with ArenaClient(args.server, token_from(args.token), timeout=args.timeout) as client:
         board = from_proto(client.get_leaderboard())
@@ -68,9 +68,9 @@ def _from_server(args):
 
 def _from_store(args):
     """(leaderboard, report HTML or None) computed from the store, as the server would."""
-    from arena.leaderboard import compute
-    from arena.records import gallery_items
-    from arena.store import DB_NAME, open_store
+    from arena.server.leaderboard import compute
+    from arena.server.records import gallery_items
+    from arena.server.store import DB_NAME, open_store
 
     if not (args.store / DB_NAME).is_file():  # open_store would create an empty store
         raise CommandError(f"{args.store}: no arena store here (no {DB_NAME})")

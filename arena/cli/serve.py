@@ -51,7 +51,7 @@ def register(sub) -> None:
 
 
 def config_from_args(args):
-    from arena.core import ArenaConfig
+    from arena.server.core import ArenaConfig
     from arena.server import ServerConfig
 
     if args.max_chunk < 1 or args.max_chunk & (args.max_chunk - 1):
@@ -90,7 +90,7 @@ def _run(args) -> int:
         print(line, flush=True)
 
     from arena.cli import CommandError
-    from arena.store import StoreError
+    from arena.server.store import StoreError
 
     try:
         serve(config, ready=ready)

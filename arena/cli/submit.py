@@ -1,7 +1,7 @@
 """`arena submit model.onnx --name NAME --server HOST:PORT [--token T]`: submit a defense.
 
 The file is streamed in 1 MiB chunks after a metadata message. The arena validates it
-(ARENA_RULES section 3) before answering: accepted -> its clean accuracy; rejected -> every
+(docs/rules.md section 3) before answering: accepted -> its clean accuracy; rejected -> every
 failed rule, exit code 2.
 """
 

@@ -21,9 +21,9 @@ def register(sub) -> None:
 
 
 def _create(args) -> int:
-    from arena.auth import create_token
+    from arena.server.auth import create_token
     from arena.cli import CommandError
-    from arena.store import StoreError, open_store
+    from arena.server.store import StoreError, open_store
 
     try:
         store = open_store(args.database_url or args.store)

@@ -10,7 +10,7 @@ Training splits are uint8 [N,64,64,3] (HWC, as decoded); `to_float_chw` gives th
 float32 [N,3,64,64] in [0,1].
 """
 
-from defenses.data.split import DataError, Split, to_float_chw, worst_case_distances
+from defenses.data.split import DataError, Split, to_float_chw
 from defenses.data.sources import default_cache_dir, load_samples, load_split
 
 __all__ = [
@@ -20,5 +20,4 @@ __all__ = [
     "load_samples",
     "load_split",
     "to_float_chw",
-    "worst_case_distances",
 ]

@@ -38,7 +38,3 @@ def to_float_chw(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
 
 
-def worst_case_distances(images: np.ndarray) -> np.ndarray:
-    """||max(x, 1 - x)||_2 per image of a float [N,3,64,64] batch: the largest possible l2 distance."""
-    x = images.reshape(images.shape[0], -1).astype(np.float64)
-    return np.linalg.norm(np.maximum(x, 1.0 - x), axis=1)

@@ -14,10 +14,11 @@ import grpc
 import numpy as np
 import pytest
 
-from arena import evaluation, toy_models
-from arena.auth import create_token
+from arena.bench import toy_models
+from arena.server import evaluation
+from arena.server.auth import create_token
 from arena.client import ArenaClient
-from arena.core import ArenaConfig
+from arena.server.core import ArenaConfig
 from arena.inference import make_session
 from arena.server import ServerConfig, start_server
 

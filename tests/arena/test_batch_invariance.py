@@ -11,10 +11,10 @@ import uuid
 import numpy as np
 import pytest
 
-from arena import toy_models
-from arena.images import encode
+from arena.bench import toy_models
+from arena.wire import encode
 from arena.inference import chunk_sizes, make_session, split_batch
-from arena.validation import bisect_boundary
+from arena.server.validation import bisect_boundary
 from protos import arena_v1_pb2 as pb
 
 from .conftest import NUM_SAMPLES
@@ -134,7 +134,7 @@ def test_validation_serves_float_sensitive_models_one_image_per_run():
     served per image, which is batch-invariant by construction."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from arena import validation
+    from arena.server import validation
 
     rng = np.random.default_rng(0)
     w = rng.standard_normal((3, 10)).astype(np.float32)

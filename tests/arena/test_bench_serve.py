@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from arena import bench
+from arena.bench import serve as bench
 
 
 def test_bench_serve_measures_every_path():

@@ -1,4 +1,4 @@
-"""Per-sample budgets (ARENA_RULES section 4): exact to the image, refused whole, replay-safe,
+"""Per-sample budgets (docs/rules.md section 4): exact to the image, refused whole, replay-safe,
 never overdrawn by concurrent clients, and charged through group commits."""
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def test_merged_batches_are_group_committed(arena, run):
     import asyncio
 
     from protos import arena_v1_pb2 as pb
-    from arena.images import encode
+    from arena.wire import encode
 
     server = arena.server
     writer, batcher = server.arena.writer, server.arena._batcher("tiny")

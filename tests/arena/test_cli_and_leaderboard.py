@@ -7,9 +7,9 @@ import urllib.request
 
 import pytest
 
-from arena.auth import hash_token
+from arena.server.auth import hash_token
 from arena.cli import main
-from arena.leaderboard_wire import from_proto
+from arena.server.leaderboard_wire import from_proto
 
 
 def test_token_submit_and_defenses(arena, tmp_path, capsys, monkeypatch):

@@ -17,10 +17,10 @@ import grpc
 import numpy as np
 import pytest
 
-from arena import toy_models
-from arena.auth import create_token
+from arena.bench import toy_models
+from arena.server.auth import create_token
 from arena.client import ArenaClient
-from arena.store import open_store
+from arena.server.store import open_store
 
 from .conftest import model_labels, synthetic_images
 

@@ -9,11 +9,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import grpc
 
-from arena import evaluation, toy_models
-from arena.auth import create_token
-from arena.batching import FAILED_LABEL
+from arena.bench import toy_models
+from arena.server import evaluation
+from arena.server.auth import create_token
+from arena.server.batching import FAILED_LABEL
 from arena.client import ArenaClient
-from arena.core import ArenaConfig
+from arena.server.core import ArenaConfig
 from arena.inference import SERVING_BATCHED, DefenseModel, SessionCache, make_session
 from arena.server import ServerConfig, start_server
 
@@ -123,7 +124,7 @@ def test_graceful_stop_lets_in_flight_calls_finish(tmp_path):
     thread.join(30)
     assert "labels" in outcome, outcome
     assert outcome["labels"].tolist() == np.repeat(labels, 64).tolist()
-    from arena.store import open_store
+    from arena.server.store import open_store
 
     store = open_store(tmp_path)
     assert store.usage(run.run_id, 4).tolist() == [64] * 4

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from arena import evaluation
-from arena.records import build_records
-from arena.store import (
+from arena.server import evaluation
+from arena.server.records import build_records
+from arena.server.store import (
     AdversarialRecord,
     Charge,
     DefenseRow,

@@ -1,4 +1,4 @@
-"""Submission validation (ARENA_RULES section 3): every failed rule in one INVALID_ARGUMENT,
+"""Submission validation (docs/rules.md section 3): every failed rule in one INVALID_ARGUMENT,
 the rejection recorded and visible, nothing of it served."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import pytest
 from grpc import StatusCode
 from onnx import TensorProto, helper, numpy_helper
 
-from arena import toy_models, validation
+from arena.bench import toy_models
+from arena.server import validation
 from arena.client import ArenaClient
-from arena.records import build_records
+from arena.server.records import build_records
 from protos import arena_v1_pb2 as pb
 
 from .conftest import WRONG, NUM_SAMPLES, rpc_error

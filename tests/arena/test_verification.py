@@ -1,4 +1,4 @@
-"""SubmitAdversarials (ARENA_RULES section 5): the arena's own label, exact l2, the best kept,
+"""SubmitAdversarials (docs/rules.md section 5): the arena's own label, exact l2, the best kept,
 no free oracle, and no label change between query and verification."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from grpc import StatusCode
 
-from arena.store import QueryRecord
+from arena.server.store import QueryRecord
 
 from .conftest import NUM_SAMPLES, WRONG, rpc_error
 

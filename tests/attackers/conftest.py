@@ -159,8 +159,8 @@ class ArenaServer:
 def arena_server(models, tmp_path_factory) -> ArenaServer:
     """A real arena on an ephemeral port, serving the fixture model as defense "tiny" (8 demo
     samples, budget 300, max_batch 16 so that attacks' batches get split)."""
-    from arena.auth import create_token
-    from arena.core import ArenaConfig
+    from arena.server.auth import create_token
+    from arena.server.core import ArenaConfig
     from arena.client import ArenaClient
     from arena.server import ServerConfig, start_server
 

@@ -93,14 +93,15 @@ def test_missing_or_wrong_surrogate(models, samples, tmp_path, capsys):
 
 def test_exhausted_budget_is_a_clear_error(arena_server, tmp_path, capsys):
     from attackers import HopSkipJump
-    from attackers.remote import RemoteOracle, RequestIds, RunClient
+    from arena.client import ArenaClient
+    from attackers.remote import RemoteOracle, RequestIds
     from attackers.session import SessionState
 
     out = tmp_path / "r.json"
     args = ["attack", "--server", arena_server.address, "--token", arena_server.token, "--defense", "tiny",
             "--attack", "hsja", "--samples", "2", "--out", str(out), "--no-progress"]
     # a run the CLI's state file points at, whose budget was spent behind its back
-    with RunClient(arena_server.address, arena_server.token) as client:
+    with ArenaClient(arena_server.address, arena_server.token) as client:
         run = client.start_run("tiny", "hsja")
         SessionState(server=arena_server.address, defense="tiny", attack=repr(HopSkipJump(seed=0)),
                      budget=-1, samples=2, run_id=run.run_id, namespace="x").save(tmp_path / "r.json.state")

@@ -9,13 +9,15 @@ import pytest
 
 from attackers import BoundaryAttack, HopSkipJump, LocalOracle, TransferPGD
 from attackers.oracle import BudgetExceeded
-from attackers.remote import RemoteError, RemoteOracle, RequestIds, RunClient
+from arena.client import ArenaCallError, ArenaClient, BudgetRefused
+from attackers.remote import RemoteOracle, RequestIds
+from protos import arena_v1_pb2 as pb
 from attackers.session import SessionError, attack_remote
 
 
 @pytest.fixture
 def client(arena_server):
-    with RunClient(arena_server.address, arena_server.token) as c:
+    with ArenaClient(arena_server.address, arena_server.token) as c:
         yield c
 
 
@@ -45,7 +47,7 @@ def test_remote_and_local_oracles_give_the_same_results(make, client, arena_serv
 def test_unavailable_is_retried_with_the_same_request_id(client, arena_server):
     run, oracle = remote_oracle(client, "retry")
     x, _ = client.samples(run.run_id, 2)
-    real = client.runs.Predict
+    real = client._predict
     seen = []
 
     class Unavailable(grpc.RpcError):
@@ -56,17 +58,17 @@ def test_unavailable_is_retried_with_the_same_request_id(client, arena_server):
             return "try again"
 
     def flaky(request, **kwargs):
-        seen.append(request.request_id)
+        seen.append(pb.PredictRequest.FromString(request).request_id)
         answer = real(request, **kwargs)   # the server did the work ...
         if len(seen) == 1:
             raise Unavailable()            # ... but the answer was lost
         return answer
 
-    client.runs.Predict = flaky
+    client._predict = flaky
     try:
         labels = oracle.labels(x, np.array([0, 1]))
     finally:
-        client.runs.Predict = real
+        client._predict = real
     assert seen == ["retry-0", "retry-0"] and labels.shape == (2,)
     assert oracle.replayed == 1
     assert list(client.get_run(run.run_id).queries_used)[:2] == [1, 1]  # charged once
@@ -84,21 +86,21 @@ def test_budget_is_refused_whole_locally_and_by_the_server(client, arena_server)
     assert list(client.get_run(run.run_id).queries_used)[0] == budget
     with pytest.raises(BudgetExceeded):
         oracle.labels(big[:1], np.zeros(1, dtype=np.int64))
-    with pytest.raises(BudgetExceeded) as refused:       # the server's own refusal names the sample
-        client.predict(run.run_id, "direct", big[:2], np.array([1, 0]))
-    assert refused.value.sample_ids == (0,)
+    with pytest.raises(BudgetRefused) as refused:        # the server's own refusal names the sample
+        client.predict(run.run_id, big[:2], np.array([1, 0]), request_id="direct")
+    assert refused.value.samples == (0,)
     assert list(client.get_run(run.run_id).queries_used)[:2] == [budget, 0]  # nothing charged
 
 
 def test_errors_surface_with_their_message(arena_server):
-    with RunClient(arena_server.address, "not-a-token") as bad:
-        with pytest.raises(RemoteError, match="UNAUTHENTICATED"):
+    with ArenaClient(arena_server.address, "not-a-token") as bad:
+        with pytest.raises(ArenaCallError, match="UNAUTHENTICATED"):
             bad.start_run("tiny", "test")
-    with RunClient(arena_server.address, arena_server.token) as good:
-        with pytest.raises(RemoteError, match="NOT_FOUND"):
+    with ArenaClient(arena_server.address, arena_server.token) as good:
+        with pytest.raises(ArenaCallError, match="NOT_FOUND"):
             good.get_run("no-such-run")
-    with pytest.raises(RemoteError, match="cannot reach"):
-        RunClient("127.0.0.1:9", "token", connect_timeout=0.5)
+    with pytest.raises(ArenaCallError, match="cannot reach"):
+        ArenaClient("127.0.0.1:9", "token", connect_timeout=0.5)
 
 
 def test_interrupted_attack_resumes_without_paying_twice(client, arena_server, tmp_path, monkeypatch):
@@ -106,7 +108,7 @@ def test_interrupted_attack_resumes_without_paying_twice(client, arena_server, t
     plain = attack_remote(client, defense="tiny", attack=attack, budget=None, samples=4,
                           state_path=tmp_path / "plain.state", progress=False, log=lambda m: None)
 
-    real = RunClient.predict
+    real = ArenaClient.predict_raw
     calls = {"n": 0}
 
     def dies_after_20(self, *args, **kwargs):
@@ -116,11 +118,11 @@ def test_interrupted_attack_resumes_without_paying_twice(client, arena_server, t
         return real(self, *args, **kwargs)
 
     state = tmp_path / "resumed.state"
-    monkeypatch.setattr(RunClient, "predict", dies_after_20)
+    monkeypatch.setattr(ArenaClient, "predict_raw", dies_after_20)
     with pytest.raises(KeyboardInterrupt):
         attack_remote(client, defense="tiny", attack=attack, budget=None, samples=4, state_path=state,
                       progress=False, log=lambda m: None)
-    monkeypatch.setattr(RunClient, "predict", real)
+    monkeypatch.setattr(ArenaClient, "predict_raw", real)
     assert state.exists()
     with pytest.raises(SessionError, match="another attack configuration"):
         attack_remote(client, defense="tiny", attack=HopSkipJump(seed=1), budget=None, samples=4,

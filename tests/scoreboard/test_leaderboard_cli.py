@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from arena.cli import main
-from arena.leaderboard_wire import from_proto, to_proto
+from arena.server.leaderboard_wire import from_proto, to_proto
 from protos import arena_v1_pb2 as pb
 from protos import arena_v1_pb2_grpc as pb_grpc
 from scoreboard.tables import render_csv, render_json, render_text
@@ -100,7 +100,7 @@ def test_wrong_token(server, capsys):
 def store_dir(tmp_path_factory, arena_records):
     """An arena store holding the synthetic arena's first 8 samples: 2 defenses, 1 finished run each
     (with the kept adversarial images), plus an unfinished run and a rejected defense."""
-    from arena.store import (AdversarialRecord, DefenseRow, EvaluationMeta, FinishRun, RunRow, open_store)
+    from arena.server.store import (AdversarialRecord, DefenseRow, EvaluationMeta, FinishRun, RunRow, open_store)
 
     _, _, _, images = arena_records
     n = 8

@@ -1,4 +1,4 @@
-"""Scoring (ARENA_RULES section 6) against tables computed by hand."""
+"""Scoring (docs/rules.md section 6) against tables computed by hand."""
 
 from __future__ import annotations
 

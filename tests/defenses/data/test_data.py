@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from defenses.data import DataError, load_samples, load_split, to_float_chw, worst_case_distances
+from arena.contract import worst_case_distances
+from defenses.data import DataError, load_samples, load_split, to_float_chw
 from defenses.data import embedded
 from defenses.data.cache import cache_path
 from defenses.data.sources import balanced_order

@@ -1,4 +1,4 @@
-"""Per-run budget ledger in memory, mirroring the store (ARENA_RULES section 4).
+"""Per-run budget ledger in memory, mirroring the store (docs/rules.md section 4).
 
 Reservations are made on the server's event loop; charges are applied on the worker thread that
 ran the model, just before the group commit; `lock` (re-entrant) makes every step atomic.
@@ -16,8 +16,8 @@ import threading
 
 import numpy as np
 
-from arena.errors import BudgetExceeded
-from arena.store import RunRow
+from arena.server.errors import BudgetExceeded
+from arena.server.store import RunRow
 
 
 class RunState:

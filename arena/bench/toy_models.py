@@ -1,6 +1,6 @@
 """Small ONNX image classifiers built with onnx.helper and numpy weights (no torch).
 
-They follow the defense contract (ARENA_RULES section 3): one input `images` float32
+They follow the defense contract (docs/rules.md section 3): one input `images` float32
 [N,3,64,64] with N dynamic, values in [0, 1]; one output `logits` float32 [N,C]. The tests and
 `arena bench serve` use them where a trained defense is not needed.
 """

@@ -173,10 +173,10 @@ class _Served:
 
     def __init__(self, model: bytes, images, labels, *, durability: str, max_batch: int, threads: int,
                  runs: int) -> None:
-        from arena import evaluation
-        from arena.auth import create_token
+        from arena.server import evaluation
+        from arena.server.auth import create_token
         from arena.client import ArenaClient
-        from arena.core import ArenaConfig
+        from arena.server.core import ArenaConfig
         from arena.server import ServerConfig, start_server
 
         self._tmp = tempfile.TemporaryDirectory(prefix="arena-bench-")
@@ -219,7 +219,8 @@ class _Bare:
 
         import grpc
 
-        from arena.images import IMAGE_BYTES, parse_with_images
+        from arena.contract import IMAGE_BYTES
+        from arena.server.images import parse_with_images
         from arena.inference import make_session
         from protos import arena_v1_pb2 as pb
 
@@ -347,7 +348,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def run(args) -> dict:
-    from arena import toy_models
+    from arena.bench import toy_models
     from arena.inference import default_threads, make_session
 
     batches = [int(b) for b in str(args.batches).split(",")]

@@ -32,6 +32,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from arena.contract import DefenseStatus
+
 SCHEMA_VERSION = 1
 DB_NAME = "arena.db"
 
@@ -60,7 +62,7 @@ class EvaluationMeta:
 class DefenseRow:
     name: str
     team: str
-    status: str                  # "accepted" | "rejected"
+    status: DefenseStatus        # accepted | rejected
     description: str
     sha256: str
     size_bytes: int
@@ -423,7 +425,7 @@ class SqliteStore(Store):
     @staticmethod
     def _defense(r) -> DefenseRow:
         return DefenseRow(
-            name=r[0], team=r[1], status=r[2], description=r[3], sha256=r[4], size_bytes=int(r[5]),
+            name=r[0], team=r[1], status=DefenseStatus(r[2]), description=r[3], sha256=r[4], size_bytes=int(r[5]),
             num_classes=int(r[6]), clean_accuracy=float(r[7]),
             clean_correct=np.frombuffer(r[8], dtype=np.bool_).copy(),
             rejection_reasons=tuple(json.loads(r[9])), serving_mode=r[10], submitted_at=float(r[11]),

@@ -1,4 +1,4 @@
-"""Submission validation (ARENA_RULES section 3): every rule checked, every failure reported.
+"""Submission validation (docs/rules.md section 3): every rule checked, every failure reported.
 
 `validate(data, evaluation, limits)` runs on a worker thread and returns a `Validation` with all
 failed rules (empty when accepted), the clean accuracy and per-sample clean correctness on the

@@ -5,8 +5,8 @@ The proto conversion lives in `arena.leaderboard_wire` (the one module knowing b
 
 from __future__ import annotations
 
-from arena.records import build_records, gallery_items
-from arena.store import Store
+from arena.server.records import build_records, gallery_items
+from arena.server.store import Store
 from scoreboard.scoring import Leaderboard, leaderboard
 
 

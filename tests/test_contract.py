@@ -1,11 +1,11 @@
-"""The image contract's value check (ARENA_RULES section 2): finite, in [0, 1]."""
+"""The image contract's value check (docs/rules.md section 2): finite, in [0, 1]."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from defenses.data.contract import first_bad_image, in_unit_interval
+from arena.contract import first_bad_image, in_unit_interval
 
 
 def _images(*values):

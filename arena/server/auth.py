@@ -14,7 +14,7 @@ import secrets
 
 import grpc
 
-from arena.store import Store
+from arena.server.store import Store
 
 TEAM_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 TOKEN_PREFIX = "arena_"
@@ -36,9 +36,6 @@ def create_token(store: Store, team: str) -> str:
     store.add_token(team, hash_token(token))
     return token
 
-
-def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
 
 
 class TokenCache:

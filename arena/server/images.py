@@ -1,63 +1,17 @@
-"""Images on the wire (`arena.v1.ImageBatch`): raw little-endian float32 bytes plus a shape.
+"""Image batches in requests, as the server reads them (the encoding side is `arena.wire`).
 
 Decoding is zero-copy (`np.frombuffer` over the message's bytes) and checks everything
-ARENA_RULES section 2 asks of an image; every failure is a `BadRequest` (an unknown sample: `NotFound`) naming the field.
+docs/rules.md section 2 asks of an image; every failure is a `BadRequest` (an unknown sample: `NotFound`) naming the field.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from arena.errors import BadRequest, NotFound
-from defenses.data.contract import first_bad_image, in_unit_interval
+from arena.contract import IMAGE_BYTES, IMAGE_SHAPE, first_bad_image, in_unit_interval
+from arena.server.errors import BadRequest, NotFound
+from arena.wire import WIRE_DTYPE
 from protos import arena_v1_pb2 as pb
-
-IMAGE_SHAPE = (3, 64, 64)
-IMAGE_VALUES = 3 * 64 * 64            # 12,288
-IMAGE_BYTES = IMAGE_VALUES * 4         # 49,152
-WIRE_DTYPE = np.dtype("<f4")
-
-
-def encode(images: np.ndarray) -> pb.ImageBatch:
-    """float32 [N,3,64,64] -> ImageBatch (one copy only if the array is not little-endian C-contiguous)."""
-    array = np.ascontiguousarray(images, dtype=WIRE_DTYPE)
-    return pb.ImageBatch(shape=list(array.shape), data=array.tobytes())
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def image_batch_field(field_number: int, images: np.ndarray) -> bytes:
-    """The wire bytes of an ImageBatch as field `field_number` of an enclosing message, built
-    with a single copy of the pixels (protobuf messages may be concatenated: a request's other
-    fields serialised by protobuf + this = the whole request)."""
-    array = np.ascontiguousarray(images, dtype=WIRE_DTYPE)
-    shape = pb.ImageBatch(shape=list(array.shape)).SerializeToString()
-    data_header = b"\x12" + _varint(array.nbytes)            # field 2 (data), length-delimited
-    inner = len(shape) + len(data_header) + array.nbytes
-    return b"".join((_varint(field_number << 3 | 2), _varint(inner), shape, data_header, array.data))
-
-
-def predict_request_bytes(run_id: str, request_id: str, sample_indices, images: np.ndarray) -> bytes:
-    """A serialised arena.v1.PredictRequest, about 2x cheaper than building the message."""
-    head = pb.PredictRequest(run_id=run_id, request_id=request_id,
-                             sample_indices=[int(i) for i in sample_indices]).SerializeToString()
-    return head + image_batch_field(4, images)
-
-
-def submit_request_bytes(run_id: str, sample_indices, images: np.ndarray) -> bytes:
-    """A serialised arena.v1.SubmitAdversarialsRequest (see predict_request_bytes)."""
-    head = pb.SubmitAdversarialsRequest(run_id=run_id, sample_indices=[int(i) for i in sample_indices]).SerializeToString()
-    return head + image_batch_field(3, images)
 
 
 # ---------------------------------------------------------------- zero-copy request parsing
@@ -156,7 +110,7 @@ def decode(batch: pb.ImageBatch, field: str, max_batch: int) -> np.ndarray:
     """ImageBatch -> read-only float32 [N,3,64,64] view of the message bytes, fully checked.
 
     Checks: shape [N,3,64,64] with 1 <= N <= max_batch, byte length N*49,152, every value finite
-    and in [0, 1] (one pass: `defenses.data.contract`).
+    and in [0, 1] (one pass: `arena.contract.in_unit_interval`).
     """
     shape = tuple(int(s) for s in batch.shape)
     if len(shape) != 4 or shape[1:] != IMAGE_SHAPE:

@@ -16,7 +16,7 @@ import asyncio
 import threading
 from dataclasses import dataclass, field
 
-from arena.store import Store, WriteOp
+from arena.server.store import Store, WriteOp
 
 
 @dataclass

@@ -12,8 +12,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from arena.leaderboard import report_html
-from arena.store import Store
+from arena.server.leaderboard import report_html
+from arena.server.store import Store
 
 log = logging.getLogger("arena.http")
 

@@ -1,4 +1,4 @@
-"""The arena's fixed evaluation set (ARENA_RULES section 4), pinned in the store.
+"""The arena's fixed evaluation set (docs/rules.md section 4), pinned in the store.
 
 The first time a store is served, the evaluation images go into the blob store and their
 fingerprint, labels, class names and worst-case distances into the database; a later start
@@ -12,8 +12,8 @@ from hashlib import sha256
 
 import numpy as np
 
-from arena.store import EvaluationMeta, Store, StoreError
-from defenses.data import worst_case_distances
+from arena.server.store import EvaluationMeta, Store, StoreError
+from arena.contract import IMAGE_SHAPE, worst_case_distances
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ per run to release the labels (plain callbacks, no task or shielded future per r
 path runs for every Predict).
 
 A defense that fails on valid input (ONNX Runtime error, or no answer within `timeout_s`)
-yields label -1 for the images concerned: "counts as misclassified" (ARENA_RULES section 5).
+yields label -1 for the images concerned: "counts as misclassified" (docs/rules.md section 5).
 When a merged run fails, each request is retried alone so that one request's failure never
 marks another's images.
 """
@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnxruntime as ort
 
-from arena.errors import Unavailable
+from arena.server.errors import Unavailable
 from arena.inference import DefenseModel
-from arena.store import WriteOp
-from arena.writer import GroupCommitWriter
+from arena.server.store import WriteOp
+from arena.server.writer import GroupCommitWriter
 
 log = logging.getLogger("arena.batching")
 

@@ -4,7 +4,7 @@ Every method runs on the server's event loop; blocking work (validation, model r
 distances, commits) goes to worker threads. Errors are `arena.errors` exceptions, which
 `arena.server` maps to gRPC status codes. Results are `arena.v1` messages.
 
-Anti-leak design of verification (ARENA_RULES sections 4-5). SubmitAdversarials answers with the
+Anti-leak design of verification (docs/rules.md sections 4-5). SubmitAdversarials answers with the
 arena's label, so it must not be a free oracle: an image whose exact bytes Predict answered
 adversarial for the same run and sample (the store keeps a sha256 and the label of every such
 image, written in the same group commit as its charge) is verified free; any other image is
@@ -28,15 +28,17 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from arena import images as wire
-from arena import validation
-from arena.batching import FAILED_LABEL, BatchResult, MicroBatcher, Workers
-from arena.digests import image_sha256, request_digest
-from arena.errors import AlreadyExists, BadRequest, FinishedRun, NotFound
-from arena.evaluation import EvaluationData
-from arena.inference import DefenseModel, SessionCache, default_threads, make_session
-from arena.ledger import RunState
-from arena.store import (
+from arena.server import images as wire
+from arena.wire import encode
+from arena.server import validation
+from arena.server.batching import FAILED_LABEL, BatchResult, MicroBatcher, Workers
+from arena.server.digests import image_sha256, request_digest
+from arena.server.errors import AlreadyExists, BadRequest, FinishedRun, NotFound
+from arena.server.evaluation import EvaluationData
+from arena.contract import DEFAULT_BUDGET, IMAGE_BYTES, DefenseStatus, l2_distances
+from arena.inference import DEFAULT_MAX_CHUNK, DefenseModel, SessionCache, default_threads, make_session
+from arena.server.ledger import RunState
+from arena.server.store import (
     AdversarialRecord,
     Charge,
     DefenseRow,
@@ -47,7 +49,7 @@ from arena.store import (
     Store,
     StoreError,
 )
-from arena.writer import GroupCommitWriter
+from arena.server.writer import GroupCommitWriter
 from protos import arena_v1_pb2 as pb
 
 log = logging.getLogger("arena.core")
@@ -62,9 +64,9 @@ MESSAGE_SLACK = 1 << 20               # room for everything but the image bytes
 
 @dataclass(frozen=True)
 class ArenaConfig:
-    budget: int = 1000                # queries per sample and run (ARENA_RULES section 4)
+    budget: int = DEFAULT_BUDGET      # queries per sample and run (docs/rules.md section 4)
     max_batch: int = 256              # images per Predict / SubmitAdversarials (published)
-    max_chunk: int = 64               # largest batch handed to ORT; a power of two (arena.inference)
+    max_chunk: int = DEFAULT_MAX_CHUNK  # largest batch handed to ORT; a power of two (arena.inference)
     batch_wait_ms: float = 0.0        # how long a lone request waits for company in the batcher
     latency_ms: float = 100.0         # per-image latency budget of a submission
     max_upload_mb: float = 100.0      # ONNX size limit
@@ -75,17 +77,11 @@ class ArenaConfig:
 
     @property
     def max_message_bytes(self) -> int:
-        return self.max_batch * wire.IMAGE_BYTES + MESSAGE_SLACK
+        return self.max_batch * IMAGE_BYTES + MESSAGE_SLACK
 
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * (1 << 20))
-
-
-def l2_distances(images: np.ndarray, clean: np.ndarray) -> np.ndarray:
-    """l2 over all 12,288 values in [0, 1] scale, float64 accumulation."""
-    diff = images.reshape(images.shape[0], -1).astype(np.float64) - clean.reshape(clean.shape[0], -1)
-    return np.sqrt(np.einsum("ij,ij->i", diff, diff))
 
 
 class Arena:
@@ -124,7 +120,7 @@ class Arena:
 
     def _load_defense(self, name: str) -> DefenseModel:
         row = self.store.get_defense(name)
-        if row is None or row.status != "accepted":
+        if row is None or row.status != DefenseStatus.ACCEPTED:
             raise StoreError(f"defense {name!r} is not served")
         data = self.store.blobs.get(row.sha256)
         return DefenseModel(name, make_session(data, self._threads), row.serving_mode, self.config.max_chunk, len(data))
@@ -143,7 +139,7 @@ class Arena:
     def defense_message(row: DefenseRow) -> pb.Defense:
         return pb.Defense(
             name=row.name, team=row.team,
-            status=pb.DEFENSE_STATUS_ACCEPTED if row.status == "accepted" else pb.DEFENSE_STATUS_REJECTED,
+            status=pb.DEFENSE_STATUS_ACCEPTED if row.status == DefenseStatus.ACCEPTED else pb.DEFENSE_STATUS_REJECTED,
             description=row.description, sha256=row.sha256, size_bytes=row.size_bytes,
             num_classes=row.num_classes, clean_accuracy=row.clean_accuracy,
             rejection_reasons=list(row.rejection_reasons), submitted_at=row.submitted_at,
@@ -174,7 +170,7 @@ class Arena:
             raise BadRequest(f"metadata.description: {len(meta.description)} characters, at most {DESCRIPTION_MAX}")
         name = meta.name
         existing = await self._io(self.store.get_defense, name)
-        if existing is not None and (existing.status == "accepted" or existing.team != team):
+        if existing is not None and (existing.status == DefenseStatus.ACCEPTED or existing.team != team):
             raise AlreadyExists(f"metadata.name: a defense named {name!r} already exists")
         if name in self._submitting:
             raise AlreadyExists(f"metadata.name: a defense named {name!r} is being validated right now")
@@ -218,7 +214,7 @@ class Arena:
             raise BadRequest(_rejection_message(name, result.reasons))
         await self._io(self.store.blobs.put, data)
         row = DefenseRow(
-            name=name, team=team, status="accepted", description=description, sha256=digest,
+            name=name, team=team, status=DefenseStatus.ACCEPTED, description=description, sha256=digest,
             size_bytes=len(data), num_classes=result.num_classes, clean_accuracy=result.clean_accuracy,
             clean_correct=result.clean_correct, rejection_reasons=(), serving_mode=result.serving_mode,
             submitted_at=now,
@@ -235,7 +231,7 @@ class Arena:
 
     @staticmethod
     def _rejected(name, team, description, digest, size, reasons, now) -> DefenseRow:
-        return DefenseRow(name=name, team=team, status="rejected", description=description, sha256=digest,
+        return DefenseRow(name=name, team=team, status=DefenseStatus.REJECTED, description=description, sha256=digest,
                           size_bytes=size, num_classes=0, clean_accuracy=0.0,
                           clean_correct=np.zeros(0, dtype=np.bool_), rejection_reasons=tuple(reasons),
                           serving_mode="", submitted_at=now)
@@ -248,7 +244,7 @@ class Arena:
         row = await self._io(self.store.get_defense, defense)
         if row is None:
             raise NotFound(f"defense: no defense {defense!r}")
-        if row.status != "accepted":
+        if row.status != DefenseStatus.ACCEPTED:
             raise NotFound(f"defense: {defense!r} was rejected; nothing of it is served")
         run = RunRow(run_id=uuid.uuid4().hex, team=team, defense=defense, attack=attack,
                      num_samples=self.evaluation.num_samples, budget=self.config.budget,
@@ -299,12 +295,12 @@ class Arena:
         n = state.num_samples
         if offset > n:
             raise BadRequest(f"offset: {offset} is past the end of the evaluation set ({n} samples)")
-        fit_default = max(1, (DEFAULT_PAGE_BYTES - (64 << 10)) // wire.IMAGE_BYTES)
-        fit_max = max(1, (self.config.max_message_bytes - MESSAGE_SLACK) // wire.IMAGE_BYTES)
+        fit_default = max(1, (DEFAULT_PAGE_BYTES - (64 << 10)) // IMAGE_BYTES)
+        fit_max = max(1, (self.config.max_message_bytes - MESSAGE_SLACK) // IMAGE_BYTES)
         count = fit_default if limit == 0 else min(limit, fit_max)
         stop = min(n, offset + count)
         return pb.GetRunSamplesResponse(
-            offset=offset, images=wire.encode(self.evaluation.images[offset:stop]),
+            offset=offset, images=encode(self.evaluation.images[offset:stop]),
             labels=[int(v) for v in self.evaluation.labels[offset:stop]],
         )
 
@@ -456,11 +452,11 @@ class Arena:
                     if queried != label:
                         accepted = False
                         note = (f"label changed since the query (label {queried} then, {label} now): "
-                                "not accepted (ARENA_RULES section 5)")
+                                "not accepted (docs/rules.md section 5)")
                 elif adversarial:  # charged and answered adversarial: verifying it again is free
                     ops.append(QueryRecord(run_id, s, h, int(label)))
                 if accepted and label == FAILED_LABEL:
-                    note = "the defense failed on this image: counts as misclassified (ARENA_RULES section 5)"
+                    note = "the defense failed on this image: counts as misclassified (docs/rules.md section 5)"
                 if accepted and distances[i] < state.best[s]:
                     restore.setdefault(s, float(state.best[s]))
                     state.best[s] = distances[i]
@@ -496,4 +492,4 @@ def _rejection_message(name: str, reasons: list[str]) -> str:
     return f"defense {name!r} rejected ({len(reasons)} failed rule{'s' if len(reasons) != 1 else ''}): " + "; ".join(reasons)
 
 
-__all__ = ["Arena", "ArenaConfig", "l2_distances"]
+__all__ = ["Arena", "ArenaConfig"]

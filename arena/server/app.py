@@ -33,15 +33,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from arena import evaluation as evaluation_module
-from arena.auth import AuthInterceptor, TokenCache, current_team
-from arena.core import Arena, ArenaConfig
-from arena.errors import ArenaError, BudgetExceeded
-from arena.evaluation import EvaluationData
-from arena.images import parse_with_images
-from arena.leaderboard import compute, report_html
-from arena.leaderboard_wire import to_proto
-from arena.store import Store, StoreError, open_store
+from arena.server import evaluation as evaluation_module
+from arena.server.auth import AuthInterceptor, TokenCache, current_team
+from arena.server.core import Arena, ArenaConfig
+from arena.server.errors import ArenaError, BudgetExceeded
+from arena.server.evaluation import EvaluationData
+from arena.server.images import parse_with_images
+from arena.server.leaderboard import compute, report_html
+from arena.server.leaderboard_wire import to_proto
+from arena.server.store import Store, StoreError, open_store
 from arena.tuning import tune_malloc
 from protos import arena_v1_pb2 as pb
 from protos import arena_v1_pb2_grpc as pb_grpc
@@ -253,7 +253,7 @@ class ArenaServer:
         for name in ("",) + SERVICE_NAMES:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if cfg.http_port is not None:
-            from arena.http_report import ReportServer
+            from arena.server.http_report import ReportServer
 
             self._http = ReportServer(self.store, cfg.host, cfg.http_port)
             self.http_address = self._http.address
@@ -301,7 +301,7 @@ class RunningServer:
 
     def create_token(self, team: str) -> str:
         """A bearer token for `team` on this server's store (see arena.auth.create_token)."""
-        from arena.auth import create_token
+        from arena.server.auth import create_token
 
         return create_token(self.server.store, team)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from arena import evaluation as evaluation_module
-from arena.store import Store, open_store
+from arena.server import evaluation as evaluation_module
+from arena.server.store import Store, open_store
 from scoreboard.records import DefenseRecord, EvaluationSet, RunRecord
 
 

@@ -1,0 +1,41 @@
+"""The arena server: it serves and does nothing else. It never imports torch, `attackers` or the CLI
+(tests/test_layout.py walks the import graph to keep it so).
+
+    from arena.server import ServerConfig, start_server
+    server = start_server(ServerConfig(store="arena-store", data="demo", port=0))
+
+Modules, one concept each:
+- app         lifecycle: ServerConfig, start_server (in-process, tests/demo), serve (`arena serve`)
+- transport   the gRPC servicers: protobuf <-> domain types, one error -> status mapping
+- core        the behaviour behind the services: submissions, runs, Predict, verification
+- registry    accepted defenses: loading, the session cache, one micro-batcher per defense
+- ledger      per-run budgets in memory: reserve -> consume or release (no overdraw)
+- batching    dynamic micro-batching per defense, group commit before labels are released
+- validation  the submission rules (docs/rules.md section 3)
+- writer      the group-commit writer thread
+- store       the storage layer: domain rows, the Store interface, SQLite, blobs
+- evaluation  the evaluation set, pinned in the store
+- records / leaderboard / leaderboard_wire / http_report   boards from the store, proto, live HTML
+- auth        team tokens (sha256 in the store) and the server interceptor
+- images      zero-copy parsing and checking of image batches in requests
+- digests     the serving path's two digests
+- errors      domain errors, each with its gRPC status
+Inference itself (ONNX Runtime sessions, batch-invariant chunking) is `arena.inference`, shared
+with the attackers' LocalOracle so that local and remote labels agree bit for bit.
+"""
+
+from __future__ import annotations
+
+_EXPORTS = {"ServerConfig", "start_server", "serve", "RunningServer", "ArenaServer"}
+
+
+def __getattr__(name: str):
+    # Lazy: `import arena.server.store` must not start gRPC machinery.
+    if name in _EXPORTS:
+        from arena.server import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module 'arena.server' has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

@@ -1,0 +1,97 @@
+"""The layout's import rules (README "Architecture"), read from the source with `ast`: every import
+statement counts, the lazy ones inside functions included, so a rule cannot be dodged by
+importing late.
+
+- the server package (arena/server) imports neither `attackers`, nor torch, nor the CLI;
+- `scoreboard` imports nothing of ours but the contract module;
+- `attackers` never imports server internals;
+- the contract module imports numpy and nothing else of ours;
+- `defenses` imports neither the arena (but its contract) nor `attackers`.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def imports_of(package: str) -> dict[str, set[str]]:
+    """{module file: every module name it imports (absolute; relative ones resolved)}."""
+    out: dict[str, set[str]] = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        names: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    raise AssertionError(f"{path}: relative import; the layout rules read absolute names")
+                names.add(node.module)
+                # `from arena import client` imports arena.client
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        out[str(path.relative_to(ROOT))] = names
+    return out
+
+
+def offenders(package: str, forbidden) -> list[str]:
+    return sorted(f"{path}: {name}" for path, names in imports_of(package).items()
+                  for name in names if forbidden(name))
+
+
+def _under(name: str, *prefixes: str) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+OURS = ("arena", "attackers", "defenses", "scoreboard", "protos")
+
+
+def test_server_imports_no_attackers_no_torch_no_cli():
+    assert offenders("arena/server", lambda n: _under(n, "attackers", "torch", "torchvision", "arena.cli")) == []
+
+
+def test_scoreboard_imports_only_the_contract_of_ours():
+    def bad(name):
+        return _under(name, *OURS) and not _under(name, "scoreboard", "arena.contract") and name != "arena"
+    assert offenders("scoreboard", bad) == []
+
+
+def test_attackers_never_import_server_internals():
+    assert offenders("attackers", lambda n: _under(n, "arena.server", "arena.cli")) == []
+
+
+def test_contract_imports_numpy_only():
+    names = imports_of("arena")["arena/contract.py"]
+    assert names <= {"__future__", "__future__.annotations", "enum", "numpy"}, names
+
+
+def test_defenses_import_neither_the_arena_nor_the_attackers():
+    def bad(name):
+        return _under(name, "attackers") or (_under(name, "arena") and not _under(name, "arena.contract")
+                                            and name != "arena")
+    assert offenders("defenses", bad) == []
+
+
+def test_shared_modules_stay_out_of_the_server():
+    """The client, the wire encoding and the inference path are used by clients too: they may
+    not reach into the server package either."""
+    for module in ("arena/client.py", "arena/wire.py", "arena/inference.py", "arena/contract.py"):
+        names = imports_of("arena")[module]
+        assert not [n for n in names if _under(n, "arena.server", "arena.cli", "attackers", "torch")], module
+
+
+@pytest.mark.parametrize("rule", [
+    lambda: offenders("arena/server", lambda n: n == "attackers"),
+])
+def test_the_checker_sees_lazy_imports(rule, tmp_path, monkeypatch):
+    """A lazy import inside a function is found (the rule would fail if one were added)."""
+    probe = ROOT / "arena" / "server" / "_layout_probe.py"
+    probe.write_text("def f():\n    import attackers\n")
+    try:
+        assert rule() == ["arena/server/_layout_probe.py: attackers"]
+    finally:
+        probe.unlink()
