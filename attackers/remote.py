@@ -14,7 +14,6 @@ replays free of charge; that is how `arena attack` resumes an interrupted run.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import numpy as np

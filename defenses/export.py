@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from arena.contract import IMAGE_SHAPE
 from defenses.atomic import atomic_write
 from defenses.checkpoint import CheckpointMeta, load_checkpoint
 from defenses.tensors import load_tensors, predict_logits
@@ -54,7 +55,7 @@ def to_onnx_bytes(model: torch.nn.Module) -> bytes:
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             model,
-            (torch.zeros(2, 3, 64, 64),),
+            (torch.zeros(2, *IMAGE_SHAPE),),
             buffer,
             dynamo=False,
             opset_version=OPSET,

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from arena.contract import IMAGE_SHAPE
+
 EVAL_SAMPLES = 64
 HEADLINE = (64, 4)
 
@@ -361,7 +363,7 @@ def run(args) -> dict:
         model = toy_models.small_preact_resnet().SerializeToString()
         model_name = "demo-sized pre-activation ResNet (stride-4 stem, widths 32/64/128, random weights)"
     rng = np.random.default_rng(0)
-    images = rng.random((EVAL_SAMPLES, 3, 64, 64), dtype=np.float32)
+    images = rng.random((EVAL_SAMPLES, *IMAGE_SHAPE), dtype=np.float32)
     session = make_session(model, threads)
     logits = session.run(None, {session.get_inputs()[0].name: images})[0]
     labels = np.argmax(logits, axis=1)

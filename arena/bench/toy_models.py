@@ -11,6 +11,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from arena.contract import IMAGE_SHAPE
+
 OPSET = 17
 INPUT = "images"
 OUTPUT = "logits"
@@ -49,7 +51,7 @@ class _Graph:
         graph = helper.make_graph(
             self.nodes,
             "toy",
-            [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", 3, 64, 64])],
+            [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", *IMAGE_SHAPE])],
             [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["N", num_classes])],
             self.inits,
         )

@@ -39,7 +39,7 @@ def fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
 def from_arrays(images: np.ndarray, labels: np.ndarray, class_names=None) -> EvaluationData:
     images = np.ascontiguousarray(images, dtype=np.float32)
     labels = np.ascontiguousarray(labels, dtype=np.int64)
-    if images.ndim != 4 or images.shape[1:] != (3, 64, 64) or labels.shape != (images.shape[0],):
+    if images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE or labels.shape != (images.shape[0],):
         raise ValueError(f"evaluation set: images must be float32 [N,3,64,64] and labels [N], "
                          f"got {images.shape} and {labels.shape}")
     if class_names is None:
@@ -80,5 +80,5 @@ def from_store(store: Store) -> EvaluationData:
     meta = store.evaluation()
     if meta is None:
         raise StoreError("this store has no evaluation set yet (it has never been served)")
-    images = np.frombuffer(store.blobs.get(meta.images_blob), dtype="<f4").reshape(meta.num_samples, 3, 64, 64)
+    images = np.frombuffer(store.blobs.get(meta.images_blob), dtype="<f4").reshape(meta.num_samples, *IMAGE_SHAPE)
     return EvaluationData(images, meta.labels, meta.class_names, meta.worst_case, meta.fingerprint)

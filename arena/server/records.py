@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from arena.contract import IMAGE_SHAPE, DefenseStatus
 from arena.server import evaluation as evaluation_module
 from arena.server.store import Store, open_store
 from scoreboard.records import DefenseRecord, EvaluationSet, RunRecord
@@ -39,7 +40,7 @@ def build_records(store: Store | str | Path) -> tuple[list[DefenseRecord], list[
         defenses = [
             DefenseRecord(name=d.name, team=d.team, submitted_at=d.submitted_at,
                           clean_correct=np.asarray(d.clean_correct, dtype=np.bool_))
-            for d in store.list_defenses() if d.status == "accepted"
+            for d in store.list_defenses() if d.status == DefenseStatus.ACCEPTED
         ]
         runs = [
             RunRecord(run_id=r.run_id, defense=r.defense, attack=r.attack, team=r.team, started_at=r.started_at,
@@ -77,7 +78,7 @@ def gallery_items(store: Store, board, per_defense: int = 4) -> list:
                     adversarials[run_id] = {a.sample: a for a in store.adversarials(run_id)}
                 row = adversarials[run_id].get(i)
                 if row is not None:
-                    adversarial = np.frombuffer(row.image, dtype="<f4").reshape(3, 64, 64)
+                    adversarial = np.frombuffer(row.image, dtype="<f4").reshape(IMAGE_SHAPE)
                     label = names[row.label] if 0 <= row.label < len(names) else (
                         "no answer" if row.label < 0 else str(row.label))
                     distance = row.distance

@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from arena.contract import IMAGE_SHAPE
 from arena.inference import (
     SERVING_BATCHED,
     SERVING_PER_IMAGE,
@@ -108,7 +109,7 @@ def check_io(model: onnx.ModelProto) -> list[str]:
         dims = _dims(inp)
         if _elem(inp) != "float":
             reasons.append(f"input {inp.name!r}: must be float32, is {_elem(inp)}")
-        if dims is None or len(dims) != 4 or dims[1:] != [3, 64, 64]:
+        if dims is None or len(dims) != 4 or dims[1:] != list(IMAGE_SHAPE):
             reasons.append(f"input {inp.name!r}: shape must be [N,3,64,64], is {_shape_text(dims)}")
         elif isinstance(dims[0], int):
             reasons.append(f"input {inp.name!r}: the batch dimension N must be dynamic, is fixed at {dims[0]}")
@@ -190,7 +191,7 @@ def probe_images(model: DefenseModel, clean: np.ndarray, seed: int) -> np.ndarra
     """Images where batch effects would show: clean, noise-blended, noise, and boundary pairs."""
     rng = np.random.default_rng(seed)
     k = min(8, clean.shape[0])
-    base = clean[:k] if k else rng.random((4, 3, 64, 64), dtype=np.float32)
+    base = clean[:k] if k else rng.random((4, *IMAGE_SHAPE), dtype=np.float32)
     noise = rng.random(base.shape, dtype=np.float32)
     blends = [np.clip((1 - a) * base + a * noise, 0, 1).astype(np.float32) for a in (0.3, 0.6)]
     probes = np.concatenate([base, *blends, noise], axis=0)
@@ -211,7 +212,7 @@ def boundary_pairs(model: DefenseModel, images: np.ndarray, pairs: int = 4, step
         lo, hi = bisect_boundary(lambda x: int(model.session.run(None, {model.input_name: x[None]})[0].argmax()),
                                  images[i], images[j], steps)
         out += [lo, hi]
-    return np.asarray(out, dtype=np.float32).reshape(-1, 3, 64, 64)
+    return np.asarray(out, dtype=np.float32).reshape(-1, *IMAGE_SHAPE)
 
 
 def bisect_boundary(label_of, a: np.ndarray, b: np.ndarray, steps: int = 40) -> tuple[np.ndarray, np.ndarray]:
@@ -249,7 +250,7 @@ def check_runtime(model: DefenseModel, evaluation_x: np.ndarray, evaluation_y: n
                   limits: Limits, result: Validation) -> None:
     reasons = result.reasons
     try:
-        single = model.logits(evaluation_x[:1] if len(evaluation_x) else np.zeros((1, 3, 64, 64), np.float32))
+        single = model.logits(evaluation_x[:1] if len(evaluation_x) else np.zeros((1, *IMAGE_SHAPE), np.float32))
     except Exception as error:
         reasons.append(f"runtime: the model fails on a valid image: {_short(error)}")
         return
@@ -280,7 +281,7 @@ def check_runtime(model: DefenseModel, evaluation_x: np.ndarray, evaluation_y: n
     bit_identical = bool(np.array_equal(run1, run2))
     label_changes: list[str] = []
     for size in chunk_sizes(limits.max_chunk)[1:]:
-        filler = rng.random((size, 3, 64, 64), dtype=np.float32)
+        filler = rng.random((size, *IMAGE_SHAPE), dtype=np.float32)
         moved = 0
         for idx in _arrangements(len(probes), size, rng):
             batch = filler.copy()

@@ -1,260 +1,39 @@
-"""The arena's durable state behind a small storage layer.
+"""The SQLite backend (the embedded default): `sqlite:///path/to/arena.db`, WAL mode.
 
-`open_store(url)` takes a database URL and returns a `Store`; callers only use the `Store`
-methods and the write operations below (`Charge`, `RequestRecord`, `QueryRecord`,
-`AdversarialRecord`, ...), so a PostgreSQL implementation can follow without touching them.
-Today: `sqlite:///path/to/arena.db` (SQLite in WAL mode).
-
-Write path: `Store.write(ops)` applies a list of operations in ONE transaction. The server's
-group-commit writer (`arena.writer`) hands it everything that piled up while the previous commit
-ran (the charges, replay records and query hashes of merged micro-batches, verified
-adversarials), so a commit covers many requests and a label is only returned once its charge
-is durable (synchronous=FULL: the WAL is fsynced at each commit; `durability="normal"` trades
-power-loss durability for latency and still survives kill -9).
-
-Large files (ONNX models, the evaluation images) live beside the database in a content-addressed
-blob folder (`BlobStore`): `blobs/<sha256[:2]>/<sha256>`.
+synchronous=FULL fsyncs the WAL at each commit; `durability="normal"` trades power-loss
+durability for latency and still survives kill -9.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from hashlib import sha256
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
 
 from arena.contract import DefenseStatus
-
-SCHEMA_VERSION = 1
-DB_NAME = "arena.db"
-
-
-class StoreError(RuntimeError):
-    """The store cannot be opened or does not match this server's configuration."""
-
-
-# ------------------------------------------------------------------ rows
-
-
-@dataclass(frozen=True)
-class EvaluationMeta:
-    """The fixed evaluation set a store was created with (images are in the blob store)."""
-
-    fingerprint: str             # sha256 over the images' and labels' bytes
-    num_samples: int
-    labels: np.ndarray           # int64 [N]
-    worst_case: np.ndarray       # float64 [N]
-    class_names: tuple[str, ...]
-    images_blob: str             # sha256 of the raw float32 [N,3,64,64] bytes
-    source: str                  # what --data said, for humans
-
-
-@dataclass(frozen=True)
-class DefenseRow:
-    name: str
-    team: str
-    status: DefenseStatus        # accepted | rejected
-    description: str
-    sha256: str
-    size_bytes: int
-    num_classes: int
-    clean_accuracy: float
-    clean_correct: np.ndarray    # bool [N] (empty when rejected)
-    rejection_reasons: tuple[str, ...]
-    serving_mode: str            # "batched" | "per_image" ("" when rejected)
-    submitted_at: float
-
-
-@dataclass(frozen=True)
-class RunRow:
-    run_id: str
-    team: str
-    defense: str
-    attack: str
-    num_samples: int
-    budget: int
-    started_at: float
-    finished_at: float | None
-
-    @property
-    def finished(self) -> bool:
-        return self.finished_at is not None
-
-
-@dataclass(frozen=True)
-class StoredRequest:
-    digest: bytes
-    labels: np.ndarray           # int32 [n]
-    remaining: np.ndarray        # uint32 [n]
-
-
-@dataclass(frozen=True)
-class AdversarialRow:
-    sample: int
-    distance: float
-    label: int
-    image: bytes                 # float32 [3,64,64] little-endian
-    found_at: float
-
-
-# ------------------------------------------------------------------ write operations
-
-
-@dataclass(frozen=True)
-class Charge:
-    """Adds `count` queries to (run, sample)."""
-    run_id: str
-    sample: int
-    count: int
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    """A Predict request's answer, replayed when its request id comes again."""
-    run_id: str
-    request_id: str
-    digest: bytes
-    labels: bytes                # int32 little-endian
-    remaining: bytes             # uint32 little-endian
-    created_at: float
-
-
-@dataclass(frozen=True)
-class QueryRecord:
-    """The label returned for an image (sha256 of its bytes) queried for (run, sample)."""
-    run_id: str
-    sample: int
-    image_sha256: bytes
-    label: int
-
-
-@dataclass(frozen=True)
-class AdversarialRecord:
-    """A verified adversarial; kept only if closer than the one stored for (run, sample)."""
-    run_id: str
-    sample: int
-    distance: float
-    label: int
-    image: bytes
-    found_at: float
-
-
-@dataclass(frozen=True)
-class FinishRun:
-    run_id: str
-    finished_at: float
-
-
-WriteOp = Charge | RequestRecord | QueryRecord | AdversarialRecord | FinishRun
-
-
-# ------------------------------------------------------------------ blobs
-
-
-class BlobStore:
-    """Content-addressed files: the name is the sha256 of the content; writes are atomic."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    def path(self, digest: str) -> Path:
-        return self.root / digest[:2] / digest
-
-    def put(self, data: bytes | memoryview) -> str:
-        digest = sha256(data).hexdigest()
-        target = self.path(digest)
-        if target.exists():
-            return digest
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(target.parent)
-        return digest
-
-    def get(self, digest: str) -> bytes:
-        data = self.path(digest).read_bytes()
-        if sha256(data).hexdigest() != digest:
-            raise StoreError(f"blob {digest} is corrupt (its content does not match its name)")
-        return data
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-# ------------------------------------------------------------------ the store
-
-
-class Store:
-    """What the arena keeps. One implementation per database; `open_store` picks it by URL."""
-
-    url: str
-    blobs: BlobStore
-
-    # evaluation set
-    def evaluation(self) -> EvaluationMeta | None: raise NotImplementedError
-    def init_evaluation(self, meta: EvaluationMeta) -> None: raise NotImplementedError
-    # teams and tokens
-    def add_token(self, team: str, token_sha256: str) -> None: raise NotImplementedError
-    def team_for_token(self, token_sha256: str) -> str | None: raise NotImplementedError
-    # defenses
-    def put_defense(self, row: DefenseRow) -> None: raise NotImplementedError
-    def get_defense(self, name: str) -> DefenseRow | None: raise NotImplementedError
-    def list_defenses(self) -> list[DefenseRow]: raise NotImplementedError
-    # runs
-    def create_run(self, row: RunRow) -> None: raise NotImplementedError
-    def get_run(self, run_id: str) -> RunRow | None: raise NotImplementedError
-    def list_runs(self) -> list[RunRow]: raise NotImplementedError
-    def usage(self, run_id: str, num_samples: int) -> np.ndarray: raise NotImplementedError
-    def best_distances(self, run_id: str, num_samples: int) -> np.ndarray: raise NotImplementedError
-    def adversarials(self, run_id: str) -> list[AdversarialRow]: raise NotImplementedError
-    def get_request(self, run_id: str, request_id: str) -> StoredRequest | None: raise NotImplementedError
-    def request_ids(self, run_id: str) -> set[str]: raise NotImplementedError
-    def query_labels(self, run_id: str, keys: list[tuple[int, bytes]]) -> dict[tuple[int, bytes], int]:
-        raise NotImplementedError
-    # the group-commit write path
-    def write(self, ops: list[WriteOp]) -> None: raise NotImplementedError
-    def close(self) -> None: raise NotImplementedError
-
-
-def open_store(url: str | Path, *, durability: str = "full") -> Store:
-    """Opens (creating if needed) the store at a database URL, or at a store folder (-> SQLite)."""
-    text = str(url)
-    if "://" not in text:
-        folder = Path(text)
-        folder.mkdir(parents=True, exist_ok=True)
-        text = f"sqlite:///{(folder / DB_NAME).resolve()}"
-    parsed = urlparse(text)
-    if parsed.scheme == "sqlite":
-        return SqliteStore(text, durability=durability)
-    raise StoreError(f"database URL {text!r}: unsupported scheme {parsed.scheme!r} (supported: sqlite:///path)")
+from arena.server.store.base import Store
+from arena.server.store.blobs import BlobStore
+from arena.server.store.rows import (
+    SCHEMA_VERSION,
+    AdversarialRecord,
+    AdversarialRow,
+    Charge,
+    DefenseRow,
+    EvaluationMeta,
+    FinishRun,
+    QueryRecord,
+    RequestRecord,
+    RunRow,
+    StoredRequest,
+    StoreError,
+    WriteOp,
+)
 
 
 _SCHEMA = """
@@ -553,14 +332,3 @@ class SqliteStore(Store):
             if finishes:
                 conn.executemany("UPDATE runs SET finished_at = ? WHERE run_id = ? AND finished_at IS NULL",
                                  finishes)
-
-
-def default_url(store_dir: str | Path) -> str:
-    return f"sqlite:///{(Path(store_dir) / DB_NAME).resolve()}"
-
-
-__all__ = [
-    "AdversarialRecord", "AdversarialRow", "BlobStore", "Charge", "DefenseRow", "EvaluationMeta", "FinishRun",
-    "QueryRecord", "RequestRecord", "RunRow", "Store", "StoreError", "StoredRequest", "SqliteStore", "WriteOp",
-    "default_url", "open_store",
-]
