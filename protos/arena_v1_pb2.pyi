@@ -8,11 +8,38 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Split(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SPLIT_UNSPECIFIED: _ClassVar[Split]
+    SPLIT_PUBLIC: _ClassVar[Split]
+    SPLIT_PRIVATE: _ClassVar[Split]
+
+class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PHASE_UNSPECIFIED: _ClassVar[Phase]
+    PHASE_OPEN: _ClassVar[Phase]
+    PHASE_FINAL: _ClassVar[Phase]
+
+class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROLE_UNSPECIFIED: _ClassVar[Role]
+    ROLE_TEAM: _ClassVar[Role]
+    ROLE_ORGANIZER: _ClassVar[Role]
+
 class DefenseStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     DEFENSE_STATUS_UNSPECIFIED: _ClassVar[DefenseStatus]
     DEFENSE_STATUS_ACCEPTED: _ClassVar[DefenseStatus]
     DEFENSE_STATUS_REJECTED: _ClassVar[DefenseStatus]
+SPLIT_UNSPECIFIED: Split
+SPLIT_PUBLIC: Split
+SPLIT_PRIVATE: Split
+PHASE_UNSPECIFIED: Phase
+PHASE_OPEN: Phase
+PHASE_FINAL: Phase
+ROLE_UNSPECIFIED: Role
+ROLE_TEAM: Role
+ROLE_ORGANIZER: Role
 DEFENSE_STATUS_UNSPECIFIED: DefenseStatus
 DEFENSE_STATUS_ACCEPTED: DefenseStatus
 DEFENSE_STATUS_REJECTED: DefenseStatus
@@ -24,6 +51,128 @@ class ImageBatch(_message.Message):
     shape: _containers.RepeatedScalarFieldContainer[int]
     data: bytes
     def __init__(self, shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class Competition(_message.Message):
+    __slots__ = ("phase", "budget_per_sample", "public_samples", "private_samples", "team", "role")
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_PER_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    PRIVATE_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    phase: Phase
+    budget_per_sample: int
+    public_samples: int
+    private_samples: int
+    team: str
+    role: Role
+    def __init__(self, phase: _Optional[_Union[Phase, str]] = ..., budget_per_sample: _Optional[int] = ..., public_samples: _Optional[int] = ..., private_samples: _Optional[int] = ..., team: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ...) -> None: ...
+
+class GetCompetitionRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetCompetitionResponse(_message.Message):
+    __slots__ = ("competition",)
+    COMPETITION_FIELD_NUMBER: _ClassVar[int]
+    competition: Competition
+    def __init__(self, competition: _Optional[_Union[Competition, _Mapping]] = ...) -> None: ...
+
+class SetPhaseRequest(_message.Message):
+    __slots__ = ("phase", "reason")
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    phase: Phase
+    reason: str
+    def __init__(self, phase: _Optional[_Union[Phase, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SetPhaseResponse(_message.Message):
+    __slots__ = ("competition",)
+    COMPETITION_FIELD_NUMBER: _ClassVar[int]
+    competition: Competition
+    def __init__(self, competition: _Optional[_Union[Competition, _Mapping]] = ...) -> None: ...
+
+class SetBudgetRequest(_message.Message):
+    __slots__ = ("budget_per_sample", "reason")
+    BUDGET_PER_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    budget_per_sample: int
+    reason: str
+    def __init__(self, budget_per_sample: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SetBudgetResponse(_message.Message):
+    __slots__ = ("competition",)
+    COMPETITION_FIELD_NUMBER: _ClassVar[int]
+    competition: Competition
+    def __init__(self, competition: _Optional[_Union[Competition, _Mapping]] = ...) -> None: ...
+
+class CreateTokenRequest(_message.Message):
+    __slots__ = ("team", "role", "reason")
+    TEAM_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    team: str
+    role: Role
+    reason: str
+    def __init__(self, team: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CreateTokenResponse(_message.Message):
+    __slots__ = ("token",)
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    def __init__(self, token: _Optional[str] = ...) -> None: ...
+
+class RevokeTokensRequest(_message.Message):
+    __slots__ = ("team", "reason")
+    TEAM_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    team: str
+    reason: str
+    def __init__(self, team: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RevokeTokensResponse(_message.Message):
+    __slots__ = ("revoked",)
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    revoked: int
+    def __init__(self, revoked: _Optional[int] = ...) -> None: ...
+
+class DisqualifyRequest(_message.Message):
+    __slots__ = ("defense", "run_id", "reason")
+    DEFENSE_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    defense: str
+    run_id: str
+    reason: str
+    def __init__(self, defense: _Optional[str] = ..., run_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DisqualifyResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Action(_message.Message):
+    __slots__ = ("at", "organizer", "action", "target", "reason")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    ORGANIZER_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    at: float
+    organizer: str
+    action: str
+    target: str
+    reason: str
+    def __init__(self, at: _Optional[float] = ..., organizer: _Optional[str] = ..., action: _Optional[str] = ..., target: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ListActionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListActionsResponse(_message.Message):
+    __slots__ = ("actions",)
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    actions: _containers.RepeatedCompositeFieldContainer[Action]
+    def __init__(self, actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ...) -> None: ...
 
 class DefenseMetadata(_message.Message):
     __slots__ = ("name", "description")
@@ -42,7 +191,7 @@ class SubmitDefenseRequest(_message.Message):
     def __init__(self, metadata: _Optional[_Union[DefenseMetadata, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class Defense(_message.Message):
-    __slots__ = ("name", "team", "status", "description", "sha256", "size_bytes", "num_classes", "clean_accuracy", "rejection_reasons", "submitted_at")
+    __slots__ = ("name", "team", "status", "description", "sha256", "size_bytes", "num_classes", "clean_accuracy", "rejection_reasons", "submitted_at", "clean_accuracy_private", "disqualified_reason")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TEAM_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +202,8 @@ class Defense(_message.Message):
     CLEAN_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     REJECTION_REASONS_FIELD_NUMBER: _ClassVar[int]
     SUBMITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    CLEAN_ACCURACY_PRIVATE_FIELD_NUMBER: _ClassVar[int]
+    DISQUALIFIED_REASON_FIELD_NUMBER: _ClassVar[int]
     name: str
     team: str
     status: DefenseStatus
@@ -63,7 +214,9 @@ class Defense(_message.Message):
     clean_accuracy: float
     rejection_reasons: _containers.RepeatedScalarFieldContainer[str]
     submitted_at: float
-    def __init__(self, name: _Optional[str] = ..., team: _Optional[str] = ..., status: _Optional[_Union[DefenseStatus, str]] = ..., description: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., num_classes: _Optional[int] = ..., clean_accuracy: _Optional[float] = ..., rejection_reasons: _Optional[_Iterable[str]] = ..., submitted_at: _Optional[float] = ...) -> None: ...
+    clean_accuracy_private: float
+    disqualified_reason: str
+    def __init__(self, name: _Optional[str] = ..., team: _Optional[str] = ..., status: _Optional[_Union[DefenseStatus, str]] = ..., description: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., num_classes: _Optional[int] = ..., clean_accuracy: _Optional[float] = ..., rejection_reasons: _Optional[_Iterable[str]] = ..., submitted_at: _Optional[float] = ..., clean_accuracy_private: _Optional[float] = ..., disqualified_reason: _Optional[str] = ...) -> None: ...
 
 class SubmitDefenseResponse(_message.Message):
     __slots__ = ("defense",)
@@ -94,7 +247,7 @@ class GetDefenseResponse(_message.Message):
     def __init__(self, defense: _Optional[_Union[Defense, _Mapping]] = ...) -> None: ...
 
 class RunInfo(_message.Message):
-    __slots__ = ("run_id", "defense", "attack", "team", "num_samples", "budget_per_sample", "max_batch", "max_message_bytes", "num_classes", "finished", "queries_used", "best_distances", "started_at")
+    __slots__ = ("run_id", "defense", "attack", "team", "num_samples", "budget_per_sample", "max_batch", "max_message_bytes", "num_classes", "finished", "queries_used", "best_distances", "started_at", "split", "remaining", "run_queries", "attack_config_digest", "disqualified_reason")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     DEFENSE_FIELD_NUMBER: _ClassVar[int]
     ATTACK_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +261,11 @@ class RunInfo(_message.Message):
     QUERIES_USED_FIELD_NUMBER: _ClassVar[int]
     BEST_DISTANCES_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    RUN_QUERIES_FIELD_NUMBER: _ClassVar[int]
+    ATTACK_CONFIG_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    DISQUALIFIED_REASON_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     defense: str
     attack: str
@@ -121,15 +279,24 @@ class RunInfo(_message.Message):
     queries_used: _containers.RepeatedScalarFieldContainer[int]
     best_distances: _containers.RepeatedScalarFieldContainer[float]
     started_at: float
-    def __init__(self, run_id: _Optional[str] = ..., defense: _Optional[str] = ..., attack: _Optional[str] = ..., team: _Optional[str] = ..., num_samples: _Optional[int] = ..., budget_per_sample: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., num_classes: _Optional[int] = ..., finished: _Optional[bool] = ..., queries_used: _Optional[_Iterable[int]] = ..., best_distances: _Optional[_Iterable[float]] = ..., started_at: _Optional[float] = ...) -> None: ...
+    split: Split
+    remaining: _containers.RepeatedScalarFieldContainer[int]
+    run_queries: _containers.RepeatedScalarFieldContainer[int]
+    attack_config_digest: str
+    disqualified_reason: str
+    def __init__(self, run_id: _Optional[str] = ..., defense: _Optional[str] = ..., attack: _Optional[str] = ..., team: _Optional[str] = ..., num_samples: _Optional[int] = ..., budget_per_sample: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., num_classes: _Optional[int] = ..., finished: _Optional[bool] = ..., queries_used: _Optional[_Iterable[int]] = ..., best_distances: _Optional[_Iterable[float]] = ..., started_at: _Optional[float] = ..., split: _Optional[_Union[Split, str]] = ..., remaining: _Optional[_Iterable[int]] = ..., run_queries: _Optional[_Iterable[int]] = ..., attack_config_digest: _Optional[str] = ..., disqualified_reason: _Optional[str] = ...) -> None: ...
 
 class StartRunRequest(_message.Message):
-    __slots__ = ("defense", "attack")
+    __slots__ = ("defense", "attack", "split", "attack_config_digest")
     DEFENSE_FIELD_NUMBER: _ClassVar[int]
     ATTACK_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    ATTACK_CONFIG_DIGEST_FIELD_NUMBER: _ClassVar[int]
     defense: str
     attack: str
-    def __init__(self, defense: _Optional[str] = ..., attack: _Optional[str] = ...) -> None: ...
+    split: Split
+    attack_config_digest: str
+    def __init__(self, defense: _Optional[str] = ..., attack: _Optional[str] = ..., split: _Optional[_Union[Split, str]] = ..., attack_config_digest: _Optional[str] = ...) -> None: ...
 
 class StartRunResponse(_message.Message):
     __slots__ = ("run",)
@@ -239,6 +406,16 @@ class FinishRunResponse(_message.Message):
     run: RunInfo
     def __init__(self, run: _Optional[_Union[RunInfo, _Mapping]] = ...) -> None: ...
 
+class ListRunsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListRunsResponse(_message.Message):
+    __slots__ = ("runs",)
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[RunInfo]
+    def __init__(self, runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ...) -> None: ...
+
 class RobustAccuracy(_message.Message):
     __slots__ = ("eps", "accuracy")
     EPS_FIELD_NUMBER: _ClassVar[int]
@@ -270,36 +447,60 @@ class DefenseStanding(_message.Message):
     def __init__(self, rank: _Optional[int] = ..., name: _Optional[str] = ..., team: _Optional[str] = ..., mean_l2: _Optional[float] = ..., median_l2: _Optional[float] = ..., clean_accuracy: _Optional[float] = ..., robust_accuracy: _Optional[_Iterable[_Union[RobustAccuracy, _Mapping]]] = ..., attacks_faced: _Optional[_Iterable[str]] = ..., submitted_at: _Optional[float] = ...) -> None: ...
 
 class AttackStanding(_message.Message):
-    __slots__ = ("rank", "attack", "mean_l2", "defenses_faced", "teams")
+    __slots__ = ("rank", "attack", "mean_l2", "defenses_faced", "teams", "team", "queries")
     RANK_FIELD_NUMBER: _ClassVar[int]
     ATTACK_FIELD_NUMBER: _ClassVar[int]
     MEAN_L2_FIELD_NUMBER: _ClassVar[int]
     DEFENSES_FACED_FIELD_NUMBER: _ClassVar[int]
     TEAMS_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
     rank: int
     attack: str
     mean_l2: float
     defenses_faced: int
     teams: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, rank: _Optional[int] = ..., attack: _Optional[str] = ..., mean_l2: _Optional[float] = ..., defenses_faced: _Optional[int] = ..., teams: _Optional[_Iterable[str]] = ...) -> None: ...
+    team: str
+    queries: int
+    def __init__(self, rank: _Optional[int] = ..., attack: _Optional[str] = ..., mean_l2: _Optional[float] = ..., defenses_faced: _Optional[int] = ..., teams: _Optional[_Iterable[str]] = ..., team: _Optional[str] = ..., queries: _Optional[int] = ...) -> None: ...
+
+class Disqualified(_message.Message):
+    __slots__ = ("kind", "name", "team", "reason")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    name: str
+    team: str
+    reason: str
+    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., team: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class GetLeaderboardRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("split",)
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    split: Split
+    def __init__(self, split: _Optional[_Union[Split, str]] = ...) -> None: ...
 
 class GetLeaderboardResponse(_message.Message):
-    __slots__ = ("defenses", "attacks", "num_samples")
+    __slots__ = ("defenses", "attacks", "num_samples", "split", "disqualified")
     DEFENSES_FIELD_NUMBER: _ClassVar[int]
     ATTACKS_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    DISQUALIFIED_FIELD_NUMBER: _ClassVar[int]
     defenses: _containers.RepeatedCompositeFieldContainer[DefenseStanding]
     attacks: _containers.RepeatedCompositeFieldContainer[AttackStanding]
     num_samples: int
-    def __init__(self, defenses: _Optional[_Iterable[_Union[DefenseStanding, _Mapping]]] = ..., attacks: _Optional[_Iterable[_Union[AttackStanding, _Mapping]]] = ..., num_samples: _Optional[int] = ...) -> None: ...
+    split: Split
+    disqualified: _containers.RepeatedCompositeFieldContainer[Disqualified]
+    def __init__(self, defenses: _Optional[_Iterable[_Union[DefenseStanding, _Mapping]]] = ..., attacks: _Optional[_Iterable[_Union[AttackStanding, _Mapping]]] = ..., num_samples: _Optional[int] = ..., split: _Optional[_Union[Split, str]] = ..., disqualified: _Optional[_Iterable[_Union[Disqualified, _Mapping]]] = ...) -> None: ...
 
 class GetReportRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("split",)
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    split: Split
+    def __init__(self, split: _Optional[_Union[Split, str]] = ...) -> None: ...
 
 class GetReportResponse(_message.Message):
     __slots__ = ("html",)

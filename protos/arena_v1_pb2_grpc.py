@@ -26,6 +26,368 @@ if _version_not_supported:
     )
 
 
+class CompetitionServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetCompetition = channel.unary_unary(
+                '/arena.v1.CompetitionService/GetCompetition',
+                request_serializer=protos_dot_arena__v1__pb2.GetCompetitionRequest.SerializeToString,
+                response_deserializer=protos_dot_arena__v1__pb2.GetCompetitionResponse.FromString,
+                _registered_method=True)
+
+
+class CompetitionServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def GetCompetition(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_CompetitionServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetCompetition': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCompetition,
+                    request_deserializer=protos_dot_arena__v1__pb2.GetCompetitionRequest.FromString,
+                    response_serializer=protos_dot_arena__v1__pb2.GetCompetitionResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'arena.v1.CompetitionService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('arena.v1.CompetitionService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class CompetitionService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def GetCompetition(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/arena.v1.CompetitionService/GetCompetition',
+            protos_dot_arena__v1__pb2.GetCompetitionRequest.SerializeToString,
+            protos_dot_arena__v1__pb2.GetCompetitionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class AdminServiceStub:
+    """Organizer-only calls. Every one is recorded with its time, the organizer and the reason.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SetPhase = channel.unary_unary(
+                '/arena.v1.AdminService/SetPhase',
+                request_serializer=protos_dot_arena__v1__pb2.SetPhaseRequest.SerializeToString,
+                response_deserializer=protos_dot_arena__v1__pb2.SetPhaseResponse.FromString,
+                _registered_method=True)
+        self.SetBudget = channel.unary_unary(
+                '/arena.v1.AdminService/SetBudget',
+                request_serializer=protos_dot_arena__v1__pb2.SetBudgetRequest.SerializeToString,
+                response_deserializer=protos_dot_arena__v1__pb2.SetBudgetResponse.FromString,
+                _registered_method=True)
+        self.CreateToken = channel.unary_unary(
+                '/arena.v1.AdminService/CreateToken',
+                request_serializer=protos_dot_arena__v1__pb2.CreateTokenRequest.SerializeToString,
+                response_deserializer=protos_dot_arena__v1__pb2.CreateTokenResponse.FromString,
+                _registered_method=True)
+        self.RevokeTokens = channel.unary_unary(
+                '/arena.v1.AdminService/RevokeTokens',
+                request_serializer=protos_dot_arena__v1__pb2.RevokeTokensRequest.SerializeToString,
+                response_deserializer=protos_dot_arena__v1__pb2.RevokeTokensResponse.FromString,
+                _registered_method=True)
+        self.Disqualify = channel.unary_unary(
+                '/arena.v1.AdminService/Disqualify',
+                request_serializer=protos_dot_arena__v1__pb2.DisqualifyRequest.SerializeToString,
+                response_deserializer=protos_dot_arena__v1__pb2.DisqualifyResponse.FromString,
+                _registered_method=True)
+        self.ListActions = channel.unary_unary(
+                '/arena.v1.AdminService/ListActions',
+                request_serializer=protos_dot_arena__v1__pb2.ListActionsRequest.SerializeToString,
+                response_deserializer=protos_dot_arena__v1__pb2.ListActionsResponse.FromString,
+                _registered_method=True)
+
+
+class AdminServiceServicer:
+    """Organizer-only calls. Every one is recorded with its time, the organizer and the reason.
+    """
+
+    def SetPhase(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetBudget(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeTokens(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Disqualify(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListActions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SetPhase': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPhase,
+                    request_deserializer=protos_dot_arena__v1__pb2.SetPhaseRequest.FromString,
+                    response_serializer=protos_dot_arena__v1__pb2.SetPhaseResponse.SerializeToString,
+            ),
+            'SetBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBudget,
+                    request_deserializer=protos_dot_arena__v1__pb2.SetBudgetRequest.FromString,
+                    response_serializer=protos_dot_arena__v1__pb2.SetBudgetResponse.SerializeToString,
+            ),
+            'CreateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateToken,
+                    request_deserializer=protos_dot_arena__v1__pb2.CreateTokenRequest.FromString,
+                    response_serializer=protos_dot_arena__v1__pb2.CreateTokenResponse.SerializeToString,
+            ),
+            'RevokeTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeTokens,
+                    request_deserializer=protos_dot_arena__v1__pb2.RevokeTokensRequest.FromString,
+                    response_serializer=protos_dot_arena__v1__pb2.RevokeTokensResponse.SerializeToString,
+            ),
+            'Disqualify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Disqualify,
+                    request_deserializer=protos_dot_arena__v1__pb2.DisqualifyRequest.FromString,
+                    response_serializer=protos_dot_arena__v1__pb2.DisqualifyResponse.SerializeToString,
+            ),
+            'ListActions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListActions,
+                    request_deserializer=protos_dot_arena__v1__pb2.ListActionsRequest.FromString,
+                    response_serializer=protos_dot_arena__v1__pb2.ListActionsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'arena.v1.AdminService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('arena.v1.AdminService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AdminService:
+    """Organizer-only calls. Every one is recorded with its time, the organizer and the reason.
+    """
+
+    @staticmethod
+    def SetPhase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/arena.v1.AdminService/SetPhase',
+            protos_dot_arena__v1__pb2.SetPhaseRequest.SerializeToString,
+            protos_dot_arena__v1__pb2.SetPhaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/arena.v1.AdminService/SetBudget',
+            protos_dot_arena__v1__pb2.SetBudgetRequest.SerializeToString,
+            protos_dot_arena__v1__pb2.SetBudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/arena.v1.AdminService/CreateToken',
+            protos_dot_arena__v1__pb2.CreateTokenRequest.SerializeToString,
+            protos_dot_arena__v1__pb2.CreateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/arena.v1.AdminService/RevokeTokens',
+            protos_dot_arena__v1__pb2.RevokeTokensRequest.SerializeToString,
+            protos_dot_arena__v1__pb2.RevokeTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Disqualify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/arena.v1.AdminService/Disqualify',
+            protos_dot_arena__v1__pb2.DisqualifyRequest.SerializeToString,
+            protos_dot_arena__v1__pb2.DisqualifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListActions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/arena.v1.AdminService/ListActions',
+            protos_dot_arena__v1__pb2.ListActionsRequest.SerializeToString,
+            protos_dot_arena__v1__pb2.ListActionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class DefenseServiceStub:
     """---------------------------------------------------------------- defenses
 
@@ -232,6 +594,11 @@ class RunServiceStub:
                 request_serializer=protos_dot_arena__v1__pb2.FinishRunRequest.SerializeToString,
                 response_deserializer=protos_dot_arena__v1__pb2.FinishRunResponse.FromString,
                 _registered_method=True)
+        self.ListRuns = channel.unary_unary(
+                '/arena.v1.RunService/ListRuns',
+                request_serializer=protos_dot_arena__v1__pb2.ListRunsRequest.SerializeToString,
+                response_deserializer=protos_dot_arena__v1__pb2.ListRunsResponse.FromString,
+                _registered_method=True)
 
 
 class RunServiceServicer:
@@ -280,6 +647,13 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRuns(self, request, context):
+        """Added in v1.2: the caller's runs (the organizer's: every run).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -312,6 +686,11 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.FinishRun,
                     request_deserializer=protos_dot_arena__v1__pb2.FinishRunRequest.FromString,
                     response_serializer=protos_dot_arena__v1__pb2.FinishRunResponse.SerializeToString,
+            ),
+            'ListRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRuns,
+                    request_deserializer=protos_dot_arena__v1__pb2.ListRunsRequest.FromString,
+                    response_serializer=protos_dot_arena__v1__pb2.ListRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -478,6 +857,33 @@ class RunService:
             '/arena.v1.RunService/FinishRun',
             protos_dot_arena__v1__pb2.FinishRunRequest.SerializeToString,
             protos_dot_arena__v1__pb2.FinishRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/arena.v1.RunService/ListRuns',
+            protos_dot_arena__v1__pb2.ListRunsRequest.SerializeToString,
+            protos_dot_arena__v1__pb2.ListRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

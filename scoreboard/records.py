@@ -31,6 +31,7 @@ class RunRecord:
     started_at: float            # unix seconds
     finished: bool               # only finished runs count
     distances: np.ndarray        # float64 [N]: smallest verified distance, +inf where none
+    queries: int = 0             # images the run was charged (shown beside its attack's entry)
 
 
 @dataclass(frozen=True)

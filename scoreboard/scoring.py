@@ -5,8 +5,9 @@ Per defense and evaluation sample, the score d is
 - else the smallest verified distance over every *finished* run against that defense;
 - else (no run found an adversarial) the worst case ||max(x, 1 - x)||_2.
 
-Defenses rank by the mean of d (higher is more robust). Each attack gets the same per-sample
-rule restricted to its own finished runs, a mean per defense, and ranks by the mean of those
+Defenses rank by the mean of d (higher is more robust). An attack is identified by its team and
+its name (two teams' attacks that share a name are two entries). Each attack gets the same
+per-sample rule restricted to its own finished runs, a mean per defense, and ranks by the mean of those
 over the defenses it faced (lower is stronger); only an attack that faced every listed defense
 is ranked. Ties break on the earlier submission (defenses: `submitted_at`; attacks: the
 earliest `started_at` of their counted runs), then on the name so the order is total.
@@ -60,6 +61,13 @@ class AttackScore:
     # Detail the wire does not carry (empty / nan when the score came from GetLeaderboard).
     per_defense: tuple[tuple[str, float], ...] = ()   # (defense, mean distance), in defense rank order
     first_started_at: float = math.nan                # its tie-breaker
+    team: str = ""                                    # the entry's owner (attacks are keyed by team and name)
+    queries: int = 0                                  # images its counted runs spent
+
+    @property
+    def key(self) -> str:
+        """How the entry is named on boards: "team/attack"."""
+        return f"{self.team}/{self.attack}" if self.team else self.attack
 
     @property
     def ranked(self) -> bool:
@@ -115,7 +123,7 @@ def leaderboard(
                 median_l2=float(np.median(d)) if n else math.nan,
                 clean_accuracy=record.clean_accuracy,
                 robust_accuracy=tuple((eps, _mean(d > eps)) for eps in radii),
-                attacks_faced=tuple(sorted({r.attack for r in own})),
+                attacks_faced=tuple(sorted({f"{r.team}/{r.attack}" for r in own})),
                 distances=tuple(float(v) for v in d),
                 best_runs=best,
             )
@@ -126,8 +134,8 @@ def leaderboard(
     defense_order = [s.name for s in defense_scores]
 
     attack_scores = []
-    for attack in sorted({r.attack for r in counted}):
-        own = [r for r in counted if r.attack == attack]
+    for team, attack in sorted({(r.team, r.attack) for r in counted}):
+        own = [r for r in counted if r.attack == attack and r.team == team]
         per_defense = []
         for name in defense_order:
             against = [r for r in own if r.defense == name]
@@ -140,17 +148,20 @@ def leaderboard(
                 attack=attack,
                 mean_l2=float(np.mean([m for _, m in per_defense])),
                 defenses_faced=len(per_defense),
-                teams=tuple(sorted({r.team for r in own})),
+                teams=(team,),
                 per_defense=tuple(per_defense),
                 first_started_at=min(float(r.started_at) for r in own),
+                team=team,
+                queries=int(sum(r.queries for r in own)),
             )
         )
     complete = [a for a in attack_scores if a.defenses_faced == len(defenses)]
     partial = [a for a in attack_scores if a.defenses_faced != len(defenses)]
-    complete.sort(key=lambda a: (_finite_or(a.mean_l2, math.inf), a.first_started_at, a.attack))
+    complete.sort(key=lambda a: (_finite_or(a.mean_l2, math.inf), a.first_started_at, a.attack, a.team))
     # Unranked: those closest to complete first; their means cover different defenses, so
     # the mean only orders attacks that faced the same number of defenses.
-    partial.sort(key=lambda a: (-a.defenses_faced, _finite_or(a.mean_l2, math.inf), a.first_started_at, a.attack))
+    partial.sort(key=lambda a: (-a.defenses_faced, _finite_or(a.mean_l2, math.inf), a.first_started_at, a.attack,
+                                a.team))
     attack_scores = [replace(a, rank=i + 1) for i, a in enumerate(complete)] + partial
 
     return Leaderboard(

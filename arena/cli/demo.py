@@ -135,7 +135,7 @@ def _run(args) -> int:
         attacker_token = create_token(store, "attackers")
     finally:
         store.close()
-    server = start_server(ServerConfig(store=store_dir, data="demo", eval_samples=args.samples, port=0))
+    server = start_server(ServerConfig(store=store_dir, data="demo", public_samples=args.samples, private_samples=args.samples, port=0))
     try:
         print(f"  serving on {server.address} (store {store_dir})", flush=True)
         with ArenaClient(server.address, defender_token) as client:

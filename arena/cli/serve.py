@@ -1,6 +1,7 @@
 """`arena serve`: the arena's gRPC server (label-only serving, submissions, runs, leaderboard).
 
-    arena serve --store arena-store --data demo [--host 127.0.0.1] [--port 50051] [--eval-samples 100]
+    arena serve --store arena-store --data demo [--host 127.0.0.1] [--port 50051]
+                [--public-samples 100] [--private-samples 100]
 
 Runs until SIGTERM or SIGINT, then shuts down gracefully (health NOT_SERVING, in-flight calls
 finish). Prints one line `arena serve: listening on HOST:PORT` once it accepts calls.
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import sys
 
+from arena.contract import DEFAULT_BUDGET
+
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="run the arena server (gRPC)",
@@ -18,13 +21,18 @@ def register(sub) -> None:
     p.add_argument("--store", required=True, metavar="DIR", help="store folder (SQLite database + ONNX blobs)")
     p.add_argument("--data", default="demo", metavar="{demo|PATH}",
                    help="evaluation data: 'demo', a tiny-imagenet-200 folder or an .npz (default: demo)")
-    p.add_argument("--eval-samples", type=int, default=100, metavar="N",
-                   help="evaluation samples: the first N validation samples (default: 100)")
+    p.add_argument("--public-samples", type=int, default=100, metavar="N",
+                   help="samples of the public split, attacked in the open phase (default: 100)")
+    p.add_argument("--private-samples", type=int, default=100, metavar="N",
+                   help="samples of the private split, the official board's, attacked in the final phase "
+                        "(default: 100); both are drawn from the validation samples by a fixed permutation")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=50051, help="gRPC port; 0 picks a free one (default: 50051)")
     p.add_argument("--http-port", type=int, default=None, metavar="PORT",
                    help="also serve the live HTML report over HTTP on this port")
-    p.add_argument("--budget", type=int, default=1000, help="queries per sample and run (default: 1000)")
+    p.add_argument("--budget", type=int, default=DEFAULT_BUDGET,
+                   help="queries per sample, team, defense and split, shared by the team's runs; a new store "
+                        f"records it, later the organizer sets it (`arena admin budget`) (default: {DEFAULT_BUDGET})")
     p.add_argument("--latency-ms", type=float, default=100.0,
                    help="per-image latency budget a submission must meet (default: 100)")
     p.add_argument("--max-upload-mb", type=float, default=100.0, help="largest ONNX upload (default: 100)")
@@ -56,9 +64,11 @@ def config_from_args(args):
 
     if args.max_chunk < 1 or args.max_chunk & (args.max_chunk - 1):
         raise ValueError(f"--max-chunk must be a power of two, got {args.max_chunk}")
-    for name in ("budget", "max_batch", "eval_samples", "concurrent_runs"):
+    for name in ("budget", "max_batch", "public_samples", "concurrent_runs"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.private_samples < 0:
+        raise ValueError("--private-samples must be >= 0")
     if args.budget >= 2**32:
         raise ValueError("--budget must be below 2**32")
     arena = ArenaConfig(
@@ -68,7 +78,8 @@ def config_from_args(args):
         concurrent_runs=args.concurrent_runs,
     )
     return ServerConfig(
-        store=args.store, data=args.data, eval_samples=args.eval_samples, database_url=args.database_url,
+        store=args.store, data=args.data, public_samples=args.public_samples,
+        private_samples=args.private_samples, database_url=args.database_url,
         host=args.host, port=args.port, http_port=args.http_port, durability=args.durability,
         grace_s=args.grace_s, arena=arena,
     )

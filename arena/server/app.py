@@ -1,4 +1,5 @@
-"""The arena's gRPC server (grpc.aio): the three arena.v1 services, health, reflection, auth.
+"""The arena server's lifecycle (grpc.aio): the arena.v1 services (`arena.server.transport`),
+health, reflection, auth.
 
 In-process use (tests, `arena demo`, `arena bench serve`):
 
@@ -12,11 +13,7 @@ In-process use (tests, `arena demo`, `arena bench serve`):
 `start_server` runs the server on its own event loop in a background thread; `serve(config)`
 runs it in the foreground until SIGTERM/SIGINT (`arena serve`).
 
-Status codes: INVALID_ARGUMENT malformed input (the message names the field), NOT_FOUND unknown
-run / sample / defense (another team's run reads as unknown), FAILED_PRECONDITION finished run,
-RESOURCE_EXHAUSTED budget overdraw (and gRPC's own oversized-message refusal), ALREADY_EXISTS a
-taken defense name, UNAUTHENTICATED missing or unknown token, UNAVAILABLE only for what a client
-should retry (with the same request id). Messages never carry logits, scores or timings.
+Status codes: see `arena.server.transport`.
 """
 
 from __future__ import annotations
@@ -26,7 +23,6 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass, field
-from functools import wraps
 from pathlib import Path
 
 import grpc
@@ -34,25 +30,17 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from arena.server import evaluation as evaluation_module
-from arena.server.auth import AuthInterceptor, TokenCache, current_team
+from arena.server.auth import AuthInterceptor, TokenCache
 from arena.server.core import Arena, ArenaConfig
-from arena.server.errors import ArenaError, BudgetExceeded
 from arena.server.evaluation import EvaluationData
-from arena.server.images import parse_with_images
-from arena.server.leaderboard import compute, report_html
-from arena.server.leaderboard_wire import to_proto
-from arena.server.store import Store, StoreError, open_store
+from arena.server.store import Store, open_store
+from arena.server.transport import add_services
 from arena.tuning import tune_malloc
 from protos import arena_v1_pb2 as pb
-from protos import arena_v1_pb2_grpc as pb_grpc
 
 log = logging.getLogger("arena.server")
 
-SERVICE_NAMES = (
-    pb.DESCRIPTOR.services_by_name["DefenseService"].full_name,
-    pb.DESCRIPTOR.services_by_name["RunService"].full_name,
-    pb.DESCRIPTOR.services_by_name["LeaderboardService"].full_name,
-)
+SERVICE_NAMES = tuple(service.full_name for service in pb.DESCRIPTOR.services_by_name.values())
 REPORT_SEND_LIMIT = 256 << 20
 
 
@@ -60,7 +48,8 @@ REPORT_SEND_LIMIT = 256 << 20
 class ServerConfig:
     store: str | Path = "arena-store"
     data: str = "demo"
-    eval_samples: int | None = 100
+    public_samples: int = 100                  # the open phase's split (docs/rules.md section 4)
+    private_samples: int = 100                 # the final phase's (official) split
     evaluation: EvaluationData | None = None   # given arrays instead of --data (tests)
     database_url: str | None = None            # default: sqlite:///<store>/arena.db
     host: str = "127.0.0.1"
@@ -69,115 +58,6 @@ class ServerConfig:
     durability: str = "full"
     grace_s: float = 10.0
     arena: ArenaConfig = field(default_factory=ArenaConfig)
-
-
-def _status(method):
-    """Maps arena errors to status codes; everything else is INTERNAL without details."""
-    @wraps(method)
-    async def wrapper(self, request, context):
-        try:
-            return await method(self, request, context)
-        except ArenaError as error:
-            if isinstance(error, BudgetExceeded) and error.samples:
-                context.set_trailing_metadata((("arena-exhausted-samples", ",".join(map(str, error.samples))),))
-            await context.abort(error.code, str(error))
-        except StoreError as error:
-            log.error("store error in %s: %s", method.__name__, error)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "the arena's store is not available; retry")
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception:  # a bug: logged here, nothing internal goes to the client
-            log.exception("internal error in %s", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-    return wrapper
-
-
-class DefenseServicer(pb_grpc.DefenseServiceServicer):
-    def __init__(self, arena: Arena) -> None:
-        self.arena = arena
-
-    @_status
-    async def SubmitDefense(self, request_iterator, context):
-        row = await self.arena.submit_defense(current_team.get(), request_iterator)
-        return pb.SubmitDefenseResponse(defense=Arena.defense_message(row))
-
-    @_status
-    async def ListDefenses(self, request, context):
-        rows = await self.arena.list_defenses()
-        return pb.ListDefensesResponse(defenses=[Arena.defense_message(r) for r in rows])
-
-    @_status
-    async def GetDefense(self, request, context):
-        return pb.GetDefenseResponse(defense=Arena.defense_message(await self.arena.get_defense(request.name)))
-
-
-class RunServicer(pb_grpc.RunServiceServicer):
-    def __init__(self, arena: Arena) -> None:
-        self.arena = arena
-
-    @_status
-    async def StartRun(self, request, context):
-        state = await self.arena.start_run(current_team.get(), request.defense, request.attack)
-        return pb.StartRunResponse(run=self.arena.run_info(state))
-
-    @_status
-    async def GetRun(self, request, context):
-        state = await self.arena.run(current_team.get(), request.run_id)
-        return pb.GetRunResponse(run=self.arena.run_info(state))
-
-    @_status
-    async def GetRunSamples(self, request, context):
-        state = await self.arena.run(current_team.get(), request.run_id)
-        return self.arena.run_samples(state, request.offset, request.limit)
-
-    @_status
-    async def Predict(self, request, context):
-        return await self.arena.predict(current_team.get(), request)
-
-    @_status
-    async def SubmitAdversarials(self, request, context):
-        return await self.arena.submit_adversarials(current_team.get(), request)
-
-    @_status
-    async def FinishRun(self, request, context):
-        state = await self.arena.run(current_team.get(), request.run_id)
-        state = await self.arena.finish_run(state)
-        return pb.FinishRunResponse(run=self.arena.run_info(state))
-
-
-class LeaderboardServicer(pb_grpc.LeaderboardServiceServicer):
-    def __init__(self, arena: Arena) -> None:
-        self.arena = arena
-
-    @_status
-    async def GetLeaderboard(self, request, context):
-        board = await asyncio.get_running_loop().run_in_executor(self.arena.io_pool, compute, self.arena.store)
-        return to_proto(board)
-
-    @_status
-    async def GetReport(self, request, context):
-        html = await asyncio.get_running_loop().run_in_executor(self.arena.io_pool, report_html, self.arena.store)
-        return pb.GetReportResponse(html=html)
-
-
-def add_run_service(servicer: RunServicer, server) -> None:
-    """Registers RunService like the generated add_RunServiceServicer_to_server, except that
-    Predict and SubmitAdversarials parse their requests without copying the pixels
-    (arena.images.parse_with_images)."""
-    service = pb.DESCRIPTOR.services_by_name["RunService"]
-    special = {"Predict": parse_with_images(pb.PredictRequest, 4),
-               "SubmitAdversarials": parse_with_images(pb.SubmitAdversarialsRequest, 3)}
-    handlers = {}
-    for method in service.methods:
-        request_type = getattr(pb, method.input_type.name)
-        response_type = getattr(pb, method.output_type.name)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, method.name),
-            request_deserializer=special.get(method.name, request_type.FromString),
-            response_serializer=response_type.SerializeToString,
-        )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
-    server.add_registered_method_handlers(service.full_name, handlers)
 
 
 class ArenaServer:
@@ -200,7 +80,8 @@ class ArenaServer:
         evaluation = cfg.evaluation
         loop = asyncio.get_running_loop()
         if evaluation is None:
-            evaluation = await loop.run_in_executor(None, evaluation_module.load, cfg.data, cfg.eval_samples)
+            evaluation = await loop.run_in_executor(None, evaluation_module.load, cfg.data, cfg.public_samples,
+                                                    cfg.private_samples)
         source = cfg.data if cfg.evaluation is None else "arrays given in-process"
         self.store = open_store(cfg.database_url or cfg.store, durability=cfg.durability)
         try:
@@ -223,17 +104,16 @@ class ArenaServer:
     async def _listen(self, evaluation: EvaluationData) -> None:
         cfg = self.config
         limit = cfg.arena.max_message_bytes
+        tokens = TokenCache(self.store)
         server = grpc.aio.server(
-            interceptors=[AuthInterceptor(TokenCache(self.store))],
+            interceptors=[AuthInterceptor(tokens)],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", max(limit, REPORT_SEND_LIMIT)),
                 ("grpc.so_reuseport", 0),
             ],
         )
-        pb_grpc.add_DefenseServiceServicer_to_server(DefenseServicer(self.arena), server)
-        add_run_service(RunServicer(self.arena), server)
-        pb_grpc.add_LeaderboardServiceServicer_to_server(LeaderboardServicer(self.arena), server)
+        add_services(self.arena, server, tokens.forget)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -257,7 +137,8 @@ class ArenaServer:
 
             self._http = ReportServer(self.store, cfg.host, cfg.http_port)
             self.http_address = self._http.address
-        log.info("arena serving on %s (%d evaluation samples)", self.address, evaluation.num_samples)
+        log.info("arena serving on %s (public split %d samples, private %d; phase %s)", self.address,
+                 evaluation.split_size("public"), evaluation.split_size("private"), self.arena.phase)
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful: health NOT_SERVING, no new calls, in-flight calls finish, commits land."""
@@ -299,11 +180,11 @@ class RunningServer:
     def arena(self) -> Arena:
         return self.server.arena
 
-    def create_token(self, team: str) -> str:
-        """A bearer token for `team` on this server's store (see arena.auth.create_token)."""
+    def create_token(self, team: str, role: str = "team") -> str:
+        """A bearer token for `team` on this server's store (see arena.server.auth.create_token)."""
         from arena.server.auth import create_token
 
-        return create_token(self.server.store, team)
+        return create_token(self.server.store, team, role)
 
     def call(self, coroutine, timeout: float | None = None):
         """Runs a coroutine on the server's loop and returns its result (for tests)."""

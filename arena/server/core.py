@@ -1,8 +1,15 @@
-"""The arena's behaviour, independent of the transport: submissions, runs, queries, verification.
+"""The arena's behaviour: submissions, runs, queries, verification, the competition's phases and
+the organizer's actions (docs/rules.md).
 
 Every method runs on the server's event loop; blocking work (validation, model runs, hashing,
-distances, commits) goes to worker threads. Errors are `arena.errors` exceptions, which
-`arena.server` maps to gRPC status codes. Results are `arena.v1` messages.
+distances, commits) goes to worker threads. Errors are `arena.server.errors` exceptions, which
+`arena.server.transport` maps to gRPC status codes.
+
+Rules v2 in short (docs/rules.md sections 4, 6, 8): a run attacks one split (public while the
+competition is open, private once it is final; only the organizer may choose another); every run
+of a team on a defense and split spends one shared budget (`ledger.Account`), so a new run never
+refills it; submissions are refused once the final phase began, atomically with the switch
+(`Store.put_defense(require_open=True)`); organizer actions are recorded with their reason.
 
 Anti-leak design of verification (docs/rules.md sections 4-5). SubmitAdversarials answers with the
 arena's label, so it must not be a free oracle: an image whose exact bytes Predict answered
@@ -28,27 +35,44 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from arena.contract import DEFAULT_BUDGET, FAILED_LABEL, IMAGE_BYTES, DefenseStatus, l2_distances
+from arena.inference import DEFAULT_MAX_CHUNK, default_threads
 from arena.server import images as wire
-from arena.wire import encode
 from arena.server import validation
-from arena.server.batching import FAILED_LABEL, BatchResult, MicroBatcher, Workers
+from arena.server.auth import TEAM_PATTERN, create_token
+from arena.server.batching import BatchResult
 from arena.server.digests import image_sha256, request_digest
-from arena.server.errors import AlreadyExists, BadRequest, FinishedRun, NotFound
+from arena.server.errors import (
+    AlreadyExists,
+    BadRequest,
+    FailedPrecondition,
+    FinishedRun,
+    NotFound,
+    PermissionDenied,
+)
 from arena.server.evaluation import EvaluationData
-from arena.contract import DEFAULT_BUDGET, IMAGE_BYTES, DefenseStatus, l2_distances
-from arena.inference import DEFAULT_MAX_CHUNK, DefenseModel, SessionCache, default_threads, make_session
-from arena.server.ledger import RunState
+from arena.server.ledger import Account, Charging, RunState
+from arena.server.registry import DefenseRegistry
 from arena.server.store import (
+    FINAL,
+    OPEN,
+    ORGANIZER,
+    PRIVATE,
+    PUBLIC,
+    ROLES,
+    Action,
     AdversarialRecord,
     Charge,
     DefenseRow,
     FinishRun,
+    PhaseClosed,
     QueryRecord,
     RequestRecord,
     RunRow,
     Store,
     StoreError,
 )
+from arena.wire import encode
 from arena.server.writer import GroupCommitWriter
 from protos import arena_v1_pb2 as pb
 
@@ -64,7 +88,7 @@ MESSAGE_SLACK = 1 << 20               # room for everything but the image bytes
 
 @dataclass(frozen=True)
 class ArenaConfig:
-    budget: int = DEFAULT_BUDGET      # queries per sample and run (docs/rules.md section 4)
+    budget: int = DEFAULT_BUDGET      # queries per sample, team, defense and split (the store's, once set, wins)
     max_batch: int = 256              # images per Predict / SubmitAdversarials (published)
     max_chunk: int = DEFAULT_MAX_CHUNK  # largest batch handed to ORT; a power of two (arena.inference)
     batch_wait_ms: float = 0.0        # how long a lone request waits for company in the batcher
@@ -85,6 +109,9 @@ class ArenaConfig:
 
 
 class Arena:
+    """The server core: owns the store, the evaluation splits, the served defenses (registry),
+    the budgets and runs in memory (ledger) and the competition's phase and budget."""
+
     def __init__(self, store: Store, evaluation: EvaluationData, config: ArenaConfig) -> None:
         self.store = store
         self.evaluation = evaluation
@@ -93,22 +120,39 @@ class Arena:
         self.writer = GroupCommitWriter(store)
         threads = config.threads or default_threads()
         self._threads = threads
-        self.inference_pool = Workers(max(2, min(8, threads * 2)))
+        self.registry = DefenseRegistry(
+            store, self.writer, threads=threads, max_chunk=config.max_chunk,
+            cache_bytes=int(config.session_cache_mb * (1 << 20)), concurrent_runs=config.concurrent_runs,
+            batch_wait_s=config.batch_wait_ms / 1e3, timeout_s=config.inference_timeout_s)
         self.validation_pool = ThreadPoolExecutor(1, thread_name_prefix="arena-validate")
         self.io_pool = ThreadPoolExecutor(4, thread_name_prefix="arena-io")
-        self.sessions = SessionCache(self._load_defense, int(config.session_cache_mb * (1 << 20)))
-        self._batchers: dict[str, MicroBatcher] = {}
         self._runs: dict[str, RunState] = {}
+        self._accounts: dict[tuple[str, str, str], Account] = {}
         self._submitting: set[str] = set()
+        # The competition's state: the store's is the authority; the first start records the config's budget.
+        if store.budget() is None:
+            store.set_budget(config.budget)
+        self.budget = int(store.budget())
+        if self.budget != config.budget:
+            log.warning("budget %d per sample comes from the store (set by the organizer); --budget %d ignored",
+                        self.budget, config.budget)
+        self.phase = store.phase()
+
+    @property
+    def _batchers(self):
+        return self.registry.batchers
+
+    @property
+    def sessions(self):
+        return self.registry.sessions
 
     # ---------------------------------------------------------------- lifecycle
 
     async def drain(self) -> None:
-        for batcher in list(self._batchers.values()):
-            await batcher.drain()
+        await self.registry.drain()
 
     def close(self) -> None:
-        self.inference_pool.shutdown()
+        self.registry.close()
         self.writer.close()
         for pool in (self.validation_pool, self.io_pool):
             pool.shutdown(wait=True, cancel_futures=True)
@@ -116,33 +160,25 @@ class Arena:
     async def _io(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.io_pool, fn, *args)
 
+    def _batcher(self, name: str):
+        return self.registry.batcher(name)
+
     # ---------------------------------------------------------------- defenses
 
-    def _load_defense(self, name: str) -> DefenseModel:
-        row = self.store.get_defense(name)
-        if row is None or row.status != DefenseStatus.ACCEPTED:
-            raise StoreError(f"defense {name!r} is not served")
-        data = self.store.blobs.get(row.sha256)
-        return DefenseModel(name, make_session(data, self._threads), row.serving_mode, self.config.max_chunk, len(data))
-
-    def _batcher(self, name: str) -> MicroBatcher:
-        batcher = self._batchers.get(name)
-        if batcher is None:
-            batcher = self._batchers[name] = MicroBatcher(
-                name, lambda: self.sessions.get(name), self.inference_pool, self.writer,
-                run_images=self.config.max_chunk, max_inflight=self.config.concurrent_runs,
-                max_wait_s=self.config.batch_wait_ms / 1e3, timeout_s=self.config.inference_timeout_s,
-            )
-        return batcher
-
-    @staticmethod
-    def defense_message(row: DefenseRow) -> pb.Defense:
+    def defense_message(self, row: DefenseRow, role: str = "team") -> pb.Defense:
+        public, private = (self.evaluation.split_slice(s) for s in (PUBLIC, PRIVATE))
+        correct = np.asarray(row.clean_correct, dtype=bool)
+        accepted = row.status == DefenseStatus.ACCEPTED and correct.size == self.evaluation.num_samples
+        show_private = accepted and (self.phase == FINAL or role == ORGANIZER) and private.stop > private.start
         return pb.Defense(
             name=row.name, team=row.team,
             status=pb.DEFENSE_STATUS_ACCEPTED if row.status == DefenseStatus.ACCEPTED else pb.DEFENSE_STATUS_REJECTED,
             description=row.description, sha256=row.sha256, size_bytes=row.size_bytes,
-            num_classes=row.num_classes, clean_accuracy=row.clean_accuracy,
+            num_classes=row.num_classes,
+            clean_accuracy=float(correct[public].mean()) if accepted and public.stop > 0 else row.clean_accuracy,
+            clean_accuracy_private=float(correct[private].mean()) if show_private else 0.0,
             rejection_reasons=list(row.rejection_reasons), submitted_at=row.submitted_at,
+            disqualified_reason=row.disqualified_reason,
         )
 
     async def list_defenses(self) -> list[DefenseRow]:
@@ -169,6 +205,8 @@ class Arena:
         if len(meta.description) > DESCRIPTION_MAX:
             raise BadRequest(f"metadata.description: {len(meta.description)} characters, at most {DESCRIPTION_MAX}")
         name = meta.name
+        if self.phase != OPEN:
+            raise FailedPrecondition("submissions are closed: the competition is in its final phase")
         existing = await self._io(self.store.get_defense, name)
         if existing is not None and (existing.status == DefenseStatus.ACCEPTED or existing.team != team):
             raise AlreadyExists(f"metadata.name: a defense named {name!r} already exists")
@@ -220,11 +258,13 @@ class Arena:
             submitted_at=now,
         )
         try:
-            await self._io(self.store.put_defense, row)
+            await self._io(self.store.put_defense, row, True)
+        except PhaseClosed as error:   # the final phase began while it was validated
+            raise FailedPrecondition(str(error)) from None
         except StoreError as error:
             raise AlreadyExists(f"metadata.name: {error}") from None
         if result.model is not None:
-            self.sessions.put(result.model)
+            self.registry.add(result.model)
         log.info("defense %s accepted (team %s, clean accuracy %.3f, %s)", name, team, row.clean_accuracy,
                  row.serving_mode)
         return row
@@ -238,19 +278,47 @@ class Arena:
 
     # ---------------------------------------------------------------- runs
 
-    async def start_run(self, team: str, defense: str, attack: str) -> RunState:
+    def split_for(self, role: str, requested: str | None) -> str:
+        """The split a new run attacks: the current phase's, unless the organizer names another."""
+        current = PUBLIC if self.phase == OPEN else PRIVATE
+        if requested is None or requested == current:
+            return current
+        if role != ORGANIZER:
+            raise PermissionDenied(f"split: runs attack the {current} split in the {self.phase} phase; "
+                                   f"only the organizer may attack the {requested} split now")
+        return requested
+
+    async def _account(self, team: str, defense: str, split: str) -> Account:
+        key = (team, defense, split)
+        account = self._accounts.get(key)
+        if account is None:
+            used = await self._io(self.store.account_usage, team, defense, split, self.evaluation.split_size(split))
+            account = self._accounts.setdefault(key, Account(key, used, lambda: self.budget))
+        return account
+
+    async def start_run(self, team: str, defense: str, attack: str, *, role: str = "team",
+                        split: str | None = None, config_digest: str = "") -> RunState:
         if not ATTACK_PATTERN.match(attack):
             raise BadRequest(f"attack: {attack!r} must be 1-64 characters of [A-Za-z0-9_.+-]")
+        if config_digest and not re.fullmatch(r"[0-9a-f]{64}", config_digest):
+            raise BadRequest("attack_config_digest: must be a sha256 in hex (64 characters of 0-9a-f)")
         row = await self._io(self.store.get_defense, defense)
         if row is None:
             raise NotFound(f"defense: no defense {defense!r}")
         if row.status != DefenseStatus.ACCEPTED:
             raise NotFound(f"defense: {defense!r} was rejected; nothing of it is served")
-        run = RunRow(run_id=uuid.uuid4().hex, team=team, defense=defense, attack=attack,
-                     num_samples=self.evaluation.num_samples, budget=self.config.budget,
-                     started_at=time.time(), finished_at=None)
+        if row.disqualified_reason:
+            raise FailedPrecondition(f"defense: {defense!r} was disqualified ({row.disqualified_reason})")
+        split = self.split_for(role, split)
+        size = self.evaluation.split_size(split)
+        if size == 0:
+            raise FailedPrecondition(f"split: the {split} split of this arena is empty")
+        account = await self._account(team, defense, split)
+        run = RunRow(run_id=uuid.uuid4().hex, team=team, defense=defense, attack=attack, num_samples=size,
+                     budget=self.budget, started_at=time.time(), finished_at=None, split=split,
+                     attack_config_digest=config_digest)
         await self._io(self.store.create_run, run)
-        state = RunState(run, np.zeros(run.num_samples, np.int64), np.full(run.num_samples, np.inf))
+        state = RunState(run, account, np.zeros(size, np.int64), np.full(size, np.inf))
         state.request_ids = set()
         self._runs[run.run_id] = state
         return state
@@ -266,43 +334,69 @@ class Arena:
                 raise NotFound(f"{field}: no run {run_id!r} for team {team!r}")
             state = self._runs.get(run_id)  # loaded meanwhile?
             if state is None:
-                used = await self._io(self.store.usage, run_id, row.num_samples)
+                account = await self._account(row.team, row.defense, row.split)
+                spent = await self._io(self.store.usage, run_id, row.num_samples)
                 best = await self._io(self.store.best_distances, run_id, row.num_samples)
                 ids = None if row.finished else await self._io(self.store.request_ids, run_id)
                 state = self._runs.get(run_id)
                 if state is None:
-                    state = self._runs[run_id] = RunState(row, used, best)
+                    state = self._runs[run_id] = RunState(row, account, spent, best)
                     state.request_ids = ids
         if state.row.team != team:
             raise NotFound(f"{field}: no run {run_id!r} for team {team!r}")
         return state
 
-    def run_info(self, state: RunState) -> pb.RunInfo:
+    def _split_offset(self, state: RunState) -> int:
+        return self.evaluation.split_slice(state.row.split).start
+
+    def run_info(self, state: RunState, *, detail: bool = True) -> pb.RunInfo:
         row = state.row
         if state.num_classes is None:
             defense = self.store.get_defense(row.defense)
             state.num_classes = defense.num_classes if defense else 0
-        num_classes = state.num_classes
-        return pb.RunInfo(
+        info = pb.RunInfo(
             run_id=row.run_id, defense=row.defense, attack=row.attack, team=row.team,
-            num_samples=row.num_samples, budget_per_sample=row.budget, max_batch=self.config.max_batch,
-            max_message_bytes=self.config.max_message_bytes, num_classes=num_classes, finished=row.finished,
-            queries_used=[int(v) for v in state.used], best_distances=[float(v) for v in state.best],
-            started_at=row.started_at,
+            num_samples=row.num_samples, budget_per_sample=state.budget, max_batch=self.config.max_batch,
+            max_message_bytes=self.config.max_message_bytes, num_classes=state.num_classes, finished=row.finished,
+            started_at=row.started_at, split=pb.SPLIT_PUBLIC if row.split == PUBLIC else pb.SPLIT_PRIVATE,
+            attack_config_digest=row.attack_config_digest, disqualified_reason=row.disqualified_reason,
         )
+        if detail:
+            with state.lock:
+                used = state.account.used.copy()
+                spent = state.spent.copy()
+            info.queries_used.extend(int(v) for v in used)
+            info.remaining.extend(int(v) for v in np.maximum(state.budget - used, 0))
+            info.run_queries.extend(int(v) for v in spent)
+            info.best_distances.extend(float(v) for v in state.best)
+        return info
 
     def run_samples(self, state: RunState, offset: int, limit: int) -> pb.GetRunSamplesResponse:
         n = state.num_samples
         if offset > n:
-            raise BadRequest(f"offset: {offset} is past the end of the evaluation set ({n} samples)")
+            raise BadRequest(f"offset: {offset} is past the end of the run's split ({n} samples)")
         fit_default = max(1, (DEFAULT_PAGE_BYTES - (64 << 10)) // IMAGE_BYTES)
         fit_max = max(1, (self.config.max_message_bytes - MESSAGE_SLACK) // IMAGE_BYTES)
         count = fit_default if limit == 0 else min(limit, fit_max)
-        stop = min(n, offset + count)
+        base = self._split_offset(state)
+        start, stop = base + offset, base + min(n, offset + count)
         return pb.GetRunSamplesResponse(
-            offset=offset, images=encode(self.evaluation.images[offset:stop]),
-            labels=[int(v) for v in self.evaluation.labels[offset:stop]],
+            offset=offset, images=encode(self.evaluation.images[start:stop]),
+            labels=[int(v) for v in self.evaluation.labels[start:stop]],
         )
+
+    async def list_runs(self, team: str, role: str) -> list[pb.RunInfo]:
+        rows = await self._io(self.store.list_runs)
+        out = []
+        for row in rows:
+            if role != ORGANIZER and row.team != team:
+                continue
+            out.append(pb.RunInfo(
+                run_id=row.run_id, defense=row.defense, attack=row.attack, team=row.team,
+                num_samples=row.num_samples, budget_per_sample=row.budget, finished=row.finished,
+                started_at=row.started_at, split=pb.SPLIT_PUBLIC if row.split == PUBLIC else pb.SPLIT_PRIVATE,
+                attack_config_digest=row.attack_config_digest, disqualified_reason=row.disqualified_reason))
+        return out
 
     async def finish_run(self, state: RunState) -> RunState:
         """Refuses new queries at once, waits for those in flight, then records the end durably.
@@ -338,19 +432,16 @@ class Arena:
         images = wire.decode(request.images, "images", self.config.max_batch)
         indices = wire.check_sample_indices(request.sample_indices, images.shape[0], state.num_samples)
         counts = np.bincount(indices, minlength=state.num_samples)
-        state.reserve(counts)
-        state.enter()
-        consumed = False
+        charging = Charging(state, counts)
+        charging.reserve()
         answer: dict = {}
         run_id = state.row.run_id
-        true_labels = self.evaluation.labels
+        true_labels = self.evaluation.labels[self.evaluation.split_slice(state.row.split)]
 
         def prepare(result: BatchResult) -> list:  # on the worker thread, before the group commit
-            nonlocal consumed
             with state.lock:
-                state.consume(counts)
-                consumed = True
-                remaining = (state.budget - state.used[indices]).astype("<u4")
+                charging.consume()
+                remaining = np.maximum(state.budget - state.account.used[indices], 0).astype("<u4")
             labels = result.labels.astype("<i4")
             answer["remaining"] = remaining
             ops: list = [Charge(run_id, int(s), int(c)) for s, c in zip(np.flatnonzero(counts), counts[counts > 0])]
@@ -362,13 +453,7 @@ class Arena:
                     for i, h in zip(adversarial, image_sha256(images, adversarial))]
             return ops
 
-        def rollback() -> None:
-            if consumed:
-                state.unconsume(counts)
-            else:
-                state.release(counts)
-
-        job = self._batcher(state.row.defense).submit(images, prepare, rollback)
+        job = self._batcher(state.row.defense).submit(images, prepare, charging.rollback)
         state.pending[request_id] = job
 
         def finished() -> None:
@@ -416,31 +501,35 @@ class Arena:
         run_id = state.row.run_id
         loop = asyncio.get_running_loop()
 
+        base = self._split_offset(state)
+
         def measure():
             hashes = image_sha256(images)
             known = self.store.query_labels(run_id, list(zip(indices.tolist(), hashes)))
-            return hashes, known, l2_distances(images, self._clean64[indices])
+            return hashes, known, l2_distances(images, self._clean64[base + indices])
 
         hashes, known, distances = await loop.run_in_executor(self.io_pool, measure)
         if state.finishing:  # FinishRun came in meanwhile: nothing counts after it
             raise FinishedRun(f"run_id: run {state.row.run_id!r} is finished; it takes no more adversarials")
         free = np.array([(int(s), h) in known for s, h in zip(indices, hashes)], dtype=bool)
         counts = np.bincount(indices[~free], minlength=state.num_samples)
-        state.reserve(counts)
-        state.enter()
-        consumed = False
         restore: dict[int, float] = {}
+
+        def restore_best() -> None:
+            for s, value in restore.items():
+                state.best[s] = value
+
+        charging = Charging(state, counts, on_rollback=restore_best)
+        charging.reserve()
         verdicts: list[pb.Verdict] = []
-        true_labels = self.evaluation.labels
+        true_labels = self.evaluation.labels[self.evaluation.split_slice(state.row.split)]
 
         def prepare(result: BatchResult) -> list:  # on the worker thread, before the group commit
             with state.lock:
                 return _prepare(result)
 
         def _prepare(result: BatchResult) -> list:
-            nonlocal consumed
-            state.consume(counts)
-            consumed = True
+            charging.consume()
             ops: list = [Charge(run_id, int(s), int(c)) for s, c in zip(np.flatnonzero(counts), counts[counts > 0])]
             best_here: dict[int, int] = {}
             for i, (s, h, label) in enumerate(zip(indices.tolist(), hashes, result.labels.tolist())):
@@ -471,21 +560,71 @@ class Arena:
                                              images[i].tobytes(), now))
             return ops
 
-        def rollback() -> None:
-            with state.lock:
-                if consumed:
-                    state.unconsume(counts)
-                    for s, value in restore.items():
-                        state.best[s] = value
-                else:
-                    state.release(counts)
-
-        job = self._batcher(state.row.defense).submit(images, prepare, rollback)
+        job = self._batcher(state.row.defense).submit(images, prepare, charging.rollback)
         job.when_finished(state.leave)
         await job.future
         for verdict in verdicts:
             verdict.best_distance = float(state.best[verdict.sample_index])
         return pb.SubmitAdversarialsResponse(verdicts=verdicts)
+
+    # ---------------------------------------------------------------- the competition (rules v2)
+
+    def competition(self, team: str, role: str) -> pb.Competition:
+        return pb.Competition(
+            phase=pb.PHASE_OPEN if self.phase == OPEN else pb.PHASE_FINAL, budget_per_sample=self.budget,
+            public_samples=self.evaluation.split_size(PUBLIC), private_samples=self.evaluation.split_size(PRIVATE),
+            team=team, role=pb.ROLE_ORGANIZER if role == ORGANIZER else pb.ROLE_TEAM)
+
+    @staticmethod
+    def _action(organizer: str, action: str, target: str, reason: str) -> Action:
+        reason = " ".join(reason.split())
+        if not reason:
+            raise BadRequest("reason: required (every organizer action is recorded with its reason)")
+        if len(reason) > DESCRIPTION_MAX:
+            raise BadRequest(f"reason: at most {DESCRIPTION_MAX} characters")
+        return Action(time.time(), organizer, action, target, reason)
+
+    async def set_phase(self, organizer: str, phase: str, reason: str) -> None:
+        """Open -> final closes submissions (atomically with any racing submission: see the store)
+        and points new runs at the private split. Final -> open is allowed (a mistaken switch)."""
+        if phase not in (OPEN, FINAL):
+            raise BadRequest("phase: must be PHASE_OPEN or PHASE_FINAL")
+        action = self._action(organizer, "set_phase", phase, reason)
+        await self._io(self.store.set_phase, phase, action)
+        self.phase = phase
+        log.info("phase set to %s by %s: %s", phase, organizer, action.reason)
+
+    async def set_budget(self, organizer: str, budget: int, reason: str) -> None:
+        if not 1 <= budget <= 1_000_000:
+            raise BadRequest(f"budget_per_sample: must be in [1, 1000000], got {budget}")
+        action = self._action(organizer, "set_budget", str(budget), reason)
+        await self._io(self.store.set_budget, budget, action)
+        self.budget = int(budget)
+
+    async def create_token(self, organizer: str, team: str, role: str, reason: str) -> str:
+        if not TEAM_PATTERN.match(team):
+            raise BadRequest(f"team: {team!r} must be 1-64 characters of [A-Za-z0-9_.-]")
+        if role not in ROLES:
+            raise BadRequest("role: must be ROLE_TEAM or ROLE_ORGANIZER")
+        action = self._action(organizer, "create_token", f"{team} ({role})", reason)
+        return await self._io(lambda: create_token(self.store, team, role=role, action=action))
+
+    async def revoke_tokens(self, organizer: str, team: str, reason: str) -> int:
+        if not TEAM_PATTERN.match(team):
+            raise BadRequest(f"team: {team!r} must be 1-64 characters of [A-Za-z0-9_.-]")
+        action = self._action(organizer, "revoke_tokens", team, reason)
+        return await self._io(self.store.revoke_tokens, team, action)
+
+    async def disqualify(self, organizer: str, kind: str, name: str, reason: str) -> None:
+        action = self._action(organizer, f"disqualify_{kind}", name, reason)
+        if not await self._io(self.store.disqualify, kind, name, action.reason, action):
+            raise NotFound(f"{'defense' if kind == 'defense' else 'run_id'}: no {kind} {name!r}")
+        if kind == "run" and name in self._runs:
+            state = self._runs[name]
+            state.row = replace(state.row, disqualified_reason=action.reason)
+
+    async def actions(self) -> list[Action]:
+        return await self._io(self.store.actions)
 
 
 def _rejection_message(name: str, reasons: list[str]) -> str:

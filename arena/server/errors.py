@@ -43,3 +43,15 @@ class BudgetExceeded(ArenaError):
 class Unavailable(ArenaError):
     """Transient: the client may retry (with the same request id)."""
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class PermissionDenied(ArenaError):
+    """The caller's role may not do this (a team calling an organizer-only method, or asking for
+    the private split before the final phase)."""
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class FailedPrecondition(ArenaError):
+    """The competition's state forbids it now (submissions after the final phase began, a
+    disqualified defense, an empty split)."""
+    code = grpc.StatusCode.FAILED_PRECONDITION

@@ -13,6 +13,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from arena.server.leaderboard import report_html
+from arena.server.store import OPEN, PRIVATE, PUBLIC
 from arena.server.store import Store
 
 log = logging.getLogger("arena.http")
@@ -58,7 +59,9 @@ class ReportServer:
         with self._lock:
             now = time.monotonic()
             if self._cached is None or now - self._cached[0] > self._cache_s:
-                self._cached = (now, report_html(self._store).encode("utf-8"))
+                # no token here: the public board while open, the official (private) one once final
+                split = PUBLIC if self._store.phase() == OPEN else PRIVATE
+                self._cached = (now, report_html(self._store, split).encode("utf-8"))
             return self._cached[1]
 
     def close(self) -> None:

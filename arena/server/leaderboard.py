@@ -6,18 +6,20 @@ The proto conversion lives in `arena.leaderboard_wire` (the one module knowing b
 from __future__ import annotations
 
 from arena.server.records import build_records, gallery_items
-from arena.server.store import Store
+from arena.server.store import PRIVATE, PUBLIC, Store
 from scoreboard.scoring import Leaderboard, leaderboard
 
+TITLES = {PUBLIC: "public split (provisional)", PRIVATE: "private split (official)"}
 
-def compute(store: Store) -> Leaderboard:
-    defenses, runs, evaluation = build_records(store)
+
+def compute(store: Store, split: str = PUBLIC) -> Leaderboard:
+    defenses, runs, evaluation = build_records(store, split)
     return leaderboard(defenses, runs, evaluation)
 
 
-def report_html(store: Store, title: str = "Robustness arena leaderboard") -> str:
-    """The self-contained HTML report (tables, figures, gallery of kept adversarials)."""
+def report_html(store: Store, split: str = PUBLIC, title: str = "Robustness arena leaderboard") -> str:
+    """The self-contained HTML report of one split (tables, figures, gallery of kept adversarials)."""
     from scoreboard.report import render_html
 
-    board = compute(store)
-    return render_html(board, gallery=gallery_items(store, board), title=title)
+    board = compute(store, split)
+    return render_html(board, gallery=gallery_items(store, board, split), title=f"{title}: {TITLES[split]}")

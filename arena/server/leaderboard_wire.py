@@ -10,9 +10,13 @@ from __future__ import annotations
 from protos import arena_v1_pb2 as pb
 from scoreboard.scoring import DEFAULT_RADII, AttackScore, DefenseScore, Leaderboard
 
+SPLITS = {"public": pb.SPLIT_PUBLIC, "private": pb.SPLIT_PRIVATE}
 
-def to_proto(board: Leaderboard) -> pb.GetLeaderboardResponse:
+
+def to_proto(board: Leaderboard, split: str = "public", disqualified=()) -> pb.GetLeaderboardResponse:
     return pb.GetLeaderboardResponse(
+        split=SPLITS[split],
+        disqualified=[pb.Disqualified(kind=k, name=n, team=t, reason=r) for k, n, t, r in disqualified],
         defenses=[
             pb.DefenseStanding(
                 rank=s.rank,
@@ -34,6 +38,8 @@ def to_proto(board: Leaderboard) -> pb.GetLeaderboardResponse:
                 mean_l2=a.mean_l2,
                 defenses_faced=a.defenses_faced,
                 teams=a.teams,
+                team=a.team,
+                queries=a.queries,
             )
             for a in board.attacks
         ],
@@ -63,6 +69,8 @@ def from_proto(response: pb.GetLeaderboardResponse) -> Leaderboard:
             mean_l2=a.mean_l2,
             defenses_faced=a.defenses_faced,
             teams=tuple(a.teams),
+            team=a.team,
+            queries=a.queries,
         )
         for a in response.attacks
     )

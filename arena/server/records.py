@@ -1,8 +1,10 @@
-"""The scoreboard's input records, built from the arena's store (`scoreboard.records`).
+"""The scoreboard's input records, built from the arena's store (`scoreboard.records`), per split.
 
-`build_records(store)` -> (accepted defenses, every run, the evaluation set); the scoring
-ignores unfinished runs itself. `gallery_items(store, board)` picks the report's gallery
-(clean image beside the kept adversarial) from the same store.
+`build_records(store, split)` -> (accepted defenses, the split's runs, the split's evaluation
+set), samples indexed within the split; the scoring ignores unfinished runs itself. Disqualified
+defenses and runs are left out (`disqualified(store)` lists them with their reasons).
+`gallery_items(store, board, split)` picks the report's gallery (clean image beside the kept
+adversarial) from the same store.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import numpy as np
 
 from arena.contract import IMAGE_SHAPE, DefenseStatus
 from arena.server import evaluation as evaluation_module
-from arena.server.store import Store, open_store
+from arena.server.store import PUBLIC, Store, open_store
 from scoreboard.records import DefenseRecord, EvaluationSet, RunRecord
 
 
@@ -23,29 +25,39 @@ def _store(store: Store | str | Path) -> tuple[Store, bool]:
     return open_store(store), True
 
 
-def build_records(store: Store | str | Path) -> tuple[list[DefenseRecord], list[RunRecord], EvaluationSet]:
-    """Accepted defenses (with per-sample clean correctness), all runs (with their smallest verified
-    distance per sample, +inf where none) and the evaluation set's worst-case distances.
+def split_slice(meta, split: str) -> slice:
+    """The split's samples in the store's evaluation set (public first)."""
+    public = meta.num_samples if meta.num_public is None else int(meta.num_public)
+    return slice(0, public) if split == PUBLIC else slice(public, meta.num_samples)
+
+
+def build_records(store: Store | str | Path, split: str = PUBLIC
+                  ) -> tuple[list[DefenseRecord], list[RunRecord], EvaluationSet]:
+    """Accepted, not disqualified defenses (with per-sample clean correctness on the split), the
+    split's runs that were not disqualified (with their smallest verified distance per sample,
+    +inf where none, and the queries they spent) and the split's worst-case distances.
 
     `store` is an open Store, a database URL (sqlite:///...) or a store folder."""
     store, owned = _store(store)
     try:
         meta = store.evaluation()
         if meta is None:
-            n = 0
+            n, part = 0, slice(0, 0)
             evaluation = EvaluationSet(worst_case=np.zeros(0))
         else:
-            n = meta.num_samples
-            evaluation = EvaluationSet(worst_case=np.asarray(meta.worst_case, dtype=np.float64))
+            part = split_slice(meta, split)
+            n = part.stop - part.start
+            evaluation = EvaluationSet(worst_case=np.asarray(meta.worst_case, dtype=np.float64)[part])
         defenses = [
             DefenseRecord(name=d.name, team=d.team, submitted_at=d.submitted_at,
-                          clean_correct=np.asarray(d.clean_correct, dtype=np.bool_))
-            for d in store.list_defenses() if d.status == DefenseStatus.ACCEPTED
+                          clean_correct=np.asarray(d.clean_correct, dtype=np.bool_)[part])
+            for d in store.list_defenses() if d.status == DefenseStatus.ACCEPTED and not d.disqualified_reason
         ]
         runs = [
             RunRecord(run_id=r.run_id, defense=r.defense, attack=r.attack, team=r.team, started_at=r.started_at,
-                      finished=r.finished, distances=store.best_distances(r.run_id, n))
-            for r in store.list_runs()
+                      finished=r.finished, distances=store.best_distances(r.run_id, n),
+                      queries=int(store.usage(r.run_id, n).sum()))
+            for r in store.list_runs() if r.split == split and not r.disqualified_reason
         ]
         return defenses, runs, evaluation
     finally:
@@ -53,7 +65,14 @@ def build_records(store: Store | str | Path) -> tuple[list[DefenseRecord], list[
             store.close()
 
 
-def gallery_items(store: Store, board, per_defense: int = 4) -> list:
+def disqualified(store: Store) -> list[tuple[str, str, str, str]]:
+    """(kind, name, team, reason) of every disqualified defense and run."""
+    out = [("defense", d.name, d.team, d.disqualified_reason) for d in store.list_defenses() if d.disqualified_reason]
+    out += [("run", r.run_id, r.team, r.disqualified_reason) for r in store.list_runs() if r.disqualified_reason]
+    return out
+
+
+def gallery_items(store: Store, board, split: str = PUBLIC, per_defense: int = 4) -> list:
     """The report's gallery: for each ranked defense, up to `per_defense` samples (see
     scoreboard.report.pick_gallery_samples) with the clean image and the kept adversarial."""
     from scoreboard.report import GalleryItem, pick_gallery_samples
@@ -61,6 +80,7 @@ def gallery_items(store: Store, board, per_defense: int = 4) -> list:
     if store.evaluation() is None:
         return []
     data = evaluation_module.from_store(store)
+    base = data.split_slice(split).start
     names = data.class_names
     runs = {r.run_id: r for r in store.list_runs()}
     adversarials: dict[str, dict[int, object]] = {}
@@ -83,9 +103,9 @@ def gallery_items(store: Store, board, per_defense: int = 4) -> list:
                         "no answer" if row.label < 0 else str(row.label))
                     distance = row.distance
                     attack = runs[run_id].attack if run_id in runs else ""
-            true = int(data.labels[i])
+            true = int(data.labels[base + i])
             items.append(GalleryItem(
-                defense=score.name, sample_index=int(i), clean=data.images[i],
+                defense=score.name, sample_index=int(i), clean=data.images[base + i],
                 adversarial=adversarial, true_label=names[true] if true < len(names) else str(true),
                 adversarial_label=label, distance=distance, attack=attack,
             ))

@@ -53,6 +53,10 @@ class Arena:
     def client(self, token: str | None = None) -> ArenaClient:
         return ArenaClient(self.address, token or self.alpha, timeout=60)
 
+    def new_team(self) -> str:
+        """A token of a new team (a fresh budget on every defense and split)."""
+        return create_token(self.server.arena.store, f"team-{uuid.uuid4().hex[:8]}")
+
     def stub_channel(self) -> grpc.Channel:
         return grpc.insecure_channel(self.address)
 
@@ -84,13 +88,17 @@ def arena(tmp_path_factory) -> Arena:
 
 @pytest.fixture
 def client(arena):
-    with arena.client() as c:
+    """A client of a fresh team: budgets are per team, defense and split (rules v2), so each test
+    starts with the whole budget."""
+    token = arena.new_team()
+    with arena.client(token) as c:
+        c.token = token
         yield c
 
 
 @pytest.fixture
 def run(client):
-    """A fresh run of team alpha against "tiny"."""
+    """A fresh run of a fresh team against "tiny"."""
     return client.start_run("tiny", f"test-{uuid.uuid4().hex[:8]}")
 
 

@@ -69,6 +69,10 @@ def test_boundary_labels_do_not_depend_on_the_batch(arena, resnet, defense):
 
     with arena.client() as c:
         def fresh_run():
+            # budgets are per team (rules v2): a new team, so a new budget
+            nonlocal c
+            c.close()
+            c = arena.client(arena.new_team())
             return c.start_run(defense, f"invariance-{uuid.uuid4().hex[:6]}")
 
         run = fresh_run()

@@ -55,10 +55,12 @@ def test_replayed_request_id_is_not_charged_twice(arena, client, run):
     # the same id for a different request is an error, and charges nothing
     error = rpc_error(client.predict_raw, run.run_id, x[::-1], [0, 1, 2, 3], request_id="same")
     assert error.code() == StatusCode.INVALID_ARGUMENT and "request_id" in error.details()
-    # ids are per run
+    # ids are per run; the budget is the team's, shared by its runs on the defense (rules v2)
     other = client.start_run("tiny", "replay-other")
     assert not client.predict_raw(other.run_id, x, [0, 1, 2, 3], request_id="same").replayed
-    assert list(client.get_run(run.run_id).queries_used)[:4] == [1, 1, 1, 1]
+    info = client.get_run(run.run_id)
+    assert list(info.run_queries)[:4] == [1, 1, 1, 1]
+    assert list(info.queries_used)[:4] == [2, 2, 2, 2] and list(info.remaining)[:4] == [BUDGET - 2] * 4
 
 
 def test_concurrent_duplicates_charge_once(arena, client, run):
@@ -79,7 +81,7 @@ def test_concurrent_duplicates_charge_once(arena, client, run):
     assert list(client.get_run(run.run_id).queries_used)[:8] == [1] * 8
 
 
-def test_concurrent_clients_never_overdraw(arena, run):
+def test_concurrent_clients_never_overdraw(arena, client, run):
     """Several clients hammer one run: every sample ends exactly at its budget, every accepted
     image was charged once, and refused requests charged nothing."""
     rng = np.random.default_rng(0)
@@ -89,7 +91,7 @@ def test_concurrent_clients_never_overdraw(arena, run):
 
     def worker(seed: int) -> None:
         local = np.random.default_rng(seed)
-        with arena.client() as c:
+        with arena.client(client.token) as c:
             for _ in range(40):
                 n = int(local.integers(1, 9))
                 samples = local.integers(0, 4, n)
@@ -109,7 +111,7 @@ def test_concurrent_clients_never_overdraw(arena, run):
         t.start()
     for t in threads:
         t.join()
-    with arena.client() as c:
+    with arena.client(client.token) as c:
         used = np.array(c.get_run(run.run_id).queries_used)
     assert (used <= BUDGET).all()
     assert used.tolist() == accepted.tolist()
@@ -119,7 +121,7 @@ def test_concurrent_clients_never_overdraw(arena, run):
     assert stored.tolist() == used.tolist()
 
 
-def test_merged_batches_are_group_committed(arena, run):
+def test_merged_batches_are_group_committed(arena, client, run):
     """Requests queued together run as one ORT run and their charges land in one commit."""
     import asyncio
 
@@ -133,12 +135,12 @@ def test_merged_batches_are_group_committed(arena, run):
 
     async def together():
         before = writer.stats.commits, batcher.stats.runs, batcher.stats.merged_runs
-        answers = await asyncio.gather(*(server.arena.predict("alpha", r) for r in requests))
+        answers = await asyncio.gather(*(server.arena.predict(run.team, r) for r in requests))
         return answers, before
 
     answers, (commits, runs, merged) = server.call(together())
     assert writer.stats.commits - commits == 1
     assert batcher.stats.runs - runs == 1 and batcher.stats.merged_runs - merged == 1
     assert [list(a.labels) for a in answers] == [[int(arena.labels[i])] * 2 for i in range(8)]
-    with arena.client() as c:
+    with arena.client(client.token) as c:
         assert list(c.get_run(run.run_id).queries_used)[:8] == [2] * 8

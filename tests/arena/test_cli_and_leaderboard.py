@@ -48,8 +48,8 @@ def test_leaderboard_and_report(arena, client):
     client.finish_run(run.run_id)
     board = from_proto(client.get_leaderboard())
     (tiny,) = [s for s in board.defenses if s.name == "tiny"]
-    assert "board-attack" in tiny.attacks_faced and board.num_samples == 12
-    assert any(a.attack == "board-attack" for a in board.attacks)
+    assert f"{run.team}/board-attack" in tiny.attacks_faced and board.num_samples == 12
+    assert any(a.attack == "board-attack" and a.team == run.team for a in board.attacks)
     html = client.get_report()
     assert html.startswith("<!DOCTYPE html>") and "tiny" in html
     with urllib.request.urlopen(f"http://{arena.server.http_address}/", timeout=30) as response:

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 class ServeProcess:
     def __init__(self, store: Path, data: Path, budget: int) -> None:
         cmd = [sys.executable, "-m", "arena", "serve", "--store", str(store), "--data", str(data),
-               "--eval-samples", "12", "--port", "0", "--budget", str(budget), "--max-chunk", "16",
+               "--public-samples", "12", "--private-samples", "0", "--port", "0", "--budget", str(budget), "--max-chunk", "16",
                "--grace-s", "5", "--log-level", "WARNING"]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -165,7 +165,7 @@ def arena_server(models, tmp_path_factory) -> ArenaServer:
     from arena.server import ServerConfig, start_server
 
     budget, max_batch, n = 300, 16, 8
-    config = ServerConfig(store=tmp_path_factory.mktemp("arena-store"), data="demo", eval_samples=n,
+    config = ServerConfig(store=tmp_path_factory.mktemp("arena-store"), data="demo", public_samples=n, private_samples=0,
                           host="127.0.0.1", port=0,
                           arena=ArenaConfig(budget=budget, max_batch=max_batch, latency_ms=2000.0))
     server = start_server(config)

@@ -50,14 +50,14 @@ def test_defense_table_by_hand(hand_board):
     assert b.mean_l2 == pytest.approx(8.625)
     assert b.median_l2 == pytest.approx(2.0)          # even count: mean of 1 and 3
     assert b.clean_accuracy == 1.0
-    assert b.attacks_faced == ("x", "z")
+    assert b.attacks_faced == ("green/z", "red/x")     # attacks are keyed by team and name
     # A: d = [min(1,2), min(inf,4), min(3,inf), clean misclassified 0] = [1, 4, 3, 0]; r3 unfinished
     assert (a.rank, a.name) == (2, "A")
     assert a.distances == (1.0, 4.0, 3.0, 0.0)
     assert a.mean_l2 == pytest.approx(2.0)
     assert a.median_l2 == pytest.approx(2.0)          # sorted [0, 1, 3, 4]
     assert a.clean_accuracy == 0.75
-    assert a.attacks_faced == ("x", "y")              # r3 is unfinished, r6 is against an unknown defense
+    assert a.attacks_faced == ("red/x", "red/y")              # r3 is unfinished, r6 is against an unknown defense
 
 
 def test_best_runs_name_the_run_that_found_d(hand_board):

@@ -5,7 +5,18 @@ from arena.server.store.base import Store, default_url, open_store
 from arena.server.store.blobs import BlobStore
 from arena.server.store.rows import (
     DB_NAME,
+    FINAL,
+    OPEN,
+    ORGANIZER,
+    PHASES,
+    PRIVATE,
+    PUBLIC,
+    ROLES,
     SCHEMA_VERSION,
+    SPLITS,
+    TEAM,
+    Action,
+    PhaseClosed,
     AdversarialRecord,
     AdversarialRow,
     Charge,
@@ -21,7 +32,8 @@ from arena.server.store.rows import (
 )
 
 __all__ = [
-    "DB_NAME", "SCHEMA_VERSION", "AdversarialRecord", "AdversarialRow", "BlobStore", "Charge", "DefenseRow",
+    "DB_NAME", "FINAL", "OPEN", "ORGANIZER", "PHASES", "PRIVATE", "PUBLIC", "ROLES", "SCHEMA_VERSION", "SPLITS",
+    "TEAM", "Action", "PhaseClosed", "AdversarialRecord", "AdversarialRow", "BlobStore", "Charge", "DefenseRow",
     "EvaluationMeta", "FinishRun", "QueryRecord", "RequestRecord", "RunRow", "Store", "StoreError",
     "StoredRequest", "WriteOp", "default_url", "open_store",
 ]

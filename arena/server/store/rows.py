@@ -8,12 +8,24 @@ import numpy as np
 
 from arena.contract import DefenseStatus
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2           # 2: rules v2 (splits, phases, team budgets, organizer actions)
 DB_NAME = "arena.db"
 
 
 class StoreError(RuntimeError):
     """The store cannot be opened or does not match this server's configuration."""
+
+
+class PhaseClosed(StoreError):
+    """A write that the current phase forbids (a submission after the final phase began)."""
+
+
+PUBLIC, PRIVATE = "public", "private"
+SPLITS = (PUBLIC, PRIVATE)
+OPEN, FINAL = "open", "final"
+PHASES = (OPEN, FINAL)
+TEAM, ORGANIZER = "team", "organizer"
+ROLES = (TEAM, ORGANIZER)
 
 
 # ------------------------------------------------------------------ rows
@@ -30,6 +42,7 @@ class EvaluationMeta:
     class_names: tuple[str, ...]
     images_blob: str             # sha256 of the raw float32 [N,3,64,64] bytes
     source: str                  # what --data said, for humans
+    num_public: int | None = None  # samples [0, num_public) are the public split, the rest private
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,7 @@ class DefenseRow:
     rejection_reasons: tuple[str, ...]
     serving_mode: str            # "batched" | "per_image" ("" when rejected)
     submitted_at: float
+    disqualified_reason: str = ""  # set by the organizer; the defense is hidden from the boards
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,9 @@ class RunRow:
     budget: int
     started_at: float
     finished_at: float | None
+    split: str = PUBLIC          # the evaluation split it attacks; samples are indexed within it
+    attack_config_digest: str = ""
+    disqualified_reason: str = ""
 
     @property
     def finished(self) -> bool:
@@ -80,12 +97,23 @@ class AdversarialRow:
     found_at: float
 
 
+@dataclass(frozen=True)
+class Action:
+    """An organizer's action, recorded with its time and reason (docs/rules.md section 8)."""
+    at: float
+    organizer: str
+    action: str
+    target: str
+    reason: str
+
+
 # ------------------------------------------------------------------ write operations
 
 
 @dataclass(frozen=True)
 class Charge:
-    """Adds `count` queries to (run, sample)."""
+    """Adds `count` queries to (run, sample), and to the budget account the run spends (its team,
+    defense and split), in the same transaction."""
     run_id: str
     sample: int
     count: int

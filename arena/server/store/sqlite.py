@@ -20,7 +20,12 @@ from arena.contract import DefenseStatus
 from arena.server.store.base import Store
 from arena.server.store.blobs import BlobStore
 from arena.server.store.rows import (
+    OPEN,
+    PHASES,
     SCHEMA_VERSION,
+    TEAM,
+    Action,
+    PhaseClosed,
     AdversarialRecord,
     AdversarialRow,
     Charge,
@@ -39,15 +44,24 @@ from arena.server.store.rows import (
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
-    token_sha256 TEXT PRIMARY KEY, team TEXT NOT NULL, created_at REAL NOT NULL);
+    token_sha256 TEXT PRIMARY KEY, team TEXT NOT NULL, created_at REAL NOT NULL,
+    role TEXT NOT NULL DEFAULT 'team', revoked_at REAL);
 CREATE TABLE IF NOT EXISTS defenses (
     name TEXT PRIMARY KEY, team TEXT NOT NULL, status TEXT NOT NULL, description TEXT NOT NULL,
     sha256 TEXT NOT NULL, size_bytes INTEGER NOT NULL, num_classes INTEGER NOT NULL,
     clean_accuracy REAL NOT NULL, clean_correct BLOB NOT NULL, rejection_reasons TEXT NOT NULL,
-    serving_mode TEXT NOT NULL, submitted_at REAL NOT NULL);
+    serving_mode TEXT NOT NULL, submitted_at REAL NOT NULL, disqualified_reason TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, team TEXT NOT NULL, defense TEXT NOT NULL, attack TEXT NOT NULL,
-    num_samples INTEGER NOT NULL, budget INTEGER NOT NULL, started_at REAL NOT NULL, finished_at REAL);
+    num_samples INTEGER NOT NULL, budget INTEGER NOT NULL, started_at REAL NOT NULL, finished_at REAL,
+    split TEXT NOT NULL DEFAULT 'public', attack_config_digest TEXT NOT NULL DEFAULT '',
+    disqualified_reason TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS budget_usage (
+    team TEXT NOT NULL, defense TEXT NOT NULL, split TEXT NOT NULL, sample INTEGER NOT NULL,
+    used INTEGER NOT NULL, PRIMARY KEY (team, defense, split, sample)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS actions (
+    at REAL NOT NULL, organizer TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
+    reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS usage (
     run_id TEXT NOT NULL, sample INTEGER NOT NULL, used INTEGER NOT NULL,
     PRIMARY KEY (run_id, sample)) WITHOUT ROWID;
@@ -86,12 +100,15 @@ class SqliteStore(Store):
         self._closed = False
         with self._write_lock:
             conn = self._connect()
-            conn.executescript(_SCHEMA)
+            conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is not None and int(row[0]) != SCHEMA_VERSION:
+                conn.close()
+                raise StoreError(_version_message(self.path, int(row[0])))
+            conn.executescript(_SCHEMA)
             if row is None:
                 conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) != SCHEMA_VERSION:
-                raise StoreError(f"{self.path}: schema version {row[0]}, this arena reads version {SCHEMA_VERSION}")
+                conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('phase', ?)", (OPEN,))
             self._writer = conn
 
     # -------------------------------------------------------------- connections
@@ -157,6 +174,7 @@ class SqliteStore(Store):
             class_names=tuple(d["class_names"]),
             images_blob=d["images_blob"],
             source=d["source"],
+            num_public=d.get("num_public"),
         )
 
     def init_evaluation(self, meta: EvaluationMeta) -> None:
@@ -168,37 +186,110 @@ class SqliteStore(Store):
             "class_names": list(meta.class_names),
             "images_blob": meta.images_blob,
             "source": meta.source,
+            "num_public": meta.num_public,
         })
         with self._transaction() as conn:
             conn.execute("INSERT INTO meta(key, value) VALUES ('evaluation', ?)", (value,))
 
     # -------------------------------------------------------------- tokens
 
-    def add_token(self, team: str, token_sha256: str) -> None:
+    def add_token(self, team: str, token_sha256: str, role: str = TEAM, action: Action | None = None) -> None:
         with self._transaction() as conn:
-            conn.execute("INSERT INTO tokens(token_sha256, team, created_at) VALUES (?, ?, ?)",
-                         (token_sha256, team, time.time()))
+            conn.execute("INSERT INTO tokens(token_sha256, team, created_at, role) VALUES (?, ?, ?, ?)",
+                         (token_sha256, team, time.time(), role))
+            self._record(conn, action)
 
     def team_for_token(self, token_sha256: str) -> str | None:
-        row = self._reader().execute("SELECT team FROM tokens WHERE token_sha256 = ?", (token_sha256,)).fetchone()
-        return None if row is None else row[0]
+        identity = self.token_identity(token_sha256)
+        return None if identity is None else identity[0]
+
+    def token_identity(self, token_sha256: str) -> tuple[str, str] | None:
+        row = self._reader().execute(
+            "SELECT team, role FROM tokens WHERE token_sha256 = ? AND revoked_at IS NULL", (token_sha256,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def revoke_tokens(self, team: str, action: Action | None = None) -> int:
+        with self._transaction() as conn:
+            count = conn.execute("UPDATE tokens SET revoked_at = ? WHERE team = ? AND revoked_at IS NULL",
+                                 (time.time(), team)).rowcount
+            self._record(conn, action)
+        return int(count)
+
+    # -------------------------------------------------------------- competition (rules v2)
+
+    def phase(self) -> str:
+        row = self._reader().execute("SELECT value FROM meta WHERE key = 'phase'").fetchone()
+        return OPEN if row is None else row[0]
+
+    def set_phase(self, phase: str, action: Action | None = None) -> None:
+        if phase not in PHASES:
+            raise StoreError(f"phase must be one of {PHASES}, got {phase!r}")
+        with self._transaction() as conn:
+            conn.execute("INSERT INTO meta(key, value) VALUES ('phase', ?)"
+                         " ON CONFLICT(key) DO UPDATE SET value = excluded.value", (phase,))
+            self._record(conn, action)
+
+    def budget(self) -> int | None:
+        row = self._reader().execute("SELECT value FROM meta WHERE key = 'budget'").fetchone()
+        return None if row is None else int(row[0])
+
+    def set_budget(self, budget: int, action: Action | None = None) -> None:
+        with self._transaction() as conn:
+            conn.execute("INSERT INTO meta(key, value) VALUES ('budget', ?)"
+                         " ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(int(budget)),))
+            self._record(conn, action)
+
+    def disqualify(self, kind: str, name: str, reason: str, action: Action | None = None) -> bool:
+        table, key = {"defense": ("defenses", "name"), "run": ("runs", "run_id")}[kind]
+        with self._transaction() as conn:
+            found = conn.execute(f"UPDATE {table} SET disqualified_reason = ? WHERE {key} = ?",
+                                 (reason, name)).rowcount
+            if found:
+                self._record(conn, action)
+        return bool(found)
+
+    def actions(self) -> list[Action]:
+        rows = self._reader().execute("SELECT at, organizer, action, target, reason FROM actions ORDER BY rowid")
+        return [Action(float(a), o, act, t, r) for a, o, act, t, r in rows]
+
+    @staticmethod
+    def _record(conn, action: Action | None) -> None:
+        if action is not None:
+            conn.execute("INSERT INTO actions(at, organizer, action, target, reason) VALUES (?, ?, ?, ?, ?)",
+                         (action.at, action.organizer, action.action, action.target, action.reason))
+
+    def account_usage(self, team: str, defense: str, split: str, num_samples: int) -> np.ndarray:
+        used = np.zeros(num_samples, dtype=np.int64)
+        for sample, count in self._reader().execute(
+                "SELECT sample, used FROM budget_usage WHERE team = ? AND defense = ? AND split = ?",
+                (team, defense, split)):
+            if sample < num_samples:
+                used[sample] = count
+        return used
 
     # -------------------------------------------------------------- defenses
 
-    def put_defense(self, row: DefenseRow) -> None:
-        """Inserts a defense; replaces an existing one only if it was rejected (same name)."""
+    def put_defense(self, row: DefenseRow, require_open: bool = False) -> None:
+        """Inserts a defense; replaces an existing one only if it was rejected (same name). With
+        `require_open`, refused (PhaseClosed) unless the phase is open, in the same transaction as
+        the insert: a submission racing the switch to the final phase lands before it or not at all."""
         with self._transaction() as conn:
+            if require_open:
+                phase = conn.execute("SELECT value FROM meta WHERE key = 'phase'").fetchone()
+                if phase is not None and phase[0] != OPEN:
+                    raise PhaseClosed("submissions are closed: the competition is in its final phase")
             old = conn.execute("SELECT status FROM defenses WHERE name = ?", (row.name,)).fetchone()
             if old is not None and old[0] != "rejected":
                 raise StoreError(f"defense {row.name!r} already exists")
             conn.execute(
                 "INSERT OR REPLACE INTO defenses(name, team, status, description, sha256, size_bytes, num_classes,"
-                " clean_accuracy, clean_correct, rejection_reasons, serving_mode, submitted_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " clean_accuracy, clean_correct, rejection_reasons, serving_mode, submitted_at, disqualified_reason)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (row.name, row.team, row.status, row.description, row.sha256, int(row.size_bytes),
                  int(row.num_classes), float(row.clean_accuracy),
                  np.asarray(row.clean_correct, dtype=np.bool_).tobytes(),
-                 json.dumps(list(row.rejection_reasons)), row.serving_mode, float(row.submitted_at)),
+                 json.dumps(list(row.rejection_reasons)), row.serving_mode, float(row.submitted_at),
+                 row.disqualified_reason),
             )
 
     @staticmethod
@@ -208,10 +299,11 @@ class SqliteStore(Store):
             num_classes=int(r[6]), clean_accuracy=float(r[7]),
             clean_correct=np.frombuffer(r[8], dtype=np.bool_).copy(),
             rejection_reasons=tuple(json.loads(r[9])), serving_mode=r[10], submitted_at=float(r[11]),
+            disqualified_reason=r[12],
         )
 
     _DEFENSE_COLUMNS = ("name, team, status, description, sha256, size_bytes, num_classes, clean_accuracy,"
-                        " clean_correct, rejection_reasons, serving_mode, submitted_at")
+                        " clean_correct, rejection_reasons, serving_mode, submitted_at, disqualified_reason")
 
     def get_defense(self, name: str) -> DefenseRow | None:
         r = self._reader().execute(f"SELECT {self._DEFENSE_COLUMNS} FROM defenses WHERE name = ?", (name,)).fetchone()
@@ -223,20 +315,22 @@ class SqliteStore(Store):
 
     # -------------------------------------------------------------- runs
 
-    _RUN_COLUMNS = "run_id, team, defense, attack, num_samples, budget, started_at, finished_at"
+    _RUN_COLUMNS = ("run_id, team, defense, attack, num_samples, budget, started_at, finished_at, split,"
+                    " attack_config_digest, disqualified_reason")
 
     def create_run(self, row: RunRow) -> None:
         with self._transaction() as conn:
             conn.execute(
-                f"INSERT INTO runs({self._RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO runs({self._RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (row.run_id, row.team, row.defense, row.attack, row.num_samples, row.budget,
-                 row.started_at, row.finished_at),
+                 row.started_at, row.finished_at, row.split, row.attack_config_digest, row.disqualified_reason),
             )
 
     @staticmethod
     def _run(r) -> RunRow:
         return RunRow(run_id=r[0], team=r[1], defense=r[2], attack=r[3], num_samples=int(r[4]),
-                      budget=int(r[5]), started_at=float(r[6]), finished_at=None if r[7] is None else float(r[7]))
+                      budget=int(r[5]), started_at=float(r[6]), finished_at=None if r[7] is None else float(r[7]),
+                      split=r[8], attack_config_digest=r[9], disqualified_reason=r[10])
 
     def get_run(self, run_id: str) -> RunRow | None:
         r = self._reader().execute(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
@@ -310,10 +404,16 @@ class SqliteStore(Store):
                 raise TypeError(f"unknown write operation {op!r}")
         with self._transaction() as conn:
             if charges:
+                rows = [(r, s, c) for (r, s), c in charges.items()]
                 conn.executemany(
                     "INSERT INTO usage(run_id, sample, used) VALUES (?, ?, ?)"
-                    " ON CONFLICT(run_id, sample) DO UPDATE SET used = used + excluded.used",
-                    [(r, s, c) for (r, s), c in charges.items()])
+                    " ON CONFLICT(run_id, sample) DO UPDATE SET used = used + excluded.used", rows)
+                # the same charge on the budget account the run spends (team, defense, split)
+                conn.executemany(
+                    "INSERT INTO budget_usage(team, defense, split, sample, used)"
+                    " SELECT team, defense, split, ?, ? FROM runs WHERE run_id = ?"
+                    " ON CONFLICT(team, defense, split, sample) DO UPDATE SET used = used + excluded.used",
+                    [(s, c, r) for r, s, c in rows])
             if requests:
                 conn.executemany(
                     "INSERT INTO requests(run_id, request_id, digest, labels, remaining, created_at)"
@@ -332,3 +432,13 @@ class SqliteStore(Store):
             if finishes:
                 conn.executemany("UPDATE runs SET finished_at = ? WHERE run_id = ? AND finished_at IS NULL",
                                  finishes)
+
+
+def _version_message(path: Path, found: int) -> str:
+    if found == 1:
+        return (f"{path}: this store was made under competition rules v1 (schema 1). Rules v2 need a public "
+                "and a private evaluation split, per-team budgets and phases, which its runs and evaluation set "
+                "do not have, so it cannot be migrated in place without inventing a private split. Start the v2 "
+                "competition on a new --store; the v1 store stays readable with the previous release "
+                "(`arena leaderboard --store PATH`, robustness-arena 0.1).")
+    return f"{path}: schema version {found}, this arena reads version {SCHEMA_VERSION}"

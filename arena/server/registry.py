@@ -1,0 +1,56 @@
+"""The served defenses: loading an accepted defense's ONNX file into a session (memory-bounded
+cache, `arena.inference.SessionCache`) and one micro-batcher per defense (`arena.server.batching`).
+Rows live in the store; this module only turns them into something that answers."""
+
+from __future__ import annotations
+
+from arena.contract import DefenseStatus
+from arena.inference import DefenseModel, SessionCache, make_session
+from arena.server.batching import MicroBatcher, Workers
+from arena.server.store import Store, StoreError
+from arena.server.writer import GroupCommitWriter
+
+
+class DefenseRegistry:
+    """Sessions and batchers of the accepted defenses, created on first use."""
+
+    def __init__(self, store: Store, writer: GroupCommitWriter, *, threads: int, max_chunk: int,
+                 cache_bytes: int, concurrent_runs: int, batch_wait_s: float, timeout_s: float) -> None:
+        self.store = store
+        self.writer = writer
+        self.threads = threads
+        self.max_chunk = max_chunk
+        self.concurrent_runs = concurrent_runs
+        self.batch_wait_s = batch_wait_s
+        self.timeout_s = timeout_s
+        self.pool = Workers(max(2, min(8, threads * 2)))
+        self.sessions = SessionCache(self._load, cache_bytes)
+        self.batchers: dict[str, MicroBatcher] = {}
+
+    def _load(self, name: str) -> DefenseModel:
+        row = self.store.get_defense(name)
+        if row is None or row.status != DefenseStatus.ACCEPTED:
+            raise StoreError(f"defense {name!r} is not served")
+        data = self.store.blobs.get(row.sha256)
+        return DefenseModel(name, make_session(data, self.threads), row.serving_mode, self.max_chunk, len(data))
+
+    def add(self, model: DefenseModel) -> None:
+        """A defense validation just loaded: served without loading it again."""
+        self.sessions.put(model)
+
+    def batcher(self, name: str) -> MicroBatcher:
+        batcher = self.batchers.get(name)
+        if batcher is None:
+            batcher = self.batchers[name] = MicroBatcher(
+                name, lambda: self.sessions.get(name), self.pool, self.writer,
+                run_images=self.max_chunk, max_inflight=self.concurrent_runs,
+                max_wait_s=self.batch_wait_s, timeout_s=self.timeout_s,
+            )
+        return batcher
+
+    async def drain(self) -> None:
+        for batcher in list(self.batchers.values()):
+            await batcher.drain()
+
+    def close(self) -> None:
+        self.pool.shutdown()
