@@ -138,6 +138,8 @@ class ArenaClient:
         self.defenses = pb_grpc.DefenseServiceStub(self.channel)
         self.runs = pb_grpc.RunServiceStub(self.channel)
         self.leaderboard = pb_grpc.LeaderboardServiceStub(self.channel)
+        self.competition = pb_grpc.CompetitionServiceStub(self.channel)
+        self.admin = pb_grpc.AdminServiceStub(self.channel)
         # Predict / SubmitAdversarials take requests serialised by arena.wire (one pixel copy).
         self._predict = self.channel.unary_unary(
             "/arena.v1.RunService/Predict", request_serializer=None,
@@ -185,10 +187,17 @@ class ArenaClient:
         return self._call(self.defenses.GetDefense, pb.GetDefenseRequest(name=name)).defense
 
     # ---------------------------------------------------------------- runs
-    def start_run(self, defense: str, attack: str) -> pb.RunInfo:
-        """A new run (never retried: a retry could start a second one)."""
-        request = pb.StartRunRequest(defense=defense, attack=attack)
+    def start_run(self, defense: str, attack: str, *, split: str | None = None,
+                  config_digest: str = "") -> pb.RunInfo:
+        """A new run (never retried: a retry could start a second one). `split` None: the current
+        phase's; "public" or "private" otherwise (another split than the phase's: organizer only)."""
+        request = pb.StartRunRequest(defense=defense, attack=attack, split=split_value(split),
+                                     attack_config_digest=config_digest)
         return self._call(self.runs.StartRun, request, retry=False).run
+
+    def list_runs(self) -> list[pb.RunInfo]:
+        """The caller's runs (the organizer's: all), without per-sample arrays."""
+        return list(self._call(self.runs.ListRuns, pb.ListRunsRequest()).runs)
 
     def get_run(self, run_id: str) -> pb.RunInfo:
         return self._call(self.runs.GetRun, pb.GetRunRequest(run_id=run_id)).run
@@ -235,11 +244,58 @@ class ArenaClient:
         return self._call(self.runs.FinishRun, pb.FinishRunRequest(run_id=run_id)).run
 
     # ---------------------------------------------------------------- leaderboard
-    def get_leaderboard(self) -> pb.GetLeaderboardResponse:
-        return self._call(self.leaderboard.GetLeaderboard, pb.GetLeaderboardRequest())
+    def get_leaderboard(self, split: str | None = None) -> pb.GetLeaderboardResponse:
+        """The board of `split` (None: the current phase's)."""
+        return self._call(self.leaderboard.GetLeaderboard, pb.GetLeaderboardRequest(split=split_value(split)))
 
-    def get_report(self) -> str:
-        return self._call(self.leaderboard.GetReport, pb.GetReportRequest()).html
+    def get_report(self, split: str | None = None) -> str:
+        return self._call(self.leaderboard.GetReport, pb.GetReportRequest(split=split_value(split))).html
+
+    # ---------------------------------------------------------------- the competition (rules v2)
+    def get_competition(self) -> pb.Competition:
+        return self._call(self.competition.GetCompetition, pb.GetCompetitionRequest()).competition
+
+    # organizer-only calls (PERMISSION_DENIED for a team token); none is retried
+    def set_phase(self, phase: str, reason: str) -> pb.Competition:
+        value = {"open": pb.PHASE_OPEN, "final": pb.PHASE_FINAL}.get(phase)
+        if value is None:
+            raise ValueError(f"phase must be 'open' or 'final', got {phase!r}")
+        return self._call(self.admin.SetPhase, pb.SetPhaseRequest(phase=value, reason=reason), retry=False).competition
+
+    def set_budget(self, budget: int, reason: str) -> pb.Competition:
+        request = pb.SetBudgetRequest(budget_per_sample=int(budget), reason=reason)
+        return self._call(self.admin.SetBudget, request, retry=False).competition
+
+    def create_token(self, team: str, reason: str, *, organizer: bool = False) -> str:
+        request = pb.CreateTokenRequest(team=team, reason=reason,
+                                        role=pb.ROLE_ORGANIZER if organizer else pb.ROLE_TEAM)
+        return self._call(self.admin.CreateToken, request, retry=False).token
+
+    def revoke_tokens(self, team: str, reason: str) -> int:
+        return self._call(self.admin.RevokeTokens, pb.RevokeTokensRequest(team=team, reason=reason),
+                          retry=False).revoked
+
+    def disqualify(self, reason: str, *, defense: str | None = None, run_id: str | None = None) -> None:
+        if (defense is None) == (run_id is None):
+            raise ValueError("disqualify one defense or one run")
+        request = (pb.DisqualifyRequest(defense=defense, reason=reason) if defense is not None
+                   else pb.DisqualifyRequest(run_id=run_id, reason=reason))
+        self._call(self.admin.Disqualify, request, retry=False)
+
+    def list_actions(self) -> list[pb.Action]:
+        return list(self._call(self.admin.ListActions, pb.ListActionsRequest()).actions)
+
+
+def split_value(split: str | None) -> int:
+    """"public" / "private" / None (the current phase's) -> arena.v1.Split."""
+    values = {None: pb.SPLIT_UNSPECIFIED, "public": pb.SPLIT_PUBLIC, "private": pb.SPLIT_PRIVATE}
+    if split not in values:
+        raise ValueError(f"split must be 'public' or 'private', got {split!r}")
+    return values[split]
+
+
+def split_name(value: int) -> str:
+    return {pb.SPLIT_PUBLIC: "public", pb.SPLIT_PRIVATE: "private"}.get(value, "unspecified")
 
 
 def _typed(error: grpc.RpcError, address: str) -> ArenaCallError:

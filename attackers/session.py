@@ -259,9 +259,11 @@ def attack_remote(
     progress: bool = True,
     submit_interval: float = 1.0,
     log=print,
+    split: str | None = None,
 ) -> Outcome:
     """Starts (or resumes, per the state file) a run of `attack` against `defense`, attacks,
-    submits, finishes the run. Raises SessionError / ArenaCallError with a clear message; on any
+    submits, finishes the run. `split` None attacks the current phase's split (naming another is
+    the organizer's privilege). Raises SessionError / ArenaCallError with a clear message; on any
     failure or interruption the adversarials found so far are submitted first."""
     config = SessionState(server=client.address, defense=defense, attack=repr(attack),
                           budget=-1 if budget is None else int(budget), samples=samples)
@@ -270,7 +272,7 @@ def attack_remote(
         run = client.get_run(state.run_id)
         log(f"resuming run {state.run_id} ({state.requests} requests to replay free of charge)")
     else:
-        run = _start_run(client, defense, attack)
+        run = _start_run(client, defense, attack, split)
         state.run_id = run.run_id
         state.namespace = hashlib.sha256(json.dumps(config.config(), sort_keys=True).encode()).hexdigest()[:12]
         state.save(state_path)
@@ -366,6 +368,6 @@ def check_defense(client: ArenaClient, defense: str):
     return record
 
 
-def _start_run(client: ArenaClient, defense: str, attack: Attack):
+def _start_run(client: ArenaClient, defense: str, attack: Attack, split: str | None = None):
     check_defense(client, defense)
-    return client.start_run(defense, attack.name)
+    return client.start_run(defense, attack.name, split=split)

@@ -46,10 +46,11 @@ def defense_table(board: Leaderboard) -> Table:
 
 def attack_table(board: Leaderboard) -> Table:
     """The attack table; an unranked attack shows "-" as its rank."""
-    header = ["rank", "attack", "mean l2", "defenses faced", "teams"]
+    header = ["rank", "attack", "mean l2", "defenses faced", "team", "queries"]
     total = len(board.defenses)
     rows = [
-        [str(a.rank) if a.ranked else "-", a.attack, _l2(a.mean_l2), f"{a.defenses_faced}/{total}", ", ".join(a.teams)]
+        [str(a.rank) if a.ranked else "-", a.attack, _l2(a.mean_l2), f"{a.defenses_faced}/{total}",
+         a.team or ", ".join(a.teams), str(a.queries)]
         for a in board.attacks
     ]
     return Table(header, rows, frozenset({1, 4}))
@@ -131,6 +132,8 @@ def _attack_dict(a: AttackScore) -> dict:
         "mean_l2": _json_number(a.mean_l2),
         "defenses_faced": a.defenses_faced,
         "teams": list(a.teams),
+        "team": a.team,
+        "queries": a.queries,
     }
 
 
@@ -161,8 +164,9 @@ def render_csv(board: Leaderboard, table: str = "defenses") -> str:
             for s in board.defenses
         ]
     elif table == "attacks":
-        header = ["rank", "attack", "mean_l2", "defenses_faced", "teams"]
-        rows = [[a.rank, a.attack, a.mean_l2, a.defenses_faced, ";".join(a.teams)] for a in board.attacks]
+        header = ["rank", "attack", "mean_l2", "defenses_faced", "teams", "team", "queries"]
+        rows = [[a.rank, a.attack, a.mean_l2, a.defenses_faced, ";".join(a.teams), a.team, a.queries]
+                for a in board.attacks]
     else:
         raise ValueError(f"unknown table {table!r}; choose one of {', '.join(CSV_TABLES)}")
     buffer = io.StringIO()

@@ -133,3 +133,44 @@ def small_preact_resnet(num_classes: int = 10, widths: tuple[int, ...] = (32, 64
 
 def to_bytes(model: onnx.ModelProto) -> bytes:
     return model.SerializeToString()
+
+
+def lookup_table(honest: onnx.ModelProto, images: np.ndarray, labels: np.ndarray, radius: float,
+                 num_classes: int) -> onnx.ModelProto:
+    """The exploit rules v2 close (docs/rules.md section 4): a defense that stores `images` and
+    answers their stored label for anything within `radius` (l2) of one of them, and the honest
+    model's label elsewhere. Standard operators only, deterministic, batch-invariant: it passes
+    validation. Against images it has stored, its distances are at least `radius`; against any
+    other images it is the honest model."""
+    model = onnx.ModelProto()
+    model.CopyFrom(honest)
+    graph = model.graph
+    for node in graph.node:
+        for i, name in enumerate(node.output):
+            if name == OUTPUT:
+                node.output[i] = "honest_logits"
+    stored = np.ascontiguousarray(images, dtype=np.float32).reshape(len(images), -1)
+    one_hot = np.zeros((len(labels), num_classes), np.float32)
+    one_hot[np.arange(len(labels)), labels] = 100.0
+    consts = {
+        "lut_images_t": stored.T.copy(), "lut_norms": (stored.astype(np.float64) ** 2).sum(1)[None].astype(np.float32),
+        "lut_logits": one_hot, "lut_shape": np.array([-1, stored.shape[1]], np.int64),
+        "lut_minus2": np.array(-2.0, np.float32), "lut_r2": np.array(radius ** 2, np.float32),
+    }
+    graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
+    make = helper.make_node
+    graph.node.extend([
+        make("Reshape", [INPUT, "lut_shape"], ["lut_flat"]),
+        make("MatMul", ["lut_flat", "lut_images_t"], ["lut_dot"]),                 # [N, K]
+        make("ReduceSumSquare", ["lut_flat"], ["lut_x2"], axes=[1], keepdims=1),   # [N, 1]
+        make("Mul", ["lut_dot", "lut_minus2"], ["lut_m2dot"]),
+        make("Add", ["lut_x2", "lut_m2dot"], ["lut_partial"]),
+        make("Add", ["lut_partial", "lut_norms"], ["lut_d2"]),                      # squared distances
+        make("ReduceMin", ["lut_d2"], ["lut_min"], axes=[1], keepdims=1),
+        make("ArgMin", ["lut_d2"], ["lut_nearest"], axis=1, keepdims=0),
+        make("Less", ["lut_min", "lut_r2"], ["lut_near"]),                          # [N, 1]
+        make("Gather", ["lut_logits", "lut_nearest"], ["lut_stored"], axis=0),      # [N, C]
+        make("Where", ["lut_near", "lut_stored", "honest_logits"], [OUTPUT]),
+    ])
+    onnx.checker.check_model(model, full_check=True)
+    return model

@@ -29,6 +29,8 @@ COMMANDS = (
     "defenses",
     "attack",
     "leaderboard",
+    "admin",
+    "referee",
     "demo",
     "bench",
 )

@@ -1,9 +1,12 @@
-"""`arena demo`: the whole arena, end to end, on the embedded dataset.
+"""`arena demo`: a whole competition, end to end, on the embedded dataset (docs/rules.md).
 
 Stages: generate the data; train small ResNets (natural, PGD-AT, TRADES) and a separately
 trained surrogate for the transfer attack; export the defenses to ONNX; start an arena on a
-fresh store; create team tokens; submit the defenses; run every attack against every defense at
-the rules' budget; print the leaderboard and write the HTML report.
+fresh store with a public and a private split; the operator makes the organizer's token, the
+organizer the teams'; in the open phase the defenders submit; the referee (the organizer's
+reference attacks) evaluates every defense on both splits; the organizer switches to the final
+phase (a late submission is refused); the attackers' team attacks the private split; the
+official (private) board and the provisional (public) one are printed and the report written.
 
 Training and exports are cached under --out (a folder per configuration), so a second run goes
 straight to the arena. The store is made afresh on every run: the leaderboard shows this run.
@@ -20,6 +23,8 @@ from pathlib import Path
 
 DEFENSES = ("natural", "pgd-at", "trades")
 ATTACKS = ("boundary", "hsja", "transfer-pgd")
+TEAM_ATTACKS = ("hsja", "boundary")          # the attackers' team, on the private split
+REFEREE_ATTACKS = ("hsja", "transfer-pgd")   # the organizer's reference attacks, on both splits
 SURROGATE = "surrogate"
 
 
@@ -27,11 +32,17 @@ def register(sub) -> None:
     parser = sub.add_parser("demo", help="run the whole arena end to end on the embedded dataset")
     parser.add_argument("--out", type=Path, default=Path("demo-out"),
                         help="working folder: cached checkpoints and models, the store, the report (default demo-out)")
-    parser.add_argument("--samples", type=int, default=24, help="evaluation samples the arena holds (default 24)")
-    parser.add_argument("--budget", type=int, default=1000, help="queries per sample (default 1000, the rules')")
+    parser.add_argument("--samples", type=int, default=24,
+                        help="samples of each evaluation split, public and private (default 24)")
+    parser.add_argument("--budget", type=int, default=1000,
+                        help="queries per sample, team, defense and split (default 1000, the rules')")
     parser.add_argument("--defenses", default=",".join(DEFENSES),
                         help=f"comma-separated training methods to submit (default {','.join(DEFENSES)}; also: mart)")
-    parser.add_argument("--attacks", default=",".join(ATTACKS), help=f"comma-separated attacks (default {','.join(ATTACKS)})")
+    parser.add_argument("--attacks", default=",".join(TEAM_ATTACKS),
+                        help=f"the attackers' team's attacks on the private split (default {','.join(TEAM_ATTACKS)})")
+    parser.add_argument("--referee-attacks", default=",".join(REFEREE_ATTACKS),
+                        help="the organizer's reference attacks on both splits (default "
+                             f"{','.join(REFEREE_ATTACKS)}; `arena referee` also runs boundary by default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the attacks (default 0)")
     parser.add_argument("--device", default=None, help="training device (default: cuda if available, else cpu)")
     parser.add_argument("--epochs-scale", type=float, default=1.0,
@@ -102,8 +113,9 @@ def _run(args) -> int:
         raise ValueError(f"--epochs-scale must be > 0, got {args.epochs_scale}")
     defenses = _names(args.defenses, ("natural", "pgd-at", "trades", "mart"), "defenses")
     attacks = _names(args.attacks, ATTACKS, "attacks")
+    referee_attacks = _names(args.referee_attacks, ATTACKS, "referee-attacks")
     out: Path = args.out
-    stage = _Stages(6)
+    stage = _Stages(8)
 
     stage("data: the embedded dataset (generated once, then cached)")
     from defenses.data import load_split
@@ -112,50 +124,80 @@ def _run(args) -> int:
         data = load_split("demo", split)
         print(f"  {split}: {len(data)} images, {data.num_classes} classes", flush=True)
 
-    stage(f"training: {', '.join(defenses)} and a surrogate for the transfer attack (cached per configuration)")
-    roles = defenses + ([SURROGATE] if "transfer-pgd" in attacks else [])
+    needs_surrogate = "transfer-pgd" in attacks + referee_attacks
+    stage(f"training: {', '.join(defenses)}{' and a surrogate for the transfer attack' if needs_surrogate else ''}"
+          " (cached per configuration)")
+    roles = defenses + ([SURROGATE] if needs_surrogate else [])
     folders = {role: train_role(DEMO, role, out, args.device, args.epochs_scale, args.train_size) for role in roles}
+    surrogate = folders.get(SURROGATE)
 
     stage("export: ONNX with preprocessing inside, parity-checked against torch")
     models = {role: export_role(folders[role], out) for role in defenses}
 
-    stage("arena: a fresh store, team tokens, the defenses submitted and validated")
-    from arena.server.auth import create_token
+    stage("open phase: a fresh arena, the organizer's and the teams' tokens, the defenses submitted")
     from arena.client import ArenaClient
     from arena.server import ServerConfig, start_server
+    from arena.server.auth import create_token
+    from arena.server.core import ArenaConfig
     from arena.server.store import open_store
 
     store_dir = out / "store"
-    # A fresh arena: its store and the attack clients' resume files start empty together.
-    for folder in (store_dir, out / "attack-state"):
+    # A fresh arena: its store and the clients' resume files start empty together.
+    for folder in (store_dir, out / "attack-state", out / "referee-state"):
         shutil.rmtree(folder, ignore_errors=True)
     store = open_store(store_dir)
-    try:
-        defender_token = create_token(store, "defenders")
-        attacker_token = create_token(store, "attackers")
+    try:   # the operator's bootstrap: the first organizer token comes from the store itself
+        organizer_token = create_token(store, "organizer", "organizer")
     finally:
         store.close()
-    server = start_server(ServerConfig(store=store_dir, data="demo", public_samples=args.samples, private_samples=args.samples, port=0))
+    server = start_server(ServerConfig(store=store_dir, data="demo", public_samples=args.samples,
+                                       private_samples=args.samples, port=0, arena=ArenaConfig(budget=args.budget)))
     try:
-        print(f"  serving on {server.address} (store {store_dir})", flush=True)
+        print(f"  serving on {server.address} (store {store_dir}); public and private splits of "
+              f"{args.samples} samples each, {args.budget} queries per sample, team and defense", flush=True)
+        with ArenaClient(server.address, organizer_token) as organizer:
+            defender_token = organizer.create_token("defenders", "the demo's defending team")
+            attacker_token = organizer.create_token("attackers", "the demo's attacking team")
         with ArenaClient(server.address, defender_token) as client:
             for role, model in models.items():
                 defense = client.submit_defense(model.read_bytes(), name=role, description=f"demo preset, {role}")
-                print(f"  submitted {role}: clean accuracy {defense.clean_accuracy:.1%} on {args.samples} samples", flush=True)
+                print(f"  submitted {role}: clean accuracy {defense.clean_accuracy:.1%} on the public split", flush=True)
 
-        stage(f"attacks: {', '.join(attacks)} against every defense, {args.budget} queries per sample")
-        _attack_all(server.address, attacker_token, defenses, attacks, args, folders.get(SURROGATE))
+        stage(f"referee: the organizer's reference attacks ({', '.join(referee_attacks)}) on both splits")
+        from arena.referee import Referee
 
-        stage("leaderboard")
-        report = out / "report.html"
-        with ArenaClient(server.address, attacker_token) as client:
-            board = client.get_leaderboard()
-            report.write_text(client.get_report())
+        referee = Referee(attacks=referee_attacks, surrogate=surrogate, seed=args.seed,
+                          state_dir=out / "referee-state", log=lambda m: print(f"  {m.removeprefix('referee: ')}",
+                                                                                flush=True))
+        with ArenaClient(server.address, organizer_token, timeout=120.0) as organizer:
+            referee.run(organizer, progress=sys.stderr.isatty())
+
+        stage("final phase: submissions close, runs attack the private split")
+        with ArenaClient(server.address, organizer_token) as organizer:
+            organizer.set_phase("final", "the demo's open phase is over")
+        with ArenaClient(server.address, defender_token) as client:
+            try:
+                client.submit_defense(models[defenses[0]].read_bytes(), name="late-entry")
+            except Exception as error:  # FAILED_PRECONDITION
+                print(f"  a late submission is refused: {error}", flush=True)
+
+        stage(f"attacks: the attackers' team runs {', '.join(attacks)} on the private split")
+        _attack_all(server.address, attacker_token, defenses, attacks, args, surrogate)
+
+        stage("boards: the official ranking (private split) and the provisional one (public split)")
         from arena.server.leaderboard_wire import from_proto
         from scoreboard.tables import render_text
 
-        print(render_text(from_proto(board)))
-        print(f"\nreport: {report.resolve()}")
+        with ArenaClient(server.address, attacker_token) as client:
+            official = client.get_leaderboard("private")
+            public = client.get_leaderboard("public")
+            (out / "report.html").write_text(client.get_report("private"))
+            (out / "report-public.html").write_text(client.get_report("public"))
+        print("Official board: the private split\n")
+        print(render_text(from_proto(official)))
+        print("Provisional board: the public split (what the teams saw during the open phase)\n")
+        print(render_text(from_proto(public)))
+        print(f"report: {(out / 'report.html').resolve()} (public board: {(out / 'report-public.html').resolve()})")
         print(f"total: {time.perf_counter() - stage.start:.0f} s")
     finally:
         server.stop()
@@ -163,8 +205,8 @@ def _run(args) -> int:
 
 
 def _attack_all(address: str, token: str, defenses: list[str], attacks: list[str], args, surrogate: Path | None) -> None:
-    from attackers import make_attack
     from arena.client import ArenaClient
+    from attackers import make_attack
     from attackers.session import attack_remote
 
     state_dir = args.out / "attack-state"

@@ -36,6 +36,9 @@ def register(sub) -> None:
         help="print one table as CSV: defenses (default) or attacks",
     )
     parser.add_argument("--html", type=Path, default=None, metavar="FILE", help="also write the HTML report to FILE")
+    parser.add_argument("--split", choices=("public", "private"), default=None,
+                        help="which board: public (provisional) or private (official); default: the current "
+                             "phase's (a team sees the private board from the final phase on)")
     parser.set_defaults(func=_run)
 
 
@@ -61,8 +64,8 @@ def _from_server(args):
     from arena.server.leaderboard_wire import from_proto
 
     with ArenaClient(args.server, token_from(args.token), timeout=args.timeout) as client:
-        board = from_proto(client.get_leaderboard())
-        html = client.get_report() if args.html is not None else None
+        board = from_proto(client.get_leaderboard(args.split))
+        html = client.get_report(args.split) if args.html is not None else None
     return board, html
 
 
@@ -76,12 +79,13 @@ def _from_store(args):
         raise CommandError(f"{args.store}: no arena store here (no {DB_NAME})")
     store = open_store(args.store)
     try:
-        board = compute(store)
+        split = args.split or ("public" if store.phase() == "open" else "private")
+        board = compute(store, split)
         html = None
         if args.html is not None:
             from scoreboard.report import render_html
 
-            html = render_html(board, gallery=gallery_items(store, board))
+            html = render_html(board, gallery=gallery_items(store, board, split))
     finally:
         store.close()
     return board, html

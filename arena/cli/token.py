@@ -1,7 +1,10 @@
-"""`arena token create --team NAME --store DIR`: a bearer token for a team, printed once.
+"""`arena token create --team NAME --store DIR [--organizer]`: a bearer token, printed once.
 
 Only the token's sha256 is stored; the token itself is printed to stdout and never again.
-Clients send it as `authorization: Bearer <token>` (the CLI: --token or $ARENA_TOKEN).
+Clients send it as `authorization: Bearer <token>` (the CLI: --token or $ARENA_TOKEN). This
+command writes the store directly, so it is how the operator makes the first organizer token;
+later tokens can come from the organizer over gRPC (`arena admin token create`), recorded with
+a reason.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ def register(sub) -> None:
     create = actions.add_parser("create", help="create a token for a team (printed once)")
     create.add_argument("--team", required=True, help="team name: 1-64 characters of [A-Za-z0-9_.-]")
     create.add_argument("--store", required=True, metavar="DIR", help="the arena's store folder")
+    create.add_argument("--organizer", action="store_true",
+                        help="an organizer token (phases, budget, tokens, disqualification; `arena admin`)")
     create.add_argument("--database-url", default=None, metavar="URL",
                         help="database URL (default: sqlite:///<store>/arena.db)")
     create.set_defaults(func=_create)
@@ -28,11 +33,12 @@ def _create(args) -> int:
     try:
         store = open_store(args.database_url or args.store)
         try:
-            token = create_token(store, args.team)
+            token = create_token(store, args.team, "organizer" if args.organizer else "team")
         finally:
             store.close()
     except StoreError as error:
         raise CommandError(str(error)) from None
     print(token)
-    print(f"arena token: created a token for team {args.team!r}; it is shown only this once", file=sys.stderr)
+    kind = "an organizer" if args.organizer else "a team"
+    print(f"arena token: created {kind} token for {args.team!r}; it is shown only this once", file=sys.stderr)
     return 0

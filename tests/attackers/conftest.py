@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,8 +157,18 @@ class ArenaServer:
     num_samples: int
 
 
+@pytest.fixture
+def arena_server(shared_arena_server) -> ArenaServer:
+    """The shared arena with a token of a new team: budgets are per team, defense and split
+    (rules v2), so every test starts with the whole budget."""
+    from arena.server.auth import create_token
+
+    token = create_token(shared_arena_server.server.arena.store, f"attackers-{uuid.uuid4().hex[:8]}")
+    return dataclasses.replace(shared_arena_server, token=token)
+
+
 @pytest.fixture(scope="session")
-def arena_server(models, tmp_path_factory) -> ArenaServer:
+def shared_arena_server(models, tmp_path_factory) -> ArenaServer:
     """A real arena on an ephemeral port, serving the fixture model as defense "tiny" (8 demo
     samples, budget 300, max_batch 16 so that attacks' batches get split)."""
     from arena.server.auth import create_token

@@ -103,10 +103,16 @@ def test_errors_surface_with_their_message(arena_server):
         ArenaClient("127.0.0.1:9", "token", connect_timeout=0.5)
 
 
-def test_interrupted_attack_resumes_without_paying_twice(client, arena_server, tmp_path, monkeypatch):
+def test_interrupted_attack_resumes_without_paying_twice(client, arena_server, shared_arena_server, tmp_path,
+                                                         monkeypatch):
+    from arena.server.auth import create_token
+
     attack = HopSkipJump(seed=0)
-    plain = attack_remote(client, defense="tiny", attack=attack, budget=None, samples=4,
-                          state_path=tmp_path / "plain.state", progress=False, log=lambda m: None)
+    # the uninterrupted reference runs as another team: budgets are per team (rules v2)
+    other = create_token(shared_arena_server.server.arena.store, "uninterrupted")
+    with ArenaClient(arena_server.address, other) as reference:
+        plain = attack_remote(reference, defense="tiny", attack=attack, budget=None, samples=4,
+                              state_path=tmp_path / "plain.state", progress=False, log=lambda m: None)
 
     real = ArenaClient.predict_raw
     calls = {"n": 0}

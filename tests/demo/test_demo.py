@@ -1,5 +1,6 @@
-"""`arena demo` end to end at smoke scale: every stage runs, the leaderboard and report come out,
-and a second run reuses the cached checkpoints and models."""
+"""`arena demo` end to end at smoke scale: the competition's whole life cycle runs (open phase,
+referee on both splits, final phase, the team's attacks on the private split), both boards and
+the report come out, and a second run reuses the cached checkpoints and models."""
 
 from __future__ import annotations
 
@@ -11,22 +12,31 @@ from arena.cli import main
 def test_demo_end_to_end_and_cached(tmp_path, capsys):
     out = tmp_path / "demo"
     argv = ["demo", "--out", str(out), "--epochs-scale", "0.01", "--train-size", "256", "--samples", "4",
-            "--budget", "60", "--attacks", "hsja,transfer-pgd"]
+            "--budget", "60", "--attacks", "hsja", "--referee-attacks", "hsja,transfer-pgd"]
     assert main(argv) == 0
     first = capsys.readouterr().out
-    for stage in ("[1/6] data", "[2/6] training", "[3/6] export", "[4/6] arena", "[5/6] attacks", "[6/6] leaderboard"):
+    for stage in ("[1/8] data", "[2/8] training", "[3/8] export", "[4/8] open phase", "[5/8] referee",
+                  "[6/8] final phase", "[7/8] attacks", "[8/8] boards"):
         assert stage in first
-    # Every defense is ranked, and both attacks faced all three.
-    table = first[first.index("Defenses:"):]
-    assert {"natural", "pgd-at", "trades"} <= set(re.findall(r"^\s+\d\s+(\S+)", table, flags=re.M))
-    assert re.search(r"hsja\s+\S+\s+3/3", table) and re.search(r"transfer-pgd\s+\S+\s+3/3", table)
+    assert "a late submission is refused: FAILED_PRECONDITION" in first
+    official = first[first.index("Official board"):first.index("Provisional board")]
+    public = first[first.index("Provisional board"):]
+    # Every defense is ranked on both boards; the referee's attacks faced all three on both, the
+    # attackers' team only on the private split (attacks are keyed by team and name).
+    for board in (official, public):
+        assert {"natural", "pgd-at", "trades"} <= set(re.findall(r"^\s*\d\s+(\S+)", board, flags=re.M))
+        assert re.search(r"hsja\s+\S+\s+3/3\s+organizer", board)
+        assert re.search(r"transfer-pgd\s+\S+\s+3/3\s+organizer", board)
+    assert re.search(r"hsja\s+\S+\s+3/3\s+attackers", official)
+    assert "attackers" not in public
     report = (out / "report.html").read_text()
     assert "<table" in report and "trades" in report and "data:image/png;base64" in report
+    assert "private split (official)" in report and "public split" in (out / "report-public.html").read_text()
     models = sorted(p.name for p in (out / "models").glob("*.onnx"))
     assert len(models) == 3
 
     assert main(argv) == 0
     second = capsys.readouterr().out
     assert second.count("(cached)") == 3  # no export again
-    assert "[6/6] leaderboard" in second
+    assert "[8/8] boards" in second
     assert sorted(p.name for p in (out / "models").glob("*.onnx")) == models

@@ -25,7 +25,7 @@ def test_text_has_both_tables(board):
     assert first[:5] == ["1", "trades", "defenders", f"{top.mean_l2:.3f}", f"{top.median_l2:.3f}"]
     assert f"{100 * top.clean_accuracy:.1f}%" in first
     rows = attacks.splitlines()
-    assert rows[1].split() == ["rank", "attack", "mean", "l2", "defenses", "faced", "teams"]
+    assert rows[1].split() == ["rank", "attack", "mean", "l2", "defenses", "faced", "team", "queries"]
     assert rows[-1].split()[:2] == ["-", "square"] and "1/3" in rows[-1]  # unranked
 
 

@@ -1,0 +1,83 @@
+"""The reference evaluation (docs/rules.md section 4): the organizer's own attacks against every
+accepted defense on both splits, so that every defense faces at least those attacks.
+
+`Referee.pending(client)` lists the (defense, split, attack) evaluations not yet done: those
+without a finished run of the organizer's team with that attack name. `Referee.run(client)` does
+them one by one through the ordinary client (`attackers.session.attack_remote`), as a client with
+organizer rights (the only identity that may attack the private split before the final phase).
+It is resumable: each evaluation keeps a state file under `state_dir`, so an interrupted referee
+started again replays what it already paid for (free) and carries on; finished ones are skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from arena.client import ArenaClient, split_name
+from protos import arena_v1_pb2 as pb
+
+DEFAULT_ATTACKS = ("hsja", "boundary", "transfer-pgd")
+SPLITS = ("public", "private")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    defense: str
+    split: str
+    attack: str
+
+
+@dataclass
+class Referee:
+    """The organizer's reference attacks. `surrogate` is the organizer's checkpoint for
+    transfer-pgd (None drops transfer-pgd from the attacks, with a note)."""
+
+    attacks: Sequence[str] = DEFAULT_ATTACKS
+    surrogate: Path | None = None
+    budget: int | None = None             # None: the arena's whole budget
+    seed: int = 0
+    state_dir: Path = Path("referee-state")
+    splits: Sequence[str] = SPLITS
+    log: Callable[[str], None] = print
+    done: list[tuple[Evaluation, float | None]] = field(default_factory=list)
+
+    def attack_names(self) -> list[str]:
+        names = list(self.attacks)
+        if "transfer-pgd" in names and self.surrogate is None:
+            self.log("referee: no --surrogate given: transfer-pgd is left out")
+            names.remove("transfer-pgd")
+        return names
+
+    def pending(self, client: ArenaClient) -> list[Evaluation]:
+        competition = client.get_competition()
+        sizes = {"public": competition.public_samples, "private": competition.private_samples}
+        finished = {(r.defense, split_name(r.split), r.attack) for r in client.list_runs()
+                    if r.finished and r.team == competition.team}
+        defenses = [d.name for d in client.list_defenses()
+                    if d.status == pb.DEFENSE_STATUS_ACCEPTED and not d.disqualified_reason]
+        return [Evaluation(d, s, a) for d in defenses for s in self.splits if sizes[s] > 0
+                for a in self.attack_names() if (d, s, a) not in finished]
+
+    def run(self, client: ArenaClient, progress: bool = False) -> list[tuple[Evaluation, float | None]]:
+        from attackers import make_attack
+        from attackers.session import attack_remote
+
+        if client.get_competition().role != pb.ROLE_ORGANIZER:
+            raise PermissionError("the referee needs an organizer token (`arena admin token create --organizer`)")
+        todo = self.pending(client)
+        self.log(f"referee: {len(todo)} evaluation(s) to run")
+        for ev in todo:
+            attack = make_attack(ev.attack, seed=self.seed,
+                                 surrogate=self.surrogate if ev.attack == "transfer-pgd" else None)
+            started = time.perf_counter()
+            outcome = attack_remote(client, defense=ev.defense, attack=attack, budget=self.budget, samples=None,
+                                    state_path=self.state_dir / f"{ev.defense}-{ev.split}-{ev.attack}.json",
+                                    progress=progress, log=lambda *_: None, split=ev.split)
+            mean = outcome.summary()["mean_l2"]
+            self.done.append((ev, mean))
+            self.log(f"referee: {ev.attack:>12} vs {ev.defense:<10} {ev.split:<8} mean verified l2 "
+                     f"{'-' if mean is None else f'{mean:.4f}'} ({time.perf_counter() - started:.0f} s)")
+        return self.done
