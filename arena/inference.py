@@ -8,8 +8,9 @@ Submission validation (`arena.server.validation`) checks, for every one of those
 at different positions among different neighbours, that every image's logits are bit-identical
 to its logits alone; a defense that passes is served "batched", one whose logits differ (while
 labels agree) is served "per_image" (batch size 1 only, invariant by construction).
-Measured on this project's CPU build (ORT 1.31, MLAS): conv/gemm models were bit-identical at
-every batch size 1-256 and thread count 1-4, so defenses are normally served batched.
+On this project's CPU build conv/gemm models are bit-identical at every batch size and thread
+count we measured (docs/benchmarks.md, "Design measurements"), so defenses are normally served
+batched.
 """
 
 from __future__ import annotations

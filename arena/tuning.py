@@ -2,9 +2,8 @@
 
 glibc's malloc serves allocations above its mmap threshold (128 KiB at first, adapting) with
 fresh mmaps and returns them on free, so every multi-megabyte protobuf/bytes buffer of a
-Predict request page-faults its way in again: measured here, building a 64-image ImageBatch
-took 5 ms instead of 0.16 ms. Raising the mmap and trim thresholds keeps those buffers in the
-heap and reused. Called by the server and by the benchmark's clients; a no-op off glibc.
+Predict request page-faults its way in again (30x slower to build: docs/benchmarks.md, "Design
+measurements"). Raising the mmap and trim thresholds keeps those buffers in the heap and reused. Called by the server and by the benchmark's clients; a no-op off glibc.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ import os
 import sys
 
 # OpenMP threads that spin while waiting steal the cores from other processes (the server, the
-# attack client, a second training process): measured up to 8x slower steps on a shared 2-core
-# machine. Set before torch or onnxruntime load; an explicit setting wins.
+# attack client, a second training process): several times slower steps on a shared 2-core
+# machine (docs/benchmarks.md). Set before torch or onnxruntime load; an explicit setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 COMMANDS = (

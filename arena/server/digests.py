@@ -4,9 +4,10 @@
   answered for an image of a run and sample, which makes verifying those exact bytes free
   (arena.core). Only images answered adversarial are recorded (the others can never become a
   verified adversarial), so most images of a Predict are never hashed. It must resist forged
-  collisions (two images, one digest: a free label), hence sha256 (SHA-NI: ~30 us per image).
-- `request_digest`: xxh3-128 of a Predict request's sample indices and image bytes (~2 us per
-  image). It tells a replayed request id from a reused one; a forged collision would only
+  collisions (two images, one digest: a free label), hence sha256 (with SHA-NI, the cost of
+  one image's hash is a fraction of one model run: docs/benchmarks.md).
+- `request_digest`: xxh3-128 of a Predict request's sample indices and image bytes (an order of
+  magnitude cheaper than sha256). It tells a replayed request id from a reused one; a forged collision would only
   replay an answer its sender already has, so speed wins over collision resistance.
 """
 

@@ -291,3 +291,37 @@ def test_the_referee_evaluates_every_defense_on_both_splits_once(competition, tm
         with pytest.raises(PermissionError, match="organizer token"):
             Referee(attacks=("hsja",), budget=5, state_dir=tmp_path / "red").run(red)
         assert red.list_runs() == []                                       # and spent nothing
+
+
+def test_the_organizer_cli(competition, tmp_path, capsys):
+    """`arena token create --organizer`, `arena admin ...`, `arena referee`, `arena leaderboard
+    --split` from the command line, as the README shows them."""
+    from arena.cli import main
+
+    address = competition.server.address
+    store = competition.server.arena.store.path.parent
+    assert main(["token", "create", "--team", "boss", "--organizer", "--store", str(store)]) == 0
+    boss = capsys.readouterr().out.strip()
+    admin = ["--server", address, "--token", boss]
+    assert main(["admin", "status", *admin]) == 0
+    assert "phase open" in capsys.readouterr().out
+    assert main(["admin", "token", "create", "--team", "cyan", "--reason", "registered", *admin]) == 0
+    cyan = capsys.readouterr().out.strip()
+    assert main(["admin", "status", "--server", address, "--token", cyan]) == 0
+    assert "'cyan' (team)" in capsys.readouterr().out
+    # a team token is refused every organizer command, with one clear line
+    assert main(["admin", "phase", "final", "--reason", "x", "--server", address, "--token", cyan]) == 2
+    assert "PERMISSION_DENIED" in capsys.readouterr().err
+    assert main(["referee", "--server", address, "--token", cyan, "--attacks", "hsja"]) == 2
+    assert "organizer token" in capsys.readouterr().err
+    assert main(["referee", "--attacks", "hsja", "--budget", "10", "--no-progress",
+                 "--state-dir", str(tmp_path / "ref"), *admin]) == 0
+    assert "2 evaluation(s) done" in capsys.readouterr().out
+    assert main(["admin", "phase", "final", "--reason", "deadline", *admin]) == 0
+    assert main(["admin", "actions", *admin]) == 0
+    out = capsys.readouterr().out
+    assert "set_phase" in out and "deadline" in out and "create_token" in out
+    assert main(["leaderboard", "--split", "private", "--server", address, "--token", cyan]) == 0
+    assert "boss" in capsys.readouterr().out                    # the referee's entry on the official board
+    assert main(["leaderboard", "--store", str(store), "--split", "public", "--json"]) == 0
+    assert '"team": "boss"' in capsys.readouterr().out
