@@ -25,6 +25,7 @@ SPLITS = ("public", "private")
 
 @dataclass(frozen=True)
 class Evaluation:
+    """One reference evaluation: an attack against a defense on a split."""
     defense: str
     split: str
     attack: str

@@ -20,6 +20,9 @@ from defenses.threat import NORMS, ThreatModel
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Every setting of a training run (data, model, method, schedule, device); saved with the
+    checkpoint, so a run resumes bit-exactly."""
+
     data: str = "demo"                 # "demo" (the embedded dataset) or a tiny-imagenet-200 folder
     classes: int | None = None         # None: the source's default (10 embedded, 200 Tiny ImageNet)
     train_size: int | None = None      # use only the first n training images

@@ -14,6 +14,8 @@ import torch.distributed as dist
 
 @dataclass(frozen=True)
 class Context:
+    """This process's place in a (torchrun) training job: rank, world size, local rank, device."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0

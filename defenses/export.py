@@ -37,6 +37,8 @@ class ExportError(RuntimeError):
 
 @dataclass
 class Parity:
+    """How closely the exported ONNX graph reproduces the torch model on sample images."""
+
     samples: int
     max_abs_diff: float
     labels_equal: bool

@@ -29,6 +29,8 @@ from defenses.config import TrainConfig
 
 @dataclass(frozen=True)
 class Preset:
+    """Named training settings: a base and per-role overrides (a role is a method, or e.g. the surrogate)."""
+
     name: str
     base: dict                                            # TrainConfig fields shared by every role
     roles: dict[str, dict] = field(default_factory=dict)  # role -> fields; a role is a method or e.g. "surrogate"

@@ -13,6 +13,8 @@ from defenses.data import load_split
 
 @dataclass
 class TensorSplit:
+    """A dataset split held as tensors on the training device (uint8 images, int64 labels)."""
+
     images: torch.Tensor       # uint8 [N,3,64,64]: a quarter of float32's memory, kept on the device
     labels: torch.Tensor       # int64 [N]
     class_names: tuple[str, ...]

@@ -30,6 +30,8 @@ def default_step_size(norm: str, eps: float, steps: int) -> float:
 
 @dataclass(frozen=True)
 class ThreatModel:
+    """The inner maximisation's threat model: norm, radius, step size and steps of PGD."""
+
     norm: str = "linf"
     eps: float = 8 / 255
     step_size: float = 2 / 255

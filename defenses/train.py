@@ -102,6 +102,8 @@ def _log(message: str) -> None:
 
 
 class Trainer:
+    """One training run: model, optimiser, schedule, method and data on the device; steps, evaluates
+    and checkpoints."""
     def __init__(self, config: TrainConfig, device: torch.device, ctx: distributed.Context, progress: bool) -> None:
         if config.batch_size % ctx.world_size:
             raise ValueError(f"batch size {config.batch_size} is not divisible by the {ctx.world_size} processes")

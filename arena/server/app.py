@@ -46,6 +46,9 @@ REPORT_SEND_LIMIT = 256 << 20
 
 @dataclass
 class ServerConfig:
+    """Everything `arena serve` needs: the store, the evaluation splits, the address, durability and
+    the core's settings."""
+
     store: str | Path = "arena-store"
     data: str = "demo"
     public_samples: int = 100                  # the open phase's split (docs/rules.md section 4)

@@ -46,6 +46,8 @@ FAILED_LABEL = -1
 
 @dataclass
 class BatchResult:
+    """The labels of one request's images after a model run."""
+
     labels: np.ndarray            # int32 [n]; FAILED_LABEL where the defense failed
 
 
@@ -99,6 +101,8 @@ class Job:
 
 @dataclass
 class BatcherStats:
+    """Counters of one micro-batcher (runs, images, merged runs, failures), read by tests and benchmarks."""
+
     runs: int = 0
     images: int = 0
     merged_runs: int = 0          # runs that carried more than one request
@@ -139,6 +143,8 @@ class Workers:
 
 
 class MicroBatcher:
+    """Merges concurrent requests on one defense into model runs and releases each request's labels
+    once its charges are committed (see the module docstring)."""
     def __init__(
         self,
         name: str,

@@ -88,6 +88,9 @@ MESSAGE_SLACK = 1 << 20               # room for everything but the image bytes
 
 @dataclass(frozen=True)
 class ArenaConfig:
+    """The server core's settings (`arena serve` flags): budget, batch and message limits, inference
+    and validation limits."""
+
     budget: int = DEFAULT_BUDGET      # queries per sample, team, defense and split (the store's, once set, wins)
     max_batch: int = 256              # images per Predict / SubmitAdversarials (published)
     max_chunk: int = DEFAULT_MAX_CHUNK  # largest batch handed to ORT; a power of two (arena.inference)

@@ -9,6 +9,8 @@ import grpc
 
 
 class ArenaError(Exception):
+    """Base of the domain errors; `code` is the gRPC status the transport answers with."""
+
     code = grpc.StatusCode.INTERNAL
 
 
@@ -23,10 +25,14 @@ class NotFound(ArenaError, LookupError):
 
 
 class AlreadyExists(ArenaError):
+    """A defense name that is taken (or being validated right now)."""
+
     code = grpc.StatusCode.ALREADY_EXISTS
 
 
 class FinishedRun(ArenaError):
+    """A query or verification on a run that is finished."""
+
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 

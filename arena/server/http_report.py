@@ -20,6 +20,8 @@ log = logging.getLogger("arena.http")
 
 
 class ReportServer:
+    """The live HTML report over HTTP (no token: the public board while open, the official one once
+    final), cached for a few seconds."""
     def __init__(self, store: Store, host: str, port: int, cache_s: float = 5.0) -> None:
         self._store = store
         self._cache_s = cache_s

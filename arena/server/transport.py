@@ -66,6 +66,7 @@ def _status(method):
 
 
 class DefenseServicer(pb_grpc.DefenseServiceServicer):
+    """SubmitDefense, ListDefenses, GetDefense."""
     def __init__(self, arena: Arena) -> None:
         self.arena = arena
 
@@ -87,6 +88,7 @@ class DefenseServicer(pb_grpc.DefenseServiceServicer):
 
 
 class RunServicer(pb_grpc.RunServiceServicer):
+    """StartRun, GetRun, GetRunSamples, Predict, SubmitAdversarials, FinishRun, ListRuns."""
     def __init__(self, arena: Arena) -> None:
         self.arena = arena
 
@@ -156,6 +158,7 @@ class LeaderboardServicer(pb_grpc.LeaderboardServiceServicer):
 
 
 class CompetitionServicer(pb_grpc.CompetitionServiceServicer):
+    """GetCompetition: the phase, the budget, the split sizes and the caller's role."""
     def __init__(self, arena: Arena) -> None:
         self.arena = arena
 

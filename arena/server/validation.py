@@ -45,6 +45,8 @@ _REASON_CHARS = 400
 
 @dataclass(frozen=True)
 class Limits:
+    """The limits a submission is validated against (size, per-image latency, chunk sizes, threads)."""
+
     max_bytes: int = 100 << 20
     latency_ms: float = 100.0
     max_chunk: int = 64
@@ -54,6 +56,9 @@ class Limits:
 
 @dataclass
 class Validation:
+    """The verdict on a submission: every failed rule, and for an accepted one its clean accuracy, per-
+    sample correctness and serving mode."""
+
     reasons: list[str] = field(default_factory=list)
     num_classes: int = 0
     clean_correct: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))

@@ -21,6 +21,8 @@ from arena.server.store import Store, WriteOp
 
 @dataclass
 class WriterStats:
+    """Counters of the group-commit writer (commits, operations, jobs)."""
+
     commits: int = 0
     ops: int = 0
     jobs: int = 0
@@ -34,6 +36,8 @@ class _Entry:
 
 
 class GroupCommitWriter:
+    """One thread that commits the write operations of many requests in one store transaction; a
+    request's labels are released only after its commit."""
     def __init__(self, store: Store, max_ops: int = 50_000) -> None:
         self._store = store
         self._max_ops = max_ops

@@ -15,6 +15,8 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Split:
+    """One split of a dataset as uint8 HWC images, labels and class names."""
+
     images: np.ndarray              # uint8 [N, 64, 64, 3]
     labels: np.ndarray              # int64 [N], in [0, num_classes)
     class_names: tuple[str, ...]    # human-readable, indexed by label

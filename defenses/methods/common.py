@@ -15,6 +15,9 @@ START_NOISE = 0.001
 
 @dataclass(frozen=True)
 class MethodSettings:
+    """What every training method takes: threat model, beta (TRADES, MART), BatchNorm mode during the
+    attack."""
+
     threat: ThreatModel = field(default_factory=ThreatModel)
     beta: float = 6.0          # TRADES: weight of the KL term (1/lambda); MART: lambda
     bn_mode: str = "eval"      # BatchNorm mode during the inner maximisation
@@ -26,6 +29,8 @@ class MethodSettings:
 
 @dataclass
 class StepOutput:
+    """One training step's loss and, when computed, the clean and adversarial logits."""
+
     loss: torch.Tensor
     logits: torch.Tensor | None = None       # on the clean batch, when the method computes them
     adv_logits: torch.Tensor | None = None   # on the adversarial batch

@@ -39,6 +39,8 @@ class PreActBlock(nn.Module):
 
 
 class PreActResNet(nn.Module):
+    """Pre-activation ResNet (He et al. 2016) for 64x64 inputs; with dropout and widening it is the
+    WideResNet."""
     def __init__(
         self,
         blocks: tuple[int, ...],

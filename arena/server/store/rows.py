@@ -47,6 +47,8 @@ class EvaluationMeta:
 
 @dataclass(frozen=True)
 class DefenseRow:
+    """A submission as stored: accepted or rejected, with its clean correctness per evaluation sample."""
+
     name: str
     team: str
     status: DefenseStatus        # accepted | rejected
@@ -64,6 +66,8 @@ class DefenseRow:
 
 @dataclass(frozen=True)
 class RunRow:
+    """One attack run of one team on one defense and split."""
+
     run_id: str
     team: str
     defense: str
@@ -83,6 +87,8 @@ class RunRow:
 
 @dataclass(frozen=True)
 class StoredRequest:
+    """A Predict answer kept for replay: the request's digest, labels and budgets left."""
+
     digest: bytes
     labels: np.ndarray           # int32 [n]
     remaining: np.ndarray        # uint32 [n]
@@ -90,6 +96,8 @@ class StoredRequest:
 
 @dataclass(frozen=True)
 class AdversarialRow:
+    """The closest verified adversarial of a run and sample."""
+
     sample: int
     distance: float
     label: int
@@ -152,6 +160,8 @@ class AdversarialRecord:
 
 @dataclass(frozen=True)
 class FinishRun:
+    """Marks a run finished (no more queries or verifications)."""
+
     run_id: str
     finished_at: float
 
