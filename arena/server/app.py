@@ -71,6 +71,10 @@ class ServerConfig:
     arena: ArenaConfig = field(default_factory=ArenaConfig)
 
 
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
 def _status(method):
     """Maps arena errors to status codes; everything else is INTERNAL without details."""
     @wraps(method)
@@ -264,10 +268,16 @@ class ArenaServer:
         if self._server is None:
             return
         grace = self.config.grace_s if grace is None else grace
+        deadline = loop_time() + grace
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace)
         if self.arena is not None:
-            await self.arena.drain()
+            try:  # whatever a child is doing, the grace period holds: past it, children are ended
+                await asyncio.wait_for(self.arena.drain(), max(0.0, deadline - loop_time()))
+            except asyncio.TimeoutError:
+                log.warning("grace period over: ending the arena's child processes")
+                self.arena.kill_children()
+                await self.arena.drain()
         if self._http is not None:
             self._http.close()
         self.arena.close()

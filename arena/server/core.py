@@ -30,10 +30,10 @@ import numpy as np
 
 from arena.server import images as wire
 from arena.wire import encode
-from arena.server import validation
+from arena.server import sandbox, validation
 from arena.server.batching import FAILED_LABEL, BatchResult, MicroBatcher, Workers
 from arena.server.digests import image_sha256, request_digest
-from arena.server.errors import AlreadyExists, BadRequest, FinishedRun, NotFound
+from arena.server.errors import AlreadyExists, BadRequest, Busy, FinishedRun, NotFound
 from arena.server.evaluation import EvaluationData
 from arena.contract import DEFAULT_BUDGET, IMAGE_BYTES, DefenseStatus, l2_distances
 from arena.inference import DEFAULT_MAX_CHUNK, DefenseModel, SessionCache, default_threads, make_session
@@ -49,6 +49,7 @@ from arena.server.store import (
     Store,
     StoreError,
 )
+from arena.server.workers import WorkerDefense
 from arena.server.writer import GroupCommitWriter
 from protos import arena_v1_pb2 as pb
 
@@ -74,6 +75,13 @@ class ArenaConfig:
     threads: int | None = None        # ORT intra-op threads (default: all cores)
     inference_timeout_s: float = 30.0  # a model run taking longer is a defense failure
     concurrent_runs: int = 2          # model runs in flight per defense
+    # Limits on submitted models (docs/limits.md). isolate=False runs them in this process
+    # (no limits but the latency budget and inference_timeout_s: benchmarks only).
+    isolate: bool = True              # validation and serving in child processes
+    validation_timeout_s: float = 240.0   # wall clock of one validation, loading included
+    validation_memory_mb: float = 4096.0  # address space of a validation child
+    worker_memory_mb: float = 4096.0      # address space of a serving worker (one per defense)
+    concurrent_validations: int = 2   # submissions validated at once (at most one per team)
 
     @property
     def max_message_bytes(self) -> int:
@@ -94,9 +102,13 @@ class Arena:
         threads = config.threads or default_threads()
         self._threads = threads
         self.inference_pool = Workers(max(2, min(8, threads * 2)))
-        self.validation_pool = ThreadPoolExecutor(1, thread_name_prefix="arena-validate")
+        self.validation_pool = ThreadPoolExecutor(max(1, config.concurrent_validations),
+                                                  thread_name_prefix="arena-validate")
         self.io_pool = ThreadPoolExecutor(4, thread_name_prefix="arena-io")
-        self.sessions = SessionCache(self._load_defense, int(config.session_cache_mb * (1 << 20)))
+        self.children = sandbox.Children()       # every child process, ended at shutdown
+        self.sessions = SessionCache(self._load_defense, int(config.session_cache_mb * (1 << 20)),
+                                     on_evict=_close_worker)
+        self._validating_teams: set[str] = set()
         self._batchers: dict[str, MicroBatcher] = {}
         self._runs: dict[str, RunState] = {}
         self._submitting: set[str] = set()
@@ -107,7 +119,14 @@ class Arena:
         for batcher in list(self._batchers.values()):
             await batcher.drain()
 
+    def kill_children(self) -> None:
+        """Ends every child now: validations are rejected, runs in flight fail over to Unavailable."""
+        self.children.kill_all()
+        for name in self.sessions.loaded():
+            self.sessions.evict(name)
+
     def close(self) -> None:
+        self.kill_children()
         self.inference_pool.shutdown()
         self.writer.close()
         for pool in (self.validation_pool, self.io_pool):
@@ -123,6 +142,12 @@ class Arena:
         if row is None or row.status != DefenseStatus.ACCEPTED:
             raise StoreError(f"defense {name!r} is not served")
         data = self.store.blobs.get(row.sha256)
+        if self.config.isolate:
+            return WorkerDefense(
+                name, data, row.serving_mode, self.config.max_chunk, row.num_classes,
+                capacity=max(self.config.max_batch, self.config.max_chunk), slots=max(1, self.config.concurrent_runs),
+                timeout_s=self.config.inference_timeout_s, children=self.children,
+                limits=sandbox.ChildLimits(self.config.worker_memory_mb, self._threads))
         return DefenseModel(name, make_session(data, self._threads), row.serving_mode, self.config.max_chunk, len(data))
 
     def _batcher(self, name: str) -> MicroBatcher:
@@ -174,11 +199,15 @@ class Arena:
             raise AlreadyExists(f"metadata.name: a defense named {name!r} already exists")
         if name in self._submitting:
             raise AlreadyExists(f"metadata.name: a defense named {name!r} is being validated right now")
+        if team in self._validating_teams:
+            raise Busy(f"team {team!r} already has a submission being validated; submit again once it is done")
         self._submitting.add(name)
+        self._validating_teams.add(team)
         try:
             return await self._receive_and_validate(team, name, meta.description, messages)
         finally:
             self._submitting.discard(name)
+            self._validating_teams.discard(team)
 
     async def _receive_and_validate(self, team: str, name: str, description: str, messages) -> DefenseRow:
         limit = self.config.max_upload_bytes
@@ -205,9 +234,16 @@ class Arena:
         limits = validation.Limits(max_bytes=limit, latency_ms=self.config.latency_ms,
                                    max_chunk=self.config.max_chunk, threads=self._threads)
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(
-            self.validation_pool, validation.validate, name, data, self.evaluation.images,
-            self.evaluation.labels, limits)
+        if self.config.isolate:
+            limits_in_child = sandbox.ValidationLimits(
+                self.config.validation_timeout_s, sandbox.ChildLimits(self.config.validation_memory_mb, self._threads))
+            result = await loop.run_in_executor(
+                self.validation_pool, sandbox.validate_in_child, name, data, self.evaluation.images,
+                self.evaluation.labels, limits, limits_in_child, self.children)
+        else:
+            result = await loop.run_in_executor(
+                self.validation_pool, validation.validate, name, data, self.evaluation.images,
+                self.evaluation.labels, limits)
         if not result.accepted:
             row = self._rejected(name, team, description, digest, len(data), result.reasons, now)
             await self._io(self.store.put_defense, row)
@@ -225,6 +261,9 @@ class Arena:
             raise AlreadyExists(f"metadata.name: {error}") from None
         if result.model is not None:
             self.sessions.put(result.model)
+        elif self.config.isolate:  # start its worker now, not on the first Predict
+            warm = loop.run_in_executor(self.io_pool, self.sessions.get, name)
+            warm.add_done_callback(lambda f: f.cancelled() or f.exception())
         log.info("defense %s accepted (team %s, clean accuracy %.3f, %s)", name, team, row.clean_accuracy,
                  row.serving_mode)
         return row
@@ -486,6 +525,12 @@ class Arena:
         for verdict in verdicts:
             verdict.best_distance = float(state.best[verdict.sample_index])
         return pb.SubmitAdversarialsResponse(verdicts=verdicts)
+
+
+def _close_worker(model) -> None:
+    close = getattr(model, "close", None)   # a WorkerDefense ends its child; in-process: nothing
+    if close is not None:
+        close()
 
 
 def _rejection_message(name: str, reasons: list[str]) -> str:
