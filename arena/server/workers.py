@@ -136,10 +136,14 @@ class WorkerDefense:
         self._lock = threading.Lock()
         self._child: _Child | None = None
         self._closed = False
-        self.restarts = 0
+        self.spawns = 0
         self.start()
 
     # ---------------------------------------------------------------- lifecycle
+
+    @property
+    def restarts(self) -> int:
+        return max(0, self.spawns - 1)
 
     @property
     def pid(self) -> int | None:
@@ -155,8 +159,8 @@ class WorkerDefense:
                 return
             if self._child is not None:
                 self._end(self._child)
-                self.restarts += 1
             self._child = self._spawn()
+            self.spawns += 1
 
     def _spawn(self) -> _Child:
         try:
