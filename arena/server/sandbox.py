@@ -5,7 +5,9 @@ may allocate without bound, loop for ever or crash on it. So the arena never loa
 process. Every child is started by `spawn_child`:
 
 - a fresh interpreter (`python -c BOOT`, nothing inherited from the server's threads), in a new
-  session, so that killing its process group ends it and anything it started;
+  session, so that killing its process group ends it and anything it started; it is killed
+  by the kernel when the server dies (PR_SET_PDEATHSIG; note: when the thread that started it
+  ends, which for the arena's long-lived pool threads means at shutdown);
 - address-space limit (RLIMIT_AS) and no core files, set by BOOT before anything else is
   imported, so ONNX Runtime and numpy load under the limit; an allocation past it fails inside
   the child (ORT raises, numpy raises MemoryError), never in the server;
@@ -41,7 +43,10 @@ _ALLOC_MARKERS = ("bad_alloc", "failed to allocate", "memoryerror", "cannot allo
 
 # Runs first in every child: limits, then the entry point (module:function) named in argv.
 BOOT = r"""
-import os, resource, sys
+import ctypes, os, resource, signal, sys
+ctypes.CDLL(None).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG: ended with the server, even by kill -9
+if os.getppid() != int(sys.argv[3]):
+    os._exit(1)
 limit = int(sys.argv[1])
 if limit > 0:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -110,7 +115,7 @@ def spawn_child(entry: str, limits: ChildLimits, children: Children | None = Non
     """Starts `entry` ("module:function") in a limited child. Returns (process, stderr file)."""
     stderr = tempfile.TemporaryFile(prefix="arena-child-")
     proc = subprocess.Popen(
-        [sys.executable, "-c", BOOT, str(limits.memory_bytes), entry],
+        [sys.executable, "-c", BOOT, str(limits.memory_bytes), entry, str(os.getpid())],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, close_fds=True, pass_fds=pass_fds,
         start_new_session=True, env=child_env(limits),
     )

@@ -262,3 +262,20 @@ def _quietly(address, token, model) -> None:
             c.submit_defense(model, "forever")
     except grpc.RpcError:
         pass
+
+
+def test_serve_flags_set_the_limits(tmp_path, capsys):
+    from arena.cli import build_parser, main
+    from arena.cli.serve import config_from_args
+
+    args = build_parser().parse_args([
+        "serve", "--store", str(tmp_path), "--validation-timeout-s", "60", "--validation-memory-mb", "2048",
+        "--worker-memory-mb", "1536", "--concurrent-validations", "3", "--latency-ms", "40"])
+    arena = config_from_args(args).arena
+    assert (arena.isolate, arena.validation_timeout_s, arena.validation_memory_mb, arena.worker_memory_mb,
+            arena.concurrent_validations, arena.latency_ms) == (True, 60.0, 2048.0, 1536.0, 3, 40.0)
+    assert config_from_args(build_parser().parse_args(["serve", "--store", "x", "--in-process"])).arena.isolate is False
+    for bad in (["--worker-memory-mb", "100"], ["--validation-timeout-s", "0"], ["--concurrent-validations", "0"]):
+        assert main(["serve", "--store", str(tmp_path), *bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and bad[0] in err[0], err
