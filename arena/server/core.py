@@ -61,6 +61,7 @@ REQUEST_ID_MAX = 128
 DESCRIPTION_MAX = 1000
 DEFAULT_PAGE_BYTES = 4 << 20          # GetRunSamples(limit=0) fits gRPC's default receive limit
 MESSAGE_SLACK = 1 << 20               # room for everything but the image bytes
+VALIDATION_NICE = 10                  # validations yield the cores to serving
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,8 @@ class Arena:
         loop = asyncio.get_running_loop()
         if self.config.isolate:
             limits_in_child = sandbox.ValidationLimits(
-                self.config.validation_timeout_s, sandbox.ChildLimits(self.config.validation_memory_mb, self._threads))
+                self.config.validation_timeout_s,
+                sandbox.ChildLimits(self.config.validation_memory_mb, self._threads, nice=VALIDATION_NICE))
             result = await loop.run_in_executor(
                 self.validation_pool, sandbox.validate_in_child, name, data, self.evaluation.images,
                 self.evaluation.labels, limits, limits_in_child, self.children)

@@ -4,16 +4,17 @@ A submitted ONNX file is untrusted code (docs/rules.md section 3, docs/limits.md
 may allocate without bound, loop for ever or crash on it. So the arena never loads one in its own
 process. Every child is started by `spawn_child`:
 
-- a fresh interpreter (`python -c BOOT`, nothing inherited from the server's threads), in a new
-  session, so that killing its process group ends it and anything it started; it is killed
+- a fresh interpreter (`python -c BOOT`, nothing inherited from the server's threads), in its
+  own process group, so that killing the group ends it and anything it started (the same
+  session: it shares the server's scheduler autogroup, as in-process inference would); it is killed
   by the kernel when the server dies (PR_SET_PDEATHSIG; note: when the thread that started it
   ends, which for the arena's long-lived pool threads means at shutdown);
 - address-space limit (RLIMIT_AS) and no core files, set by BOOT before anything else is
   imported, so ONNX Runtime and numpy load under the limit; an allocation past it fails inside
   the child (ORT raises, numpy raises MemoryError), never in the server;
-- one thread for the BLAS/OpenMP pools and two malloc arenas (each glibc arena reserves 64 MiB
-  of address space: they would eat the limit without using memory);
-- its stderr to an anonymous file, whose tail names what went wrong when it dies.
+- one thread for the BLAS/OpenMP pools (ONNX Runtime's own pool is sized by `threads`);
+- its stderr to an anonymous file, whose tail names what went wrong when it dies;
+- validations at niceness +10, so that serving keeps its share of the cores meanwhile.
 
 `validate_in_child` runs the whole of `arena.server.validation.validate` in such a child under a
 wall-clock limit, and turns every way it can end (verdict, time-out, allocation failure, signal)
@@ -47,6 +48,7 @@ import ctypes, os, resource, signal, sys
 ctypes.CDLL(None).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG: ended with the server, even by kill -9
 if os.getppid() != int(sys.argv[3]):
     os._exit(1)
+os.nice(int(sys.argv[4]))
 limit = int(sys.argv[1])
 if limit > 0:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -60,10 +62,12 @@ getattr(importlib.import_module(module), function)()
 @dataclass(frozen=True)
 class ChildLimits:
     """What a child may use. memory_mb: address space (0: unlimited); threads: ONNX Runtime's
-    intra-op threads (its pools are the only threads that scale with the model)."""
+    intra-op threads (its pools are the only threads that scale with the model); nice: added
+    to its scheduling niceness."""
 
     memory_mb: float = 4096.0
     threads: int = 1
+    nice: int = 0                 # validations run at a lower priority than serving
 
     @property
     def memory_bytes(self) -> int:
@@ -105,7 +109,7 @@ class Children:
 def child_env(limits: ChildLimits) -> dict[str, str]:
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1",
-               MALLOC_ARENA_MAX="2", ARENA_CHILD_MEMORY_MB=str(int(limits.memory_mb)))
+               ARENA_CHILD_MEMORY_MB=str(int(limits.memory_mb)))
     env["PYTHONPATH"] = _ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
@@ -115,9 +119,9 @@ def spawn_child(entry: str, limits: ChildLimits, children: Children | None = Non
     """Starts `entry` ("module:function") in a limited child. Returns (process, stderr file)."""
     stderr = tempfile.TemporaryFile(prefix="arena-child-")
     proc = subprocess.Popen(
-        [sys.executable, "-c", BOOT, str(limits.memory_bytes), entry, str(os.getpid())],
+        [sys.executable, "-c", BOOT, str(limits.memory_bytes), entry, str(os.getpid()), str(limits.nice)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, close_fds=True, pass_fds=pass_fds,
-        start_new_session=True, env=child_env(limits),
+        process_group=0, env=child_env(limits),
     )
     if children is not None:
         try:

@@ -11,10 +11,11 @@ in-process one.
 Transport. One slot per concurrent model run (the batcher's `max_inflight`). Each slot owns two
 regions of one anonymous shared file (memfd, mapped by both processes; no name to leak, no
 resource tracker, freed with the last mapping): `capacity` input images and `capacity` rows of
-logits. A run copies its images into the slot, sends 8 bytes (slot, count) down the child's
-stdin, and waits for a 16-byte answer (slot, status, rows, classes) on its stdout; the logits
-are read from the slot and labelled by `arena.contract.labels_from_logits` here (non-finite
-logits are failures). Nothing is pickled.
+logits, and two pipes. A run copies its images into the slot, writes 8 bytes (slot, count) to
+the slot's request pipe, where the child's thread for that slot waits, and polls the slot's
+answer pipe for 16 bytes (slot, status, rows, classes): no thread in between on either side.
+The logits are read from the slot and labelled here by `arena.contract.labels_from_logits`
+(non-finite logits are failures). Nothing is pickled. The child ends when its stdin closes.
 
 Failures. A run that gets no answer within `timeout_s` kills the child (it may be stuck inside
 one operator, beyond RunOptions.terminate) and raises `DefenseFailure`: the batcher answers
@@ -31,6 +32,7 @@ import logging
 import mmap
 import os
 import queue
+import select
 import struct
 import subprocess
 import sys
@@ -61,42 +63,52 @@ class _WorkerLost(RuntimeError):
 
 
 class _Child:
-    """One running worker process and the thread that reads its answers."""
+    """One running worker process: per slot, a request pipe (ours to write) and an answer pipe
+    (ours to read, polled by the run waiting on it: no reader thread, no hand-over)."""
 
-    def __init__(self, proc: subprocess.Popen, stderr, slots: int) -> None:
+    def __init__(self, proc: subprocess.Popen, stderr, requests: list[int], answers: list[int]) -> None:
         self.proc = proc
         self.stderr = stderr
-        self.answers: list[tuple[int, int, int] | None] = [None] * slots
-        self.events = [threading.Event() for _ in range(slots)]
+        self.requests = requests
+        self.answers = answers
+        self.polls = []
+        for fd in answers:
+            poll = select.poll()
+            poll.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+            self.polls.append(poll)
         self.alive = True
-        self.blamed: int | None = None        # the slot whose time-out killed it
-        self.send_lock = threading.Lock()
+        self.blamed: int | None = None        # the slot whose time-out ended it
+        self.users = 0                        # runs using its pipes (closed when the last leaves)
+        self.closed = False
 
-    def start_reader(self, name: str) -> None:
-        threading.Thread(target=self._read, name=f"arena-worker-{name}", daemon=True).start()
+    def close_pipes(self) -> None:
+        if not self.closed:
+            self.closed = True
+            for fd in self.requests + self.answers:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
-    def _read(self) -> None:
-        stdout = self.proc.stdout
-        try:
-            while True:
-                raw = stdout.read(_ANSWER.size)
-                if len(raw) < _ANSWER.size:
-                    break
-                slot, status, rows, classes = _ANSWER.unpack(raw)
-                if slot >= len(self.events):
-                    break                       # nonsense from the child: treat as dead
-                self.answers[slot] = (status, rows, classes)
-                self.events[slot].set()
-        except (OSError, ValueError):
-            pass
-        self.alive = False
-        for event in self.events:
-            event.set()
-
-    def send(self, slot: int, count: int) -> None:
-        with self.send_lock:
-            self.proc.stdin.write(_REQUEST.pack(slot, count))
-            self.proc.stdin.flush()
+    def answer(self, slot: int, timeout_s: float) -> tuple[int, int, int] | None:
+        """(status, rows, classes); None if the child is gone; raises TimeoutError."""
+        fd, raw = self.answers[slot], b""
+        deadline = time.monotonic() + timeout_s
+        while len(raw) < _ANSWER.size:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.polls[slot].poll(left * 1e3 + 1):
+                if time.monotonic() >= deadline:
+                    raise TimeoutError
+                continue
+            try:
+                chunk = os.read(fd, _ANSWER.size - len(raw))
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            raw += chunk
+        answer_slot, status, rows, classes = _ANSWER.unpack(raw)
+        return (status, rows, classes) if answer_slot == slot else None
 
 
 class WorkerDefense:
@@ -163,14 +175,22 @@ class WorkerDefense:
             self.spawns += 1
 
     def _spawn(self) -> _Child:
+        pipes = [(os.pipe(), os.pipe()) for _ in range(self._slots)]   # (request r, w), (answer r, w)
+        theirs = [fd for (req, ans) in pipes for fd in (req[0], ans[1])]
         try:
             proc, stderr = spawn_child("arena.server.workers:worker_child", self._limits, self._children,
-                                       pass_fds=(self._fd,))
+                                       pass_fds=(self._fd, *theirs))
         except (RuntimeError, OSError) as error:
+            for (req, ans) in pipes:
+                for fd in (*req, *ans):
+                    os.close(fd)
             raise Unavailable(f"defense {self.name!r} is not available right now ({error}); retry") from None
-        child = _Child(proc, stderr, self._slots)
-        header = struct.pack("<IIIIIII", self._fd, self._slots, self.capacity, self.num_classes,
-                             self.max_chunk, self._limits.threads, len(self._data))
+        for fd in theirs:
+            os.close(fd)
+        child = _Child(proc, stderr, [req[1] for req, _ in pipes], [ans[0] for _, ans in pipes])
+        fds = [self._fd, *theirs]
+        header = struct.pack(f"<IIIIII{len(fds)}I", self._slots, self.capacity, self.num_classes,
+                             self.max_chunk, self._limits.threads, len(self._data), *fds)
         mode = self.mode.encode()
         try:
             proc.stdin.write(header + struct.pack("<I", len(mode)) + mode + self._data)
@@ -184,14 +204,12 @@ class WorkerDefense:
             log.error("worker of defense %s could not start (%s): %s", self.name, describe_exit(proc.returncode),
                       detail)
             raise Unavailable(f"defense {self.name!r} is not available right now (its worker did not start); retry")
-        child.start_reader(self.name)
         return child
 
     def _end(self, child: _Child) -> None:
+        """Kills the child; its pipes are closed once no run uses them (runs polling them see EOF)."""
         kill(child.proc)
         child.alive = False
-        for event in child.events:
-            event.set()
         if self._children is not None:
             self._children.discard(child.proc)
         for stream in (child.proc.stdin, child.proc.stdout):
@@ -200,6 +218,8 @@ class WorkerDefense:
             except OSError:
                 pass
         child.stderr.close()
+        if child.users == 0:
+            child.close_pipes()
 
     def close(self) -> None:
         with self._lock:
@@ -236,31 +256,38 @@ class WorkerDefense:
 
     def _run(self, slot: int, images: np.ndarray) -> np.ndarray:
         self.start()
-        child = self._child
-        if child is None:
-            raise _WorkerLost("the worker is gone")
+        with self._lock:
+            child = self._child
+            if child is None or not child.alive:
+                raise _WorkerLost("the worker is gone")
+            child.users += 1
+        try:
+            return self._run_on(child, slot, images)
+        finally:
+            with self._lock:
+                child.users -= 1
+                if child.users == 0 and not child.alive:
+                    child.close_pipes()
+
+    def _run_on(self, child: _Child, slot: int, images: np.ndarray) -> np.ndarray:
         n = images.shape[0]
         self._inputs[slot][:n] = images
-        event = child.events[slot]
-        event.clear()
-        child.answers[slot] = None
         try:
-            child.send(slot, n)
-        except (OSError, ValueError):
-            self._lost(child)
-            raise _WorkerLost(f"the worker of defense {self.name!r} died") from None
-        if not event.wait(self.timeout_s):
+            os.write(child.requests[slot], _REQUEST.pack(slot, n))
+            answer = child.answer(slot, self.timeout_s)
+        except TimeoutError:
             child.blamed = slot
             log.warning("defense %s: no answer within %.3g s; ending its worker", self.name, self.timeout_s)
             self._lost(child)
-            raise DefenseFailure(f"no answer within {self.timeout_s:g} s")
-        answer = child.answers[slot]
+            raise DefenseFailure(f"no answer within {self.timeout_s:g} s") from None
+        except OSError:
+            answer = None
         if answer is None:
             self._lost(child)
             if child.blamed is not None and child.blamed != slot:
                 raise _WorkerLost("the worker was ended for another run's time-out")
             how = describe_exit(child.proc.poll())
-            detail = tail(child.stderr)
+            detail = tail(child.stderr) if not child.stderr.closed else ""
             kind = "out of memory" if is_allocation_failure(detail) else "crashed"
             log.warning("defense %s: worker %s (%s) %s", self.name, kind, how, detail)
             raise _WorkerLost(f"the worker {kind} ({how})")
@@ -273,23 +300,23 @@ class WorkerDefense:
     def _lost(self, child: _Child) -> None:
         with self._lock:
             if self._child is child:
-                self._end(child)
                 self._child = None
+            if child.alive:
+                self._end(child)
 
 
 def _read_exact(stream, size: int, timeout_s: float) -> bytes:
     """Reads `size` bytes from a pipe within timeout_s (the worker's hello)."""
-    import select
-
     fd = stream.fileno()
+    poll = select.poll()
+    poll.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
     out = b""
     deadline = time.monotonic() + timeout_s
     while len(out) < size:
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("no answer")
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
+        if not poll.poll(left * 1e3 + 1):
             continue
         chunk = os.read(fd, size - len(out))
         if not chunk:
@@ -303,11 +330,13 @@ def _read_exact(stream, size: int, timeout_s: float) -> bytes:
 
 def worker_child() -> None:
     """Reads its set-up and the model from stdin, loads the session, then serves runs: one
-    thread per slot, answers written under a lock on the real stdout."""
+    thread per slot, each reading its request pipe and writing its answer pipe. Ends when stdin
+    closes (the server went away)."""
     out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
     stdin = sys.stdin.buffer
-    fd, slots, capacity, num_classes, max_chunk, threads, size = struct.unpack("<IIIIIII", _read(stdin, 28))
+    slots, capacity, num_classes, max_chunk, threads, size = struct.unpack("<IIIIII", _read(stdin, 24))
+    fd, *fds = struct.unpack(f"<{1 + 2 * slots}I", _read(stdin, 4 * (1 + 2 * slots)))
     (mode_len,) = struct.unpack("<I", _read(stdin, 4))
     mode = _read(stdin, mode_len).decode()
     data = _read(stdin, size)
@@ -323,17 +352,19 @@ def worker_child() -> None:
               .reshape(capacity, *IMAGE_SHAPE) for k in range(slots)]
     outputs = [np.frombuffer(shared, np.float32, capacity * num_classes, k * (in_bytes + out_bytes) + in_bytes)
                for k in range(slots)]
-    write_lock = threading.Lock()
-    queues = [queue.SimpleQueue() for _ in range(slots)]
 
-    def answer(slot: int, status: int, rows: int, classes: int) -> None:
-        with write_lock:
-            out.write(_ANSWER.pack(slot, status, rows, classes))
-
-    def serve(slot: int) -> None:
+    def serve(slot: int, requests: int, answers: int) -> None:
         while True:
-            n = queues[slot].get()
+            raw = b""
+            while len(raw) < _REQUEST.size:
+                chunk = os.read(requests, _REQUEST.size - len(raw))
+                if not chunk:
+                    os._exit(0)
+                raw += chunk
+            _, n = _REQUEST.unpack(raw)
             try:
+                if not 0 < n <= capacity:
+                    raise ValueError(f"{n} images in a slot of {capacity}")
                 logits = model.logits(inputs[slot][:n])
                 rows, classes = logits.shape
                 if logits.dtype != np.float32 or rows * classes > capacity * num_classes:
@@ -342,20 +373,14 @@ def worker_child() -> None:
             except Exception as error:
                 print(f"run failed: {type(error).__name__}: {' '.join(str(error).split())[:300]}",
                       file=sys.stderr, flush=True)
-                answer(slot, FAILED, 0, 0)
+                os.write(answers, _ANSWER.pack(slot, FAILED, 0, 0))
                 continue
-            answer(slot, OK, rows, classes)
+            os.write(answers, _ANSWER.pack(slot, OK, rows, classes))
 
     for k in range(slots):
-        threading.Thread(target=serve, args=(k,), daemon=True).start()
+        threading.Thread(target=serve, args=(k, fds[2 * k], fds[2 * k + 1]), daemon=True).start()
     out.write(_HELLO.pack(READY))
-    while True:
-        raw = stdin.read(_REQUEST.size)
-        if len(raw) < _REQUEST.size:
-            break
-        slot, n = _REQUEST.unpack(raw)
-        if slot < slots and 0 < n <= capacity:
-            queues[slot].put(n)
+    stdin.read()                        # until the server closes it or dies
     os._exit(0)
 
 

@@ -52,7 +52,7 @@ def _children_of(pid: int) -> list[int]:
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if b"arena.server." in b" ".join(argv) and argv[-2:-1] == [str(pid).encode()] and state != "Z":
+        if len(argv) > 5 and argv[4].startswith(b"arena.server.") and argv[5] == str(pid).encode() and state != "Z":
             out.append(int(entry.name))
     return out
 
