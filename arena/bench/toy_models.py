@@ -220,3 +220,22 @@ def hangs_on_marker(num_classes: int = 10, seed: int = 0, always: bool = False) 
     )
     g.node("Loop", [trips, g.const(np.array(True), "cond"), logits], body=body)
     return g.model(g.nodes[-1].output[0], num_classes)
+
+
+def einsum_hang(num_classes: int = 10, seed: int = 0) -> onnx.ModelProto:
+    """tiny_cnn whose logits get a term from an Einsum with the equation "....->i": ONNX shape
+    inference loops for ever on it (onnx 1.23: in onnx.checker's full check, and in ONNX
+    Runtime's model loading), at constant memory. Built without the checker, for that reason."""
+    g = _Graph(seed)
+    x = g.node("Relu", [g.conv(_normalise(g, INPUT), 3, 8, stride=2)])
+    logits = _head(g, x, 8, num_classes)
+    mean = g.node("ReduceMean", [INPUT], axes=[1, 2, 3], keepdims=0)                    # [N]
+    term = g.node("Einsum", [mean], equation="....->i")
+    g.node("Add", [logits, g.node("Unsqueeze", [term, g.const(np.array([1], np.int64), "axes")])])
+    g.nodes[-1].output[0] = OUTPUT
+    graph = helper.make_graph(
+        g.nodes, "toy", [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", *IMAGE_SHAPE])],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["N", num_classes])], g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="arena.toy_models")
+    model.ir_version = 8
+    return model

@@ -12,6 +12,8 @@ Modules, one concept each:
 - ledger      per-run budgets in memory: reserve -> consume or release (no overdraw)
 - batching    dynamic micro-batching per defense, group commit before labels are released
 - validation  the submission rules (docs/rules.md section 3)
+- sandbox     child processes under limits (docs/limits.md); validation runs in one
+- workers     served defenses in worker processes, images and logits in shared memory
 - writer      the group-commit writer thread
 - store       the storage layer: domain rows, the Store interface, SQLite, blobs
 - evaluation  the evaluation set, pinned in the store

@@ -14,7 +14,8 @@ runs it in the foreground until SIGTERM/SIGINT (`arena serve`).
 
 Status codes: INVALID_ARGUMENT malformed input (the message names the field), NOT_FOUND unknown
 run / sample / defense (another team's run reads as unknown), FAILED_PRECONDITION finished run,
-RESOURCE_EXHAUSTED budget overdraw (and gRPC's own oversized-message refusal), ALREADY_EXISTS a
+RESOURCE_EXHAUSTED budget overdraw (and gRPC's own oversized-message refusal; and a team's
+second submission while its first is being validated), ALREADY_EXISTS a
 taken defense name, UNAUTHENTICATED missing or unknown token, UNAVAILABLE only for what a client
 should retry (with the same request id). Messages never carry logits, scores or timings.
 """

@@ -149,7 +149,12 @@ class WorkerDefense:
         self._child: _Child | None = None
         self._closed = False
         self.spawns = 0
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self._closed = True
+            os.close(self._fd)
+            raise
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -223,10 +228,13 @@ class WorkerDefense:
 
     def close(self) -> None:
         with self._lock:
+            if self._closed:
+                return
             self._closed = True
             if self._child is not None:
                 self._end(self._child)
                 self._child = None
+            os.close(self._fd)      # the mapping itself goes with the last view of it
 
     def kill_child(self) -> None:
         """Ends the child now, as a crash would (tests, shutdown)."""
