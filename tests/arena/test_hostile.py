@@ -281,3 +281,41 @@ def test_serve_flags_set_the_limits(tmp_path, capsys):
         assert main(["serve", "--store", str(tmp_path), *bad]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and bad[0] in err[0], err
+
+
+def test_shutdown_keeps_its_grace_with_a_run_stuck_in_a_worker(tmp_path):
+    """A served run that never ends (a hang once served, a serving time-out of 10 minutes) does
+    not hold the shutdown past its grace period; the run cut short charges nothing."""
+    from arena.server.store import open_store
+
+    images = synthetic_images(4, seed=7)
+    trap = toy_models.hangs_on_marker().SerializeToString()
+    labels = make_session(trap).run(None, {"images": images})[0].argmax(1)
+    server = start_server(_config(tmp_path, images, labels, inference_timeout_s=600.0))
+    token = create_token(server.arena.store, "alpha")
+    marked = images[:1].copy()
+    marked[0, 0, 0, 0] = toy_models.MARKER
+    errors: list = []
+    with ArenaClient(server.address, token, timeout=60, retries=0) as c:
+        c.submit_defense(trap, "trap")
+        run = c.start_run("trap", "stuck")
+
+        def stuck() -> None:
+            try:
+                c.predict(run.run_id, marked, [0])
+            except grpc.RpcError as error:
+                errors.append(error.code())
+
+        thread = threading.Thread(target=stuck, daemon=True)
+        thread.start()
+        time.sleep(1.0)                      # the run is in the worker, looping
+        start = time.perf_counter()
+        server.stop(grace=1.0)
+        assert time.perf_counter() - start < 1.0 + 5.0
+        thread.join(10)
+    assert errors and errors[0] in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED), errors
+    store = open_store(tmp_path)
+    try:
+        assert store.usage(run.run_id, 4).tolist() == [0, 0, 0, 0]
+    finally:
+        store.close()
