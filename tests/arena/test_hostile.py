@@ -319,3 +319,27 @@ def test_shutdown_keeps_its_grace_with_a_run_stuck_in_a_worker(tmp_path):
         assert store.usage(run.run_id, 4).tolist() == [0, 0, 0, 0]
     finally:
         store.close()
+
+
+def test_validation_child_killed_by_a_signal_is_a_crash_reason():
+    """What a segfault inside ONNX Runtime looks like to the arena: the child dies of a signal."""
+    from arena.server import sandbox, validation
+
+    children = sandbox.Children()
+    images = synthetic_images(2, seed=8)
+    box: list = []
+    thread = threading.Thread(target=lambda: box.append(sandbox.validate_in_child(
+        "hang", toy_models.einsum_hang().SerializeToString(), images, np.zeros(2, np.int64),
+        validation.Limits(), sandbox.ValidationLimits(60.0, sandbox.ChildLimits(MEMORY_MB, 1)), children)))
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not children._procs and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (proc,) = children._procs
+    time.sleep(0.5)                        # inside the checker's endless loop by now
+    os.kill(proc.pid, signal.SIGSEGV)
+    thread.join(20)
+    (result,) = box
+    assert not result.accepted
+    assert result.reasons[0].startswith("crash: ") and "SIGSEGV" in result.reasons[0], result.reasons
+    assert len(children) == 0
