@@ -8,6 +8,7 @@ finish). Prints one line `arena serve: listening on HOST:PORT` once it accepts c
 
 from __future__ import annotations
 
+import os
 import sys
 
 MIN_CHILD_MEMORY_MB = 512
@@ -120,4 +121,9 @@ def _run(args) -> int:
         serve(config, ready=ready)
     except StoreError as error:
         raise CommandError(str(error)) from None
-    return 0
+    # Stopped cleanly (store closed, children ended). Skip the interpreter's teardown: gRPC's and
+    # ONNX Runtime's native finalisers take seconds, which would overrun the grace period.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

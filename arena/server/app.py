@@ -55,6 +55,7 @@ SERVICE_NAMES = (
     pb.DESCRIPTOR.services_by_name["LeaderboardService"].full_name,
 )
 REPORT_SEND_LIMIT = 256 << 20
+SHUTDOWN_MARGIN_S = 2.0                        # of the grace period, kept for closing after children end
 
 
 @dataclass
@@ -70,10 +71,6 @@ class ServerConfig:
     durability: str = "full"
     grace_s: float = 10.0
     arena: ArenaConfig = field(default_factory=ArenaConfig)
-
-
-def loop_time() -> float:
-    return asyncio.get_running_loop().time()
 
 
 def _status(method):
@@ -269,16 +266,29 @@ class ArenaServer:
         if self._server is None:
             return
         grace = self.config.grace_s if grace is None else grace
-        deadline = loop_time() + grace
-        await self._health.enter_graceful_shutdown()
-        await self._server.stop(grace)
-        if self.arena is not None:
-            try:  # whatever a child is doing, the grace period holds: past it, children are ended
-                await asyncio.wait_for(self.arena.drain(), max(0.0, deadline - loop_time()))
-            except asyncio.TimeoutError:
-                log.warning("grace period over: ending the arena's child processes")
+        # Whatever a child is doing, the grace period holds: children still running when it is
+        # nearly over are ended (their calls answer UNAVAILABLE at once), leaving time to close.
+        cutoff = max(0.0, grace - min(SHUTDOWN_MARGIN_S, grace / 3))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cutoff
+
+        def end_children() -> None:
+            if self.arena is not None and (len(self.arena.children) or self.arena.sessions.loaded()):
+                log.warning("grace period nearly over: ending the arena's child processes")
                 self.arena.kill_children()
-                await self.arena.drain()
+
+        timer = loop.call_at(deadline, end_children)
+        try:
+            await self._health.enter_graceful_shutdown()
+            await self._server.stop(grace)
+            if self.arena is not None:
+                try:
+                    await asyncio.wait_for(self.arena.drain(), max(0.0, deadline - loop.time()))
+                except asyncio.TimeoutError:
+                    end_children()
+                    await self.arena.drain()
+        finally:
+            timer.cancel()
         if self._http is not None:
             self._http.close()
         self.arena.close()

@@ -14,7 +14,9 @@ process. Every child is started by `spawn_child`:
   the child (ORT raises, numpy raises MemoryError), never in the server;
 - one thread for the BLAS/OpenMP pools (ONNX Runtime's own pool is sized by `threads`);
 - its stderr to an anonymous file, whose tail names what went wrong when it dies;
-- validations at niceness +10, so that serving keeps its share of the cores meanwhile.
+- validations at niceness +10 once their latency check is done (that one is measured at the
+  server's priority: its verdict must not depend on how busy serving is), so that serving
+  keeps its share of the cores during the long probes.
 
 `validate_in_child` runs the whole of `arena.server.validation.validate` in such a child under a
 wall-clock limit, and turns every way it can end (verdict, time-out, allocation failure, signal)
@@ -34,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 MEMORY_REASON = "memory"
@@ -48,7 +50,6 @@ import ctypes, os, resource, signal, sys
 ctypes.CDLL(None).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG: ended with the server, even by kill -9
 if os.getppid() != int(sys.argv[3]):
     os._exit(1)
-os.nice(int(sys.argv[4]))
 limit = int(sys.argv[1])
 if limit > 0:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -67,7 +68,7 @@ class ChildLimits:
 
     memory_mb: float = 4096.0
     threads: int = 1
-    nice: int = 0                 # validations run at a lower priority than serving
+    nice: int = 0                 # validations yield to serving (after their latency check)
 
     @property
     def memory_bytes(self) -> int:
@@ -119,7 +120,7 @@ def spawn_child(entry: str, limits: ChildLimits, children: Children | None = Non
     """Starts `entry` ("module:function") in a limited child. Returns (process, stderr file)."""
     stderr = tempfile.TemporaryFile(prefix="arena-child-")
     proc = subprocess.Popen(
-        [sys.executable, "-c", BOOT, str(limits.memory_bytes), entry, str(os.getpid()), str(limits.nice)],
+        [sys.executable, "-c", BOOT, str(limits.memory_bytes), entry, str(os.getpid())],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, close_fds=True, pass_fds=pass_fds,
         process_group=0, env=child_env(limits),
     )
@@ -198,12 +199,16 @@ def validate_in_child(name: str, data: bytes, evaluation_x, evaluation_y, limits
 
     import numpy as np
 
+    from arena.server.errors import Unavailable
+
     memory_mb = sandbox.child.memory_mb
+    shutting_down = Unavailable("the arena is shutting down; submit again later")
     try:
         proc, stderr = spawn_child("arena.server.sandbox:validation_child", sandbox.child, children)
     except RuntimeError:
-        return Validation(reasons=["server: the arena is shutting down; submit again later"])
+        raise shutting_down from None
     deadline = time.monotonic() + sandbox.timeout_s
+    limits = replace(limits, nice_after_latency=sandbox.child.nice)   # this child's own niceness
     request = pickle.dumps((name, data, np.ascontiguousarray(evaluation_x), np.asarray(evaluation_y), limits),
                            protocol=pickle.HIGHEST_PROTOCOL)
     out = b""
@@ -223,6 +228,8 @@ def validate_in_child(name: str, data: bytes, evaluation_x, evaluation_y, limits
             children.discard(proc)
     detail = tail(stderr)
     stderr.close()
+    if children is not None and children.closed and proc.returncode == -signal.SIGKILL:
+        raise shutting_down              # ended by the shutdown: no verdict, nothing recorded
     if timed_out:
         return Validation(reasons=[
             f"time: validation did not finish within the limit of {sandbox.timeout_s:g} s "
