@@ -239,3 +239,19 @@ def einsum_hang(num_classes: int = 10, seed: int = 0) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="arena.toy_models")
     model.ir_version = 8
     return model
+
+
+def bomb_on_marker(copies: int = 16384, num_classes: int = 10, seed: int = 0) -> onnx.ModelProto:
+    """memory_bomb's expansion, `copies`-fold on a batch holding a marked image and 1-fold
+    otherwise: passes validation (no probe carries the marker), then allocates 48 KiB x copies per
+    image when served a marked one."""
+    g = _Graph(seed)
+    axes = g.const(np.array([1], np.int64), "axes")
+    fold = g.node("Add", [g.node("Mul", [g.node("Unsqueeze", [_marker_flag(g), g.const(np.array([0], np.int64))]),
+                                         g.const(np.array([copies - 1], np.int64))]),
+                          g.const(np.array([1], np.int64))])                                   # [1]
+    shape = g.node("Concat", [g.const(np.array([1], np.int64)), fold, g.const(np.ones(3, np.int64))], axis=0)
+    wide = g.node("Expand", [g.node("Unsqueeze", [INPUT, axes]), shape])
+    x = g.node("ReduceMean", [wide], axes=[1], keepdims=0)
+    x = g.node("Relu", [g.conv(_normalise(g, x), 3, 8, stride=2)])
+    return g.model(_head(g, x, 8, num_classes), num_classes)

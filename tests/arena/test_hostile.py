@@ -211,6 +211,31 @@ def test_served_defense_that_hangs_fails_only_its_own_requests(hostile):
         assert worker.restarts == 1
 
 
+def test_served_defense_past_the_worker_memory_limit_fails_only_its_own_requests(hostile):
+    bomb = toy_models.bomb_on_marker(copies=16384).SerializeToString()   # 768 MiB an image when marked
+    marked = hostile.images[:2].copy()
+    marked[:, 0, 0, 0] = toy_models.MARKER
+    rss_before = _rss_mib()
+    with hostile.client(hostile.beta) as c:
+        c.submit_defense(bomb, "late-bomb")
+        labels_clean = make_session(bomb).run(None, {"images": hostile.images[:4]})[0].argmax(1)
+        run = c.start_run("late-bomb", "marker")
+        with Background(hostile) as background:
+            labels, remaining = c.predict(run.run_id, marked, [0, 1])
+        assert (labels == FAILED_LABEL).all()
+        assert remaining.tolist() == [10**6 - 1] * 2
+        background.check()
+        labels, _ = c.predict(run.run_id, hostile.images[:4], [0, 1, 2, 3])
+        assert labels.tolist() == labels_clean.tolist()
+    assert _rss_mib() - rss_before < 256          # the 768 MiB were never the server's
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
 def test_killed_worker_is_restarted_and_nothing_is_lost(hostile):
     with hostile.client(hostile.gamma) as c:
         run = c.start_run("good", "kill")
