@@ -128,8 +128,9 @@ class SessionCache:
     arena buffers); at least the most recently used session is always kept.
     """
 
-    def __init__(self, loader, budget_bytes: int, factor: float = 3.0) -> None:
+    def __init__(self, loader, budget_bytes: int, factor: float = 3.0, on_evict=None) -> None:
         self._loader = loader          # name -> DefenseModel (blocking; called off the event loop)
+        self._on_evict = on_evict      # called with each model dropped (e.g. to end its process)
         self._budget = int(budget_bytes)
         self._factor = factor
         self._entries: collections.OrderedDict[str, _Entry] = collections.OrderedDict()
@@ -171,6 +172,17 @@ class SessionCache:
         while total > self._budget and len(self._entries) > 1:
             _, entry = self._entries.popitem(last=False)
             total -= entry.cost
+            self._dropped(entry.model)
+
+    def evict(self, name: str) -> None:
+        with self._lock:
+            entry = self._entries.pop(name, None)
+        if entry is not None:
+            self._dropped(entry.model)
+
+    def _dropped(self, model) -> None:
+        if self._on_evict is not None:
+            self._on_evict(model)
 
     def loaded(self) -> list[str]:
         with self._lock:

@@ -22,6 +22,7 @@ Headline `ratio`: arena gRPC / in-process images/s at batch 64 with 4 clients.
 
 from __future__ import annotations
 
+import argparse
 import json
 import multiprocessing as mp
 import os
@@ -54,6 +55,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     parser.add_argument("--durability", choices=("full", "normal"), default="full",
                         help="the server's commit durability (default: full, fsync per group commit)")
+    parser.add_argument("--hostile", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the rejection of a too-slow model and of a memory bomb, and the Predict "
+                             "p99 of a well-behaved defense meanwhile (default: on)")
+    parser.add_argument("--hostile-memory-mb", type=float, default=1024.0,
+                        help="the validation memory limit for the memory bomb (default: 1024)")
 
 
 # ---------------------------------------------------------------- client processes
@@ -93,9 +99,10 @@ def _client_main(conn, images: np.ndarray) -> None:
                 time.sleep(0.0005)
             deadline = start_at + command["seconds"]
             limit = command.get("requests") or float("inf")
-            count, latencies = 0, []
+            count, latencies, stamps = 0, [], []
             cpu0 = _cpu()
             while True:
+                stamps.append(time.time())
                 t0 = time.perf_counter()
                 # a fresh request per call: the client's real serialisation cost is part of the path
                 client.predict_raw(run_id, batch, idx)
@@ -103,8 +110,11 @@ def _client_main(conn, images: np.ndarray) -> None:
                 count += b
                 if time.time() >= deadline or len(latencies) >= limit:
                     break
+                if command.get("stoppable") and conn.poll():   # the parent's "stop"
+                    conn.recv()
+                    break
             conn.send({"images": count, "elapsed": time.time() - start_at, "latencies": latencies,
-                       "cpu": _cpu() - cpu0})
+                       "stamps": stamps, "cpu": _cpu() - cpu0})
         else:  # "http": the 2018 challenge's shape
             host, port = command["address"].rsplit(":", 1)
             http_conn = http.client.HTTPConnection(host, int(port), timeout=60)
@@ -155,13 +165,19 @@ class _Clients:
         return [pipe.recv() for pipe in pipes]
 
     def grpc(self, server: "_Served | _Bare", clients: int, batch: int, seconds: float | None,
-             requests: int | None = None) -> list[dict]:
-        """Each client on its own run of the same defense (the batcher merges across runs)."""
+             requests: int | None = None, stoppable: bool = False) -> list[dict]:
+        """Each client on its own run of the same defense (the batcher merges across runs).
+        stoppable: the clients also stop on a "stop" sent down their pipe (see stop())."""
         return self.run([
             {"kind": "grpc", "address": server.address, "token": server.token, "run_id": server.run_ids[k],
-             "batch": batch, "seconds": seconds if seconds is not None else 3600.0, "requests": requests}
+             "batch": batch, "seconds": seconds if seconds is not None else 3600.0, "requests": requests,
+             "stoppable": stoppable}
             for k in range(clients)
         ])
+
+    def stop(self, count: int) -> None:
+        for pipe in self.pipes[:count]:
+            pipe.send("stop")
 
     def close(self) -> None:
         for pipe in self.pipes:
@@ -174,7 +190,7 @@ class _Served:
     """A real arena server on loopback serving `model` as defense "bench", with one run per client."""
 
     def __init__(self, model: bytes, images, labels, *, durability: str, max_batch: int, threads: int,
-                 runs: int) -> None:
+                 runs: int, **limits) -> None:
         from arena.server import evaluation
         from arena.server.auth import create_token
         from arena.client import ArenaClient
@@ -185,7 +201,8 @@ class _Served:
         config = ServerConfig(
             store=self._tmp.name, evaluation=evaluation.from_arrays(images, labels), host="127.0.0.1", port=0,
             durability=durability,
-            arena=ArenaConfig(budget=2**32 - 1, max_batch=max_batch, threads=threads, latency_ms=10_000.0),
+            arena=ArenaConfig(**{"budget": 2**32 - 1, "max_batch": max_batch, "threads": threads,
+                                 "latency_ms": 10_000.0, **limits}),
         )
         self.server = start_server(config)
         self.address = self.server.address
@@ -193,6 +210,21 @@ class _Served:
         with ArenaClient(self.address, self.token) as admin:
             admin.submit_defense(model, "bench")
             self.run_ids = [admin.start_run("bench", f"bench-{k}").run_id for k in range(runs)]
+
+    def submit(self, model: bytes, name: str) -> tuple[float, str]:
+        """Seconds until the verdict on a submission, and its rejection message ('' if accepted)."""
+        import grpc
+
+        from arena.client import ArenaClient
+
+        start = time.perf_counter()
+        with ArenaClient(self.address, self.token, timeout=600, retries=0) as client:
+            try:
+                client.submit_defense(model, name)
+                message = ""
+            except grpc.RpcError as error:
+                message = error.details() or str(error.code())
+        return time.perf_counter() - start, message
 
     def stats(self) -> dict[str, float]:
         writer = self.server.arena.writer.stats
@@ -372,24 +404,27 @@ def run(args) -> dict:
     figures: dict[str, float] = {}
     rows: list[list] = []
     clients = _Clients(max(client_counts), images)
-    served = bare = other = httpd = None
+    served = bare = other = httpd = inproc = None
     try:
         served = _Served(model, images, labels, durability=args.durability, max_batch=max(batches),
                          threads=threads, runs=max(client_counts))
         bare = _Bare(model, threads, max(batches))
+        inproc = _Served(model, images, labels, durability=args.durability, max_batch=max(batches),
+                         threads=threads, runs=max(client_counts), isolate=False)
         # warm-up of every path
         warm = min(64, max(batches))
         _ort_throughput(session, images, warm, 1, 0.5)
         clients.grpc(served, 1, warm, 0.5)
+        clients.grpc(inproc, 1, warm, 0.5)
         clients.grpc(bare, 1, warm, 0.5)
 
         slice_s = args.seconds / max(1, args.rounds)
         for b in batches:
             for c in client_counts:
-                rates: dict[str, list[float]] = {"ort": [], "arena": [], "bare": []}
+                rates: dict[str, list[float]] = {"ort": [], "arena": [], "bare": [], "inproc": []}
                 cpu = {"ort": 0.0, "server": 0.0, "clients": 0.0, "ort_images": 0, "grpc_images": 0}
                 for r in range(args.rounds):   # rotate the order: drift hits every path alike
-                    for path in np.roll(["ort", "arena", "bare"], r):
+                    for path in np.roll(["ort", "arena", "bare", "inproc"], r):
                         cpu0 = _cpu()         # this process: ORT in-process, or the servers
                         if path == "ort":
                             rate = _ort_throughput(session, images, b, c, slice_s)
@@ -397,7 +432,8 @@ def run(args) -> dict:
                             cpu["ort"] += _cpu() - cpu0
                             cpu["ort_images"] += rate * slice_s
                             continue
-                        results = clients.grpc(served if path == "arena" else bare, c, b, slice_s)
+                        target = {"arena": served, "bare": bare, "inproc": inproc}[path]
+                        results = clients.grpc(target, c, b, slice_s)
                         rates[path].append(sum(x["images"] for x in results) / max(x["elapsed"] for x in results))
                         if path == "arena":
                             cpu["server"] += _cpu() - cpu0
@@ -406,14 +442,19 @@ def run(args) -> dict:
                 figures[f"cpu_us_per_image_ort_b{b}_c{c}"] = cpu["ort"] / max(cpu["ort_images"], 1) * 1e6
                 figures[f"cpu_us_per_image_server_b{b}_c{c}"] = cpu["server"] / max(cpu["grpc_images"], 1) * 1e6
                 figures[f"cpu_us_per_image_clients_b{b}_c{c}"] = cpu["clients"] / max(cpu["grpc_images"], 1) * 1e6
-                ort, arena_rate, bare_rate = (statistics.fmean(rates[k]) for k in ("ort", "arena", "bare"))
+                ort, arena_rate, bare_rate, inproc_rate = (
+                    statistics.fmean(rates[k]) for k in ("ort", "arena", "bare", "inproc"))
                 figures[f"ort_ips_b{b}_c{c}"] = ort
                 figures[f"grpc_ips_b{b}_c{c}"] = arena_rate
                 figures[f"bare_ips_b{b}_c{c}"] = bare_rate
+                figures[f"inproc_ips_b{b}_c{c}"] = inproc_rate
                 figures[f"ratio_b{b}_c{c}"] = arena_rate / ort
                 figures[f"bare_ratio_b{b}_c{c}"] = bare_rate / ort
-                rows.append(["images/s", b, c, round(ort, 1), round(arena_rate, 1), round(bare_rate, 1),
-                             round(arena_rate / ort, 3), round(bare_rate / ort, 3)])
+                figures[f"workers_vs_inproc_b{b}_c{c}"] = arena_rate / inproc_rate
+                figures[f"arena_vs_bare_b{b}_c{c}"] = arena_rate / bare_rate
+                rows.append(["images/s", b, c, round(ort, 1), round(arena_rate, 1), round(inproc_rate, 1),
+                             round(bare_rate, 1), round(arena_rate / ort, 3), round(arena_rate / inproc_rate, 3),
+                             round(arena_rate / bare_rate, 3)])
 
         hb, hc = HEADLINE
         if f"cpu_us_per_image_ort_b{hb}_c{hc}" in figures:
@@ -421,18 +462,19 @@ def run(args) -> dict:
             sv = figures[f"cpu_us_per_image_server_b{hb}_c{hc}"]
             cl = figures[f"cpu_us_per_image_clients_b{hb}_c{hc}"]
             figures["cpu_us_per_image_overhead"] = sv + cl - o
-            rows.append(["CPU us/image (arena: server + clients)", hb, hc, round(o, 1), round(sv + cl, 1), "-",
-                         f"+{sv + cl - o:.0f}", "-"])
+            rows.append(["CPU us/image (arena: server + clients)", hb, hc, round(o, 1), round(sv + cl, 1), "-", "-",
+                         f"+{sv + cl - o:.0f}", "-", "-"])
 
         # single-image latency: one client, sequential requests
         ort_times = _ort_latency(session, images[:1], args.latency_requests)
         arena_times = clients.grpc(served, 1, 1, None, requests=args.latency_requests)[0]["latencies"]
+        inproc_times = clients.grpc(inproc, 1, 1, None, requests=args.latency_requests)[0]["latencies"]
         bare_times = clients.grpc(bare, 1, 1, None, requests=args.latency_requests)[0]["latencies"]
         for q in (50, 99):
-            o, a, bt = (_percentile(t, q) * 1e3 for t in (ort_times, arena_times, bare_times))
-            figures.update({f"ort_p{q}_ms": o, f"p{q}_ms": a, f"bare_p{q}_ms": bt})
-            rows.append([f"1-image latency p{q} ms (ratios: overhead ms)", 1, 1, round(o, 3), round(a, 3), round(bt, 3),
-                         f"+{a - o:.3f}", f"+{bt - o:.3f}"])
+            o, a, ip, bt = (_percentile(t, q) * 1e3 for t in (ort_times, arena_times, inproc_times, bare_times))
+            figures.update({f"ort_p{q}_ms": o, f"p{q}_ms": a, f"inproc_p{q}_ms": ip, f"bare_p{q}_ms": bt})
+            rows.append([f"1-image latency p{q} ms (ratios: overhead ms)", 1, 1, round(o, 3), round(a, 3),
+                         round(ip, 3), round(bt, 3), f"+{a - o:.3f}", f"+{a - ip:.3f}", f"+{a - bt:.3f}"])
         figures.update(overhead_p50_ms=figures["p50_ms"] - figures["ort_p50_ms"],
                        bare_overhead_p50_ms=figures["bare_p50_ms"] - figures["ort_p50_ms"])
         figures.update({f"server_{k}": v for k, v in served.stats().items()})
@@ -446,7 +488,7 @@ def run(args) -> dict:
             ort_p50 = figures["ort_p50_ms"]
             figures.update(p50_normal_ms=p50n, overhead_p50_normal_ms=p50n - ort_p50)
             rows.append(["1-image latency p50 ms, durability=normal (no fsync)", 1, 1, round(ort_p50, 3),
-                         round(p50n, 3), "-", f"+{p50n - ort_p50:.3f}", "-"])
+                         round(p50n, 3), "-", "-", f"+{p50n - ort_p50:.3f}", "-", "-"])
 
         # the 2018 challenge's shape: one image per HTTP request, JSON floats
         httpd, http_address = _http_server(session)
@@ -457,14 +499,16 @@ def run(args) -> dict:
             figures[f"http_ips_c{c}"] = http_ips
             figures[f"speedup_vs_http_c{c}"] = grpc_best / http_ips
             rows.append(["HTTP+JSON 1 image/request (ratio: arena b64 speed-up)", 1, c,
-                         round(figures.get(f"ort_ips_b1_c{c}", float("nan")), 1), round(http_ips, 1), "-",
-                         f"x{grpc_best / http_ips:.1f}", "-"])
+                         round(figures.get(f"ort_ips_b1_c{c}", float("nan")), 1), round(http_ips, 1), "-", "-",
+                         f"x{grpc_best / http_ips:.1f}", "-", "-"])
+        if args.hostile:
+            _hostile(args, clients, model, images, labels, threads, figures, rows)
     finally:
         if httpd is not None:
             httpd.shutdown()
             httpd.server_close()
         clients.close()
-        for s in (served, bare, other):
+        for s in (served, bare, other, inproc):
             if s is not None:
                 s.close()
 
@@ -473,13 +517,70 @@ def run(args) -> dict:
                    bare_ratio=figures.get(f"bare_ratio_b{hb}_c{hc}", float("nan")),
                    threads=float(threads), cpus=float(os.cpu_count() or 0))
     figures["arena_vs_bare"] = figures["ratio"] / figures["bare_ratio"]
+    figures["workers_vs_inproc"] = figures.get(f"workers_vs_inproc_b{hb}_c{hc}", float("nan"))
     return {
         "title": (f"arena bench serve: gRPC end to end vs in-process ONNX Runtime ({model_name}; "
                   f"{threads} ORT threads, {os.cpu_count()} CPUs, durability={args.durability}; half the "
                   f"answers adversarial). 'bare' = a gRPC server with the same transport and ORT and nothing "
-                  f"else: the ceiling here. Headline ratio = arena/in-process at batch {hb}, {hc} clients."),
-        "columns": ["measure", "batch", "clients", "in-process ORT", "arena gRPC", "bare gRPC",
-                    "arena/in-process", "bare/in-process"],
+                  f"else: the ceiling here. 'arena' runs models in worker processes (the default), "
+                  f"'models in-process' is ArenaConfig(isolate=False). Headline ratio = arena/ORT at batch "
+                  f"{hb}, {hc} clients."),
+        "columns": ["measure", "batch", "clients", "in-process ORT", "arena gRPC", "arena, models in-process",
+                    "bare gRPC", "arena/ORT", "arena/arena in-process", "arena/bare"],
         "rows": rows,
         "figures": figures,
     }
+
+
+# ---------------------------------------------------------------- hostile submissions
+
+
+def _hostile(args, clients: _Clients, model: bytes, images, labels, threads: int, figures: dict, rows: list) -> None:
+    """A fresh arena with the default latency budget serves `model`; one client sends single-image
+    Predicts back to back while a too-slow model, then a memory bomb, are submitted. Times to the
+    verdict, and the Predict p50/p99 during each validation (requests started within it)."""
+    from arena.bench import toy_models
+    from arena.server.core import ArenaConfig
+
+    defaults = ArenaConfig()
+    hostile = {
+        "slow": toy_models.slow_cnn(depth=160).SerializeToString(),        # ~0.5 s an image, 1 thread
+        "bomb": toy_models.memory_bomb(copies=16384).SerializeToString(),  # 768 MiB an image, 2 KB file
+    }
+    served = _Served(model, images, labels, durability=args.durability, max_batch=64, threads=threads, runs=1,
+                     latency_ms=defaults.latency_ms, validation_memory_mb=args.hostile_memory_mb)
+    try:
+        clients.grpc(served, 1, 1, 0.5)
+        quiet = clients.grpc(served, 1, 1, 2.0)[0]["latencies"]
+        figures["hostile_quiet_p99_ms"] = _percentile(quiet, 99) * 1e3
+        rows.append(["Predict p50 / p99 ms, no validation running", 1, 1, "-",
+                     f"{_percentile(quiet, 50) * 1e3:.2f} / {_percentile(quiet, 99) * 1e3:.2f}",
+                     "-", "-", "-", "-", "-"])
+        for name, data in hostile.items():
+            box: dict = {}
+
+            def submit(name=name, data=data) -> None:
+                time.sleep(0.3)
+                box["start"] = time.time()
+                box["seconds"], box["message"] = served.submit(data, f"hostile-{name}")
+                box["end"] = time.time()
+                time.sleep(0.3)
+                clients.stop(1)
+
+            thread = threading.Thread(target=submit)
+            thread.start()
+            result = clients.grpc(served, 1, 1, 3600.0, stoppable=True)[0]
+            thread.join()
+            during = [lat for lat, t in zip(result["latencies"], result["stamps"])
+                      if box["start"] <= t <= box["end"]]
+            verdict = (f"rejected ({box['message'].split('): ', 1)[-1].split(':', 1)[0]})" if box["message"]
+                       else "ACCEPTED")
+            figures[f"hostile_{name}_reject_s"] = box["seconds"]
+            figures[f"hostile_{name}_predict_p50_ms"] = _percentile(during, 50) * 1e3
+            figures[f"hostile_{name}_predict_p99_ms"] = _percentile(during, 99) * 1e3
+            figures[f"hostile_{name}_predicts"] = float(len(during))
+            rows.append([f"{name}: {verdict} in {box['seconds']:.2f} s; Predict p50 / p99 ms meanwhile",
+                         1, 1, "-", f"{figures[f'hostile_{name}_predict_p50_ms']:.2f} / "
+                         f"{figures[f'hostile_{name}_predict_p99_ms']:.2f}", "-", "-", "-", "-", "-"])
+    finally:
+        served.close()

@@ -174,3 +174,125 @@ def lookup_table(honest: onnx.ModelProto, images: np.ndarray, labels: np.ndarray
     ])
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+# ---------------------------------------------------------------- hostile models
+# Valid ONNX with standard operators only, each abusing the arena in one way (tests/arena/
+# test_hostile.py and `arena bench serve` submit them; docs/rules.md says what stops each).
+
+MARKER = np.float32(0.123456)   # an image whose first value is exactly this trips the trap models
+
+
+def slow_cnn(depth: int = 24, width: int = 64, num_classes: int = 10, seed: int = 0) -> onnx.ModelProto:
+    """Too slow: `depth` full-resolution 3x3 convolutions sharing one weight tensor (a small file
+    that costs about depth x 0.15 GFLOP per image)."""
+    g = _Graph(seed)
+    x = g.node("Relu", [g.conv(_normalise(g, INPUT), 3, width)])
+    w = g.const((g.rng.standard_normal((width, width, 3, 3)) * np.sqrt(2.0 / (9 * width)) * 0.7).astype(np.float32))
+    for _ in range(depth):
+        x = g.node("Relu", [g.node("Conv", [x, w], kernel_shape=[3, 3], pads=[1, 1, 1, 1])])
+    return g.model(_head(g, x, width, num_classes), num_classes)
+
+
+def memory_bomb(copies: int = 16384, num_classes: int = 10, seed: int = 0) -> onnx.ModelProto:
+    """Tiny file, huge intermediate: each image is expanded `copies`-fold (Unsqueeze, Expand,
+    ReduceMean: 48 KiB x copies per image, 768 MiB at the default) and averaged back."""
+    g = _Graph(seed)
+    axes = g.const(np.array([1], np.int64), "axes")
+    shape = g.const(np.array([1, copies, 1, 1, 1], np.int64), "shape")
+    wide = g.node("Expand", [g.node("Unsqueeze", [INPUT, axes]), shape])
+    x = g.node("ReduceMean", [wide], axes=[1], keepdims=0)
+    x = g.node("Relu", [g.conv(_normalise(g, x), 3, 8, stride=2)])
+    return g.model(_head(g, x, 8, num_classes), num_classes)
+
+
+def nan_logits(threshold: float = 0.5, num_classes: int = 10, seed: int = 0) -> onnx.ModelProto:
+    """tiny_cnn whose logits are all NaN for images whose mean value is below `threshold`
+    (0 x log(mean - threshold): 0 where the log is finite, NaN where it is not)."""
+    g = _Graph(seed)
+    x = g.node("Relu", [g.conv(_normalise(g, INPUT), 3, 8, stride=2)])
+    logits = _head(g, x, 8, num_classes)
+    mean = g.node("ReduceMean", [INPUT], axes=[1, 2, 3], keepdims=0)                    # [N]
+    log = g.node("Log", [g.node("Sub", [mean, g.const(np.array(threshold, np.float32))])])
+    poison = g.node("Mul", [log, g.const(np.array(0.0, np.float32))])                   # 0 or NaN
+    column = g.node("Unsqueeze", [poison, g.const(np.array([1], np.int64), "axes")])     # [N,1]
+    g.node("Add", [logits, column])
+    return g.model(g.nodes[-1].output[0], num_classes)
+
+
+def _marker_flag(g: _Graph) -> str:
+    """int64 scalar: 1 when some image of the batch has MARKER as its first value, else 0."""
+    starts = g.const(np.zeros(4, np.int64), "starts")
+    ends = g.const(np.array([2**62, 1, 1, 1], np.int64), "ends")
+    first = g.node("Slice", [INPUT, starts, ends])                                      # [N,1,1,1]
+    hit = g.node("Cast", [g.node("Equal", [first, g.const(np.array(MARKER, np.float32))])], to=TensorProto.FLOAT)
+    return g.node("Cast", [g.node("ReduceMax", [hit], keepdims=0)], to=TensorProto.INT64)
+
+
+def fails_on_marker(num_classes: int = 10, seed: int = 0) -> onnx.ModelProto:
+    """tiny_cnn that raises an ONNX Runtime error on any batch holding a marked image (its logits
+    get a [1,C+1] bias: broadcasting fails). Passes validation: no probe carries the marker."""
+    g = _Graph(seed)
+    x = g.node("Relu", [g.conv(_normalise(g, INPUT), 3, 8, stride=2)])
+    logits = _head(g, x, 8, num_classes)
+    width = g.node("Add", [g.const(np.array([num_classes], np.int64)), _marker_flag(g)])      # [1]
+    shape = g.node("Concat", [g.const(np.array([1], np.int64)), width], axis=0)                # [1, C(+1)]
+    bias = g.node("Expand", [g.const(np.array(0.0, np.float32)), shape])
+    g.node("Add", [logits, bias])
+    return g.model(g.nodes[-1].output[0], num_classes)
+
+
+def hangs_on_marker(num_classes: int = 10, seed: int = 0, always: bool = False) -> onnx.ModelProto:
+    """tiny_cnn whose logits go through a Loop of 1 iteration, or of 2**62 (for ever) on a batch
+    holding a marked image (`always`: on every batch)."""
+    g = _Graph(seed)
+    x = g.node("Relu", [g.conv(_normalise(g, INPUT), 3, 8, stride=2)])
+    logits = _head(g, x, 8, num_classes)
+    flag = g.const(np.array(1, np.int64)) if always else _marker_flag(g)
+    trips = g.node("Add", [g.node("Mul", [flag, g.const(np.array(2**62, np.int64))]), g.const(np.array(1, np.int64))])
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Identity", ["v_in"], ["v_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_in", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, None)],
+    )
+    g.node("Loop", [trips, g.const(np.array(True), "cond"), logits], body=body)
+    return g.model(g.nodes[-1].output[0], num_classes)
+
+
+def einsum_hang(num_classes: int = 10, seed: int = 0) -> onnx.ModelProto:
+    """tiny_cnn whose logits get a term from an Einsum with the equation "....->i": ONNX shape
+    inference loops for ever on it (onnx 1.23: in onnx.checker's full check, and in ONNX
+    Runtime's model loading), at constant memory. Built without the checker, for that reason."""
+    g = _Graph(seed)
+    x = g.node("Relu", [g.conv(_normalise(g, INPUT), 3, 8, stride=2)])
+    logits = _head(g, x, 8, num_classes)
+    mean = g.node("ReduceMean", [INPUT], axes=[1, 2, 3], keepdims=0)                    # [N]
+    term = g.node("Einsum", [mean], equation="....->i")
+    g.node("Add", [logits, g.node("Unsqueeze", [term, g.const(np.array([1], np.int64), "axes")])])
+    g.nodes[-1].output[0] = OUTPUT
+    graph = helper.make_graph(
+        g.nodes, "toy", [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", *IMAGE_SHAPE])],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["N", num_classes])], g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="arena.toy_models")
+    model.ir_version = 8
+    return model
+
+
+def bomb_on_marker(copies: int = 16384, num_classes: int = 10, seed: int = 0) -> onnx.ModelProto:
+    """memory_bomb's expansion, `copies`-fold on a batch holding a marked image and 1-fold
+    otherwise: passes validation (no probe carries the marker), then allocates 48 KiB x copies per
+    image when served a marked one."""
+    g = _Graph(seed)
+    axes = g.const(np.array([1], np.int64), "axes")
+    fold = g.node("Add", [g.node("Mul", [g.node("Unsqueeze", [_marker_flag(g), g.const(np.array([0], np.int64))]),
+                                         g.const(np.array([copies - 1], np.int64))]),
+                          g.const(np.array([1], np.int64))])                                   # [1]
+    shape = g.node("Concat", [g.const(np.array([1], np.int64)), fold, g.const(np.ones(3, np.int64))], axis=0)
+    wide = g.node("Expand", [g.node("Unsqueeze", [INPUT, axes]), shape])
+    x = g.node("ReduceMean", [wide], axes=[1], keepdims=0)
+    x = g.node("Relu", [g.conv(_normalise(g, x), 3, 8, stride=2)])
+    return g.model(_head(g, x, 8, num_classes), num_classes)

@@ -9,9 +9,12 @@ finish). Prints one line `arena serve: listening on HOST:PORT` once it accepts c
 
 from __future__ import annotations
 
+import os
 import sys
 
 from arena.contract import DEFAULT_BUDGET
+
+MIN_CHILD_MEMORY_MB = 512
 
 
 def register(sub) -> None:
@@ -49,6 +52,18 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     p.add_argument("--inference-timeout-s", type=float, default=30.0,
                    help="a model run taking longer counts as a defense failure (default: 30)")
+    limits = p.add_argument_group('limits on submitted models (docs/rules.md, "Limits on submitted models")')
+    limits.add_argument("--validation-timeout-s", type=float, default=240.0, metavar="S",
+                        help="wall clock of one submission's validation, loading included (default: 240)")
+    limits.add_argument("--validation-memory-mb", type=float, default=4096.0, metavar="MB",
+                        help="address space of a validation process; 0: unlimited (default: 4096)")
+    limits.add_argument("--worker-memory-mb", type=float, default=4096.0, metavar="MB",
+                        help="address space of each defense's serving process; 0: unlimited (default: 4096)")
+    limits.add_argument("--concurrent-validations", type=int, default=2, metavar="N",
+                        help="submissions validated at once, at most one per team (default: 2)")
+    limits.add_argument("--in-process", action="store_true",
+                        help="validate and serve models inside the server process, without those limits "
+                             "(benchmarks only: one hostile model can take the arena down)")
     p.add_argument("--durability", choices=("full", "normal"), default="full",
                    help="full: fsync every group commit (default); normal: survives kill -9, not power loss")
     p.add_argument("--database-url", default=None, metavar="URL",
@@ -64,9 +79,17 @@ def config_from_args(args):
 
     if args.max_chunk < 1 or args.max_chunk & (args.max_chunk - 1):
         raise ValueError(f"--max-chunk must be a power of two, got {args.max_chunk}")
-    for name in ("budget", "max_batch", "public_samples", "concurrent_runs"):
+    for name in ("budget", "max_batch", "public_samples", "concurrent_runs", "concurrent_validations"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+    for name in ("validation_timeout_s", "inference_timeout_s", "latency_ms"):
+        if not getattr(args, name) > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be > 0")
+    for name in ("validation_memory_mb", "worker_memory_mb"):
+        value = getattr(args, name)
+        if not (value == 0 or value >= MIN_CHILD_MEMORY_MB):
+            raise ValueError(f"--{name.replace('_', '-')} must be 0 (unlimited) or at least {MIN_CHILD_MEMORY_MB} "
+                             f"(ONNX Runtime alone needs about 300 MiB of address space), got {value:g}")
     if args.private_samples < 0:
         raise ValueError("--private-samples must be >= 0")
     if args.budget >= 2**32:
@@ -75,7 +98,9 @@ def config_from_args(args):
         budget=args.budget, max_batch=args.max_batch, max_chunk=args.max_chunk, batch_wait_ms=args.batch_wait_ms,
         latency_ms=args.latency_ms, max_upload_mb=args.max_upload_mb, session_cache_mb=args.session_cache_mb,
         threads=args.threads, inference_timeout_s=args.inference_timeout_s,
-        concurrent_runs=args.concurrent_runs,
+        concurrent_runs=args.concurrent_runs, isolate=not args.in_process,
+        validation_timeout_s=args.validation_timeout_s, validation_memory_mb=args.validation_memory_mb,
+        worker_memory_mb=args.worker_memory_mb, concurrent_validations=args.concurrent_validations,
     )
     return ServerConfig(
         store=args.store, data=args.data, public_samples=args.public_samples,
@@ -107,4 +132,9 @@ def _run(args) -> int:
         serve(config, ready=ready)
     except StoreError as error:
         raise CommandError(str(error)) from None
-    return 0
+    # Stopped cleanly (store closed, children ended). Skip the interpreter's teardown: gRPC's and
+    # ONNX Runtime's native finalisers take seconds, which would overrun the grace period.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

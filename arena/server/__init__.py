@@ -9,9 +9,12 @@ Modules, one concept each:
 - transport   the gRPC servicers: protobuf <-> domain types, one error -> status mapping
 - core        the behaviour behind the services: submissions, runs, Predict, verification
 - registry    accepted defenses: loading, the session cache, one micro-batcher per defense
-- ledger      per-run budgets in memory: reserve -> consume or release (no overdraw)
+- ledger      team budgets (per defense and split) in memory: reserve -> consume or release
 - batching    dynamic micro-batching per defense, group commit before labels are released
 - validation  the submission rules (docs/rules.md section 3)
+- sandbox     child processes under limits (docs/rules.md, "Limits on submitted models");
+              validation runs in one
+- workers     served defenses in worker processes, images and logits in shared memory
 - writer      the group-commit writer thread
 - store       the storage layer: domain rows, the Store interface, SQLite, blobs
 - evaluation  the evaluation set, pinned in the store

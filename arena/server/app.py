@@ -42,6 +42,7 @@ log = logging.getLogger("arena.server")
 
 SERVICE_NAMES = tuple(service.full_name for service in pb.DESCRIPTOR.services_by_name.values())
 REPORT_SEND_LIMIT = 256 << 20
+SHUTDOWN_MARGIN_S = 2.0                        # of the grace period, kept for closing after children end
 
 
 @dataclass
@@ -148,10 +149,29 @@ class ArenaServer:
         if self._server is None:
             return
         grace = self.config.grace_s if grace is None else grace
-        await self._health.enter_graceful_shutdown()
-        await self._server.stop(grace)
-        if self.arena is not None:
-            await self.arena.drain()
+        # Whatever a child is doing, the grace period holds: children still running when it is
+        # nearly over are ended (their calls answer UNAVAILABLE at once), leaving time to close.
+        cutoff = max(0.0, grace - min(SHUTDOWN_MARGIN_S, grace / 3))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cutoff
+
+        def end_children() -> None:
+            if self.arena is not None and (len(self.arena.children) or self.arena.sessions.loaded()):
+                log.warning("grace period nearly over: ending the arena's child processes")
+                self.arena.kill_children()
+
+        timer = loop.call_at(deadline, end_children)
+        try:
+            await self._health.enter_graceful_shutdown()
+            await self._server.stop(grace)
+            if self.arena is not None:
+                try:
+                    await asyncio.wait_for(self.arena.drain(), max(0.0, deadline - loop.time()))
+                except asyncio.TimeoutError:
+                    end_children()
+                    await self.arena.drain()
+        finally:
+            timer.cancel()
         if self._http is not None:
             self._http.close()
         self.arena.close()

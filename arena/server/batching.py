@@ -34,14 +34,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnxruntime as ort
 
+from arena.contract import FAILED_LABEL
 from arena.server.errors import Unavailable
 from arena.inference import DefenseModel
 from arena.server.store import WriteOp
 from arena.server.writer import GroupCommitWriter
 
 log = logging.getLogger("arena.batching")
-
-FAILED_LABEL = -1
 
 
 @dataclass
@@ -288,7 +287,9 @@ class MicroBatcher:
         token = WATCHDOG.arm(options, self._timeout_s)
         try:
             return model.labels(images, options)
-        except Exception as error:  # ORT failure or time-out on a valid input
+        except Unavailable:         # no worker could be started: nothing charged, retryable
+            raise
+        except Exception as error:  # ORT failure, crash or time-out on a valid input
             self.stats.failures += 1
             log.warning("defense %s failed on %d images: %s", self.name, images.shape[0], type(error).__name__)
             return None

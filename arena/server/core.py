@@ -38,13 +38,14 @@ import numpy as np
 from arena.contract import DEFAULT_BUDGET, FAILED_LABEL, IMAGE_BYTES, DefenseStatus, l2_distances
 from arena.inference import DEFAULT_MAX_CHUNK, default_threads
 from arena.server import images as wire
-from arena.server import validation
+from arena.server import sandbox, validation
 from arena.server.auth import TEAM_PATTERN, create_token
 from arena.server.batching import BatchResult
 from arena.server.digests import image_sha256, request_digest
 from arena.server.errors import (
     AlreadyExists,
     BadRequest,
+    Busy,
     FailedPrecondition,
     FinishedRun,
     NotFound,
@@ -84,6 +85,7 @@ REQUEST_ID_MAX = 128
 DESCRIPTION_MAX = 1000
 DEFAULT_PAGE_BYTES = 4 << 20          # GetRunSamples(limit=0) fits gRPC's default receive limit
 MESSAGE_SLACK = 1 << 20               # room for everything but the image bytes
+VALIDATION_NICE = 10                  # validations yield the cores to serving
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,13 @@ class ArenaConfig:
     threads: int | None = None        # ORT intra-op threads (default: all cores)
     inference_timeout_s: float = 30.0  # a model run taking longer is a defense failure
     concurrent_runs: int = 2          # model runs in flight per defense
+    # Limits on submitted models (docs/rules.md). isolate=False runs them in this process
+    # (no limits but the latency budget and inference_timeout_s: benchmarks only).
+    isolate: bool = True              # validation and serving in child processes
+    validation_timeout_s: float = 240.0   # wall clock of one validation, loading included
+    validation_memory_mb: float = 4096.0  # address space of a validation child
+    worker_memory_mb: float = 4096.0      # address space of a serving worker (one per defense)
+    concurrent_validations: int = 2   # submissions validated at once (at most one per team)
 
     @property
     def max_message_bytes(self) -> int:
@@ -123,12 +132,17 @@ class Arena:
         self.writer = GroupCommitWriter(store)
         threads = config.threads or default_threads()
         self._threads = threads
+        self.children = sandbox.Children()       # every child process, ended at shutdown
         self.registry = DefenseRegistry(
             store, self.writer, threads=threads, max_chunk=config.max_chunk,
             cache_bytes=int(config.session_cache_mb * (1 << 20)), concurrent_runs=config.concurrent_runs,
-            batch_wait_s=config.batch_wait_ms / 1e3, timeout_s=config.inference_timeout_s)
-        self.validation_pool = ThreadPoolExecutor(1, thread_name_prefix="arena-validate")
+            batch_wait_s=config.batch_wait_ms / 1e3, timeout_s=config.inference_timeout_s,
+            isolate=config.isolate, capacity=max(config.max_batch, config.max_chunk), children=self.children,
+            worker_limits=sandbox.ChildLimits(config.worker_memory_mb, threads))
+        self.validation_pool = ThreadPoolExecutor(max(1, config.concurrent_validations),
+                                                  thread_name_prefix="arena-validate")
         self.io_pool = ThreadPoolExecutor(4, thread_name_prefix="arena-io")
+        self._validating_teams: set[str] = set()
         self._runs: dict[str, RunState] = {}
         self._accounts: dict[tuple[str, str, str], Account] = {}
         self._submitting: set[str] = set()
@@ -154,7 +168,14 @@ class Arena:
     async def drain(self) -> None:
         await self.registry.drain()
 
+    def kill_children(self) -> None:
+        """Ends every child now: validations are rejected, runs in flight fail over to Unavailable."""
+        self.children.kill_all()
+        for name in self.sessions.loaded():
+            self.sessions.evict(name)
+
     def close(self) -> None:
+        self.kill_children()
         self.registry.close()
         self.writer.close()
         for pool in (self.validation_pool, self.io_pool):
@@ -215,11 +236,15 @@ class Arena:
             raise AlreadyExists(f"metadata.name: a defense named {name!r} already exists")
         if name in self._submitting:
             raise AlreadyExists(f"metadata.name: a defense named {name!r} is being validated right now")
+        if team in self._validating_teams:
+            raise Busy(f"team {team!r} already has a submission being validated; submit again once it is done")
         self._submitting.add(name)
+        self._validating_teams.add(team)
         try:
             return await self._receive_and_validate(team, name, meta.description, messages)
         finally:
             self._submitting.discard(name)
+            self._validating_teams.discard(team)
 
     async def _receive_and_validate(self, team: str, name: str, description: str, messages) -> DefenseRow:
         limit = self.config.max_upload_bytes
@@ -246,9 +271,17 @@ class Arena:
         limits = validation.Limits(max_bytes=limit, latency_ms=self.config.latency_ms,
                                    max_chunk=self.config.max_chunk, threads=self._threads)
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(
-            self.validation_pool, validation.validate, name, data, self.evaluation.images,
-            self.evaluation.labels, limits)
+        if self.config.isolate:
+            limits_in_child = sandbox.ValidationLimits(
+                self.config.validation_timeout_s,
+                sandbox.ChildLimits(self.config.validation_memory_mb, self._threads, nice=VALIDATION_NICE))
+            result = await loop.run_in_executor(
+                self.validation_pool, sandbox.validate_in_child, name, data, self.evaluation.images,
+                self.evaluation.labels, limits, limits_in_child, self.children)
+        else:
+            result = await loop.run_in_executor(
+                self.validation_pool, validation.validate, name, data, self.evaluation.images,
+                self.evaluation.labels, limits)
         if not result.accepted:
             row = self._rejected(name, team, description, digest, len(data), result.reasons, now)
             await self._io(self.store.put_defense, row)
@@ -268,6 +301,9 @@ class Arena:
             raise AlreadyExists(f"metadata.name: {error}") from None
         if result.model is not None:
             self.registry.add(result.model)
+        elif self.config.isolate:  # start its worker now, not on the first Predict
+            warm = loop.run_in_executor(self.io_pool, self.sessions.get, name)
+            warm.add_done_callback(lambda f: f.cancelled() or f.exception())
         log.info("defense %s accepted (team %s, clean accuracy %.3f, %s)", name, team, row.clean_accuracy,
                  row.serving_mode)
         return row

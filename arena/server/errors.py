@@ -46,6 +46,11 @@ class BudgetExceeded(ArenaError):
         self.samples = tuple(int(s) for s in samples)
 
 
+class Busy(ArenaError):
+    """The caller already has one of these in progress (a team validates one submission at a time)."""
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class Unavailable(ArenaError):
     """Transient: the client may retry (with the same request id)."""
     code = grpc.StatusCode.UNAVAILABLE

@@ -4,7 +4,8 @@ to status codes.
 Status codes: INVALID_ARGUMENT malformed input (the message names the field), NOT_FOUND unknown
 run / sample / defense (another team's run reads as unknown), FAILED_PRECONDITION a finished
 run, closed submissions or a disqualified defense, PERMISSION_DENIED what the caller's role may
-not do, RESOURCE_EXHAUSTED budget overdraw (and gRPC's own oversized-message refusal),
+not do, RESOURCE_EXHAUSTED budget overdraw (and gRPC's own oversized-message refusal, and a team's
+second submission while its first is being validated),
 ALREADY_EXISTS a taken defense name, UNAUTHENTICATED missing, unknown or revoked token,
 UNAVAILABLE only for what a client should retry (with the same request id). Messages never
 carry logits, scores or timings.

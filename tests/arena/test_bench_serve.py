@@ -27,6 +27,17 @@ def test_bench_serve_measures_every_path():
     assert figures["ratio"] == figures["ratio_b4_c2"] and figures["bare_ratio"] == figures["bare_ratio_b4_c2"]
     assert figures["p50_ms"] > figures["ort_p50_ms"] > 0 and figures["bare_p50_ms"] > 0
     assert figures["speedup_vs_http_c1"] > 0
+    # models in worker processes against models in the server's process, and against bare gRPC
+    for b in (1, 4):
+        for c in (1, 2):
+            assert figures[f"workers_vs_inproc_b{b}_c{c}"] == figures[f"grpc_ips_b{b}_c{c}"] / figures[f"inproc_ips_b{b}_c{c}"]
+    assert figures["workers_vs_inproc"] == figures["workers_vs_inproc_b4_c2"]
+    # the hostile submissions were rejected, each on its own limit, while Predicts went on
+    hostile_rows = [row[0] for row in result["rows"] if row[0].startswith(("slow:", "bomb:"))]
+    assert hostile_rows == [hostile_rows[0], hostile_rows[1]]
+    assert "rejected (latency)" in hostile_rows[0] and "rejected (memory)" in hostile_rows[1], hostile_rows
+    for name in ("slow", "bomb"):
+        assert figures[f"hostile_{name}_reject_s"] > 0 and figures[f"hostile_{name}_predicts"] >= 1
     # every request was charged and committed by the arena
     assert figures["server_commit_jobs"] > 0
     assert all(len(row) == len(result["columns"]) for row in result["rows"])

@@ -41,6 +41,22 @@ class ServeProcess:
         self.address = line.split("listening on ")[1].split()[0]
 
 
+def _children_of(pid: int) -> list[int]:
+    """The arena child processes (arena.server.sandbox) started by server `pid`, alive or zombie."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if len(argv) > 5 and argv[4].startswith(b"arena.server.") and argv[5] == str(pid).encode() and state != "Z":
+            out.append(int(entry.name))
+    return out
+
+
 @pytest.fixture
 def eval_file(tmp_path) -> tuple[Path, bytes, np.ndarray, np.ndarray]:
     tiny = toy_models.tiny_cnn(seed=0).SerializeToString()
@@ -96,8 +112,14 @@ def test_kill_9_mid_run_and_restart(tmp_path, eval_file):
         thread = threading.Thread(target=hammer)
         thread.start()
         time.sleep(0.6)
+        children = _children_of(server.proc.pid)
+        assert children, "the defense's worker process is missing"
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait(10)
+        deadline = time.monotonic() + 10      # they end with the server (PDEATHSIG; a worker also on EOF)
+        while _children_of(server.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _children_of(server.proc.pid)
         stop.set()
         thread.join(10)
         assert hammer_acked.sum() > 0, "the hammer never got an answer before the kill"

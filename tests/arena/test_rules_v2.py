@@ -20,7 +20,7 @@ from grpc import StatusCode
 
 from arena.bench import toy_models
 from arena.client import ArenaClient
-from arena.server import ServerConfig, evaluation, start_server, validation
+from arena.server import ServerConfig, evaluation, sandbox, start_server
 from arena.server.auth import create_token
 from arena.server.core import ArenaConfig
 from arena.server.leaderboard_wire import from_proto
@@ -186,14 +186,14 @@ def test_final_phase_closes_submissions_and_opens_the_private_split(competition)
 def test_a_submission_racing_the_final_phase_is_refused_after_it(competition, monkeypatch):
     """Validation takes time; the phase changes meanwhile: the defense is refused, not served."""
     started = threading.Event()
-    real = validation.validate
+    real = sandbox.validate_in_child       # the server's side of a validation (the child runs apart)
 
     def slow(*args, **kwargs):
         started.set()
         time.sleep(0.5)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(validation, "validate", slow)
+    monkeypatch.setattr(sandbox, "validate_in_child", slow)
     outcome = {}
 
     def submit():

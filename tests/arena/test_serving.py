@@ -12,7 +12,7 @@ import grpc
 from arena.bench import toy_models
 from arena.server import evaluation
 from arena.server.auth import create_token
-from arena.server.batching import FAILED_LABEL
+from arena.contract import FAILED_LABEL
 from arena.client import ArenaClient
 from arena.server.core import ArenaConfig
 from arena.inference import SERVING_BATCHED, DefenseModel, SessionCache, make_session
@@ -28,36 +28,41 @@ def test_run_samples_are_the_evaluation_set(arena, client, run):
     assert np.array_equal(x, arena.images) and y.tolist() == arena.labels.tolist()
 
 
-@pytest.fixture(scope="module")
-def slow_server(tmp_path_factory):
-    """A server whose model runs are cut off after 1 ms: every run is a defense failure."""
+@pytest.fixture(scope="module", params=[True, False], ids=["worker-process", "in-process"])
+def failing_server(request, tmp_path_factory):
+    """A server whose defense raises an ONNX Runtime error on any batch holding a marked image
+    (toy_models.fails_on_marker): a real failure, whatever the machine's speed."""
     images = synthetic_images(4, seed=2)
-    model = toy_models.resnet_like(seed=1).SerializeToString()
+    model = toy_models.fails_on_marker(seed=1).SerializeToString()
     labels = np.argmax(make_session(model).run(None, {"images": images})[0], axis=1)
     server = start_server(ServerConfig(
-        store=tmp_path_factory.mktemp("slow"), evaluation=evaluation.from_arrays(images, labels), port=0,
-        arena=ArenaConfig(budget=100, max_batch=64, latency_ms=5000.0, inference_timeout_s=0.001)))
+        store=tmp_path_factory.mktemp("failing"), evaluation=evaluation.from_arrays(images, labels), port=0,
+        arena=ArenaConfig(budget=100, max_batch=64, latency_ms=5000.0, isolate=request.param)))
     token = create_token(server.arena.store, "alpha")
     with ArenaClient(server.address, token) as c:
-        c.submit_defense(model, "slow")          # validation does not use the serving time-out
-    yield server, token, images
+        c.submit_defense(model, "failing")       # no probe of the validation carries the marker
+    yield server, token, images, labels
     server.stop()
 
 
-def test_defense_failure_counts_as_misclassified(slow_server):
-    server, token, images = slow_server
-    batch = np.repeat(images, 16, axis=0)        # 64 images: far more than 1 ms
+def test_defense_failure_counts_as_misclassified(failing_server):
+    server, token, images, labels = failing_server
+    marked = images.copy()
+    marked[:, 0, 0, 0] = toy_models.MARKER
+    batch = np.repeat(marked, 16, axis=0)
     with ArenaClient(server.address, token) as c:
-        run = c.start_run("slow", "timeout")
-        labels, remaining = c.predict(run.run_id, batch, np.arange(64) % 4)
-        assert (labels == FAILED_LABEL).all()
+        run = c.start_run("failing", "marker")
+        got, remaining = c.predict(run.run_id, batch, np.arange(64) % 4)
+        assert (got == FAILED_LABEL).all()
         assert remaining.tolist() == [100 - 16] * 64          # a failed query is still a query
-        verdicts = c.submit_adversarials(run.run_id, images, [0, 1, 2, 3])
+        got, _ = c.predict(run.run_id, images, [0, 1, 2, 3])  # the defense is fine otherwise
+        assert got.tolist() == labels.tolist()
+        verdicts = c.submit_adversarials(run.run_id, marked, [0, 1, 2, 3])
         # the same bytes were queried: verified free; the defense fails again: misclassified
         assert all(v.adversarial and v.accepted and not v.charged for v in verdicts)
         assert all("failed" in v.note for v in verdicts)
-        assert all(v.distance == 0.0 for v in verdicts)
-    assert server.arena._batchers["slow"].stats.failures >= 1
+        assert [v.distance for v in verdicts] == pytest.approx(np.abs(marked - images).reshape(4, -1).max(1))
+    assert server.arena._batchers["failing"].stats.failures >= 1
 
 
 def test_session_cache_is_memory_bounded():
