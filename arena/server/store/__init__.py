@@ -1,5 +1,6 @@
 """The arena's durable state: domain rows (`rows`), the `Store` interface and `open_store`
-(`base`), content-addressed blobs (`blobs`) and the backends (`sqlite`)."""
+(`base`), content-addressed blobs (`blobs`) and the backends (`sqlite`, the embedded default;
+`postgres`, for several replicas)."""
 
 from arena.server.store.base import Store, default_url, open_store
 from arena.server.store.blobs import BlobStore
@@ -14,6 +15,7 @@ from arena.server.store.rows import (
     FinishRun,
     QueryRecord,
     RequestRecord,
+    Reservation,
     RunRow,
     StoredRequest,
     StoreError,
@@ -22,6 +24,6 @@ from arena.server.store.rows import (
 
 __all__ = [
     "DB_NAME", "SCHEMA_VERSION", "AdversarialRecord", "AdversarialRow", "BlobStore", "Charge", "DefenseRow",
-    "EvaluationMeta", "FinishRun", "QueryRecord", "RequestRecord", "RunRow", "Store", "StoreError",
+    "EvaluationMeta", "FinishRun", "QueryRecord", "RequestRecord", "Reservation", "RunRow", "Store", "StoreError",
     "StoredRequest", "WriteOp", "default_url", "open_store",
 ]

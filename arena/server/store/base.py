@@ -24,6 +24,7 @@ from arena.server.store.rows import (
     AdversarialRow,
     DefenseRow,
     EvaluationMeta,
+    Reservation,
     RunRow,
     StoredRequest,
     StoreError,
@@ -36,6 +37,9 @@ class Store(abc.ABC):
 
     url: str
     blobs: BlobStore
+    # True: budgets are reserved in the database (`reserve`), so several server processes can share
+    # it; False: one server process owns the store and keeps the ledger in memory (faster).
+    shared_ledger: bool = False
 
     # evaluation set
     @abc.abstractmethod
@@ -73,6 +77,14 @@ class Store(abc.ABC):
     def request_ids(self, run_id: str) -> set[str]: ...
     @abc.abstractmethod
     def query_labels(self, run_id: str, keys: list[tuple[int, bytes]]) -> dict[tuple[int, bytes], int]: ...
+    # budgets: an account (a run id today; any string) and a sample index -> queries used
+    @abc.abstractmethod
+    def reserve(self, account: str, samples: np.ndarray, counts: np.ndarray, budget: int) -> Reservation:
+        """All or nothing, atomically against every other process: adds counts[i] to (account,
+        samples[i]) if every sample stays within `budget`, else adds nothing."""
+    @abc.abstractmethod
+    def release(self, account: str, samples: np.ndarray, counts: np.ndarray) -> None:
+        """Gives back what a granted `reserve` took (the request failed before its answer)."""
     # the group-commit write path
     @abc.abstractmethod
     def write(self, ops: list[WriteOp]) -> None: ...
@@ -81,7 +93,8 @@ class Store(abc.ABC):
 
 
 def open_store(url: str | Path, *, durability: str = "full") -> Store:
-    """Opens (creating if needed) the store at a database URL, or at a store folder (-> SQLite)."""
+    """Opens (creating if needed) the store at a database URL (sqlite:///..., postgresql://...), or at
+    a store folder (-> SQLite)."""
     text = str(url)
     if "://" not in text:
         folder = Path(text)
@@ -92,7 +105,12 @@ def open_store(url: str | Path, *, durability: str = "full") -> Store:
         from arena.server.store.sqlite import SqliteStore
 
         return SqliteStore(text, durability=durability)
-    raise StoreError(f"database URL {text!r}: unsupported scheme {parsed.scheme!r} (supported: sqlite:///path)")
+    if parsed.scheme in ("postgresql", "postgres"):
+        from arena.server.store.postgres import PostgresStore
+
+        return PostgresStore(text, durability=durability)
+    raise StoreError(f"database URL {parsed.scheme}://...: unsupported scheme {parsed.scheme!r} "
+                     "(supported: sqlite:///path, postgresql://user@host/dbname)")
 
 
 def default_url(store_dir: str | Path) -> str:

@@ -80,6 +80,14 @@ class AdversarialRow:
     found_at: float
 
 
+@dataclass(frozen=True)
+class Reservation:
+    """What `Store.reserve` did: granted (all counts added) or refused (nothing added)."""
+    granted: bool
+    samples: np.ndarray          # int64, distinct, ascending (the samples with a nonzero count)
+    used: np.ndarray             # int64 per sample: the count after the reservation, or as found if refused
+
+
 # ------------------------------------------------------------------ write operations
 
 
@@ -129,3 +137,13 @@ class FinishRun:
 
 
 WriteOp = Charge | RequestRecord | QueryRecord | AdversarialRecord | FinishRun
+
+
+def merged_counts(samples, counts) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct samples ascending, their summed counts), zero counts dropped: the key order in
+    which every backend creates and locks budget rows."""
+    samples = np.asarray(samples, dtype=np.int64)
+    counts = np.asarray(counts, dtype=np.int64)
+    keep = counts > 0
+    unique, inverse = np.unique(samples[keep], return_inverse=True)
+    return unique, np.bincount(inverse, weights=counts[keep], minlength=unique.size).astype(np.int64)

@@ -29,10 +29,12 @@ from arena.server.store.rows import (
     FinishRun,
     QueryRecord,
     RequestRecord,
+    Reservation,
     RunRow,
     StoredRequest,
     StoreError,
     WriteOp,
+    merged_counts,
 )
 
 
@@ -288,6 +290,33 @@ class SqliteStore(Store):
                 found[(int(sample), digest)] = int(r[0])
         return found
 
+    # -------------------------------------------------------------- budgets
+
+    def reserve(self, account: str, samples: np.ndarray, counts: np.ndarray, budget: int) -> Reservation:
+        """Atomic across processes too (BEGIN IMMEDIATE holds the database's write lock); the
+        server itself keeps its ledger in memory (`shared_ledger` is False) and never calls this."""
+        samples, counts = merged_counts(samples, counts)
+        if samples.size == 0:
+            return Reservation(True, samples, np.zeros(0, np.int64))
+        with self._transaction() as conn:
+            found = dict(conn.execute(
+                f"SELECT sample, used FROM usage WHERE run_id = ? AND sample IN ({', '.join('?' * samples.size)})",
+                (account, *samples.tolist())).fetchall())
+            used = np.array([found.get(int(s), 0) for s in samples], dtype=np.int64)
+            if (used + counts > budget).any():
+                return Reservation(False, samples, used)
+            conn.executemany(
+                "INSERT INTO usage(run_id, sample, used) VALUES (?, ?, ?)"
+                " ON CONFLICT(run_id, sample) DO UPDATE SET used = used + excluded.used",
+                [(account, int(s), int(c)) for s, c in zip(samples, counts)])
+        return Reservation(True, samples, used + counts)
+
+    def release(self, account: str, samples: np.ndarray, counts: np.ndarray) -> None:
+        samples, counts = merged_counts(samples, counts)
+        with self._transaction() as conn:
+            conn.executemany("UPDATE usage SET used = max(used - ?, 0) WHERE run_id = ? AND sample = ?",
+                             [(int(c), account, int(s)) for s, c in zip(samples, counts)])
+
     # -------------------------------------------------------------- the write path
 
     def write(self, ops: list[WriteOp]) -> None:
@@ -332,3 +361,4 @@ class SqliteStore(Store):
             if finishes:
                 conn.executemany("UPDATE runs SET finished_at = ? WHERE run_id = ? AND finished_at IS NULL",
                                  finishes)
+

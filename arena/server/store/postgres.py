@@ -1,0 +1,455 @@
+"""The PostgreSQL backend (psycopg 3): `postgresql://user[:password]@host[:port]/dbname[?host=/socket/dir]`.
+
+Several `arena serve` replicas share one database; nothing they must agree on lives in one
+process's memory:
+- budgets: `reserve` is one call of the function `arena_reserve` (one statement, one round trip):
+  it locks the (account, sample) rows in sample order (so two reservations never deadlock),
+  checks every sample against the budget and adds the counts only if all fit, so the reservation
+  is all or nothing and two replicas can never both spend the last query (`shared_ledger`);
+- replays, query hashes, adversarials and finished runs are rows every replica reads;
+- blobs (ONNX models, the evaluation images) are `bytea` rows of the table `blobs`, so every
+  replica reaches them with no shared file system to configure, and they are backed up and
+  restored with the rest of the database (`pg_dump`).
+
+The code runs parallel to `sqlite.py`, method for method: adding a table or a method means one
+migration in `_MIGRATIONS` and the same SQL with `%s` placeholders and `ON CONFLICT` clauses.
+
+Schema versions: `_MIGRATIONS[v]` takes a database from version v-1 to v; they run at open under
+a transaction-scoped advisory lock, so replicas starting together migrate once.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from contextlib import contextmanager
+from hashlib import sha256
+from urllib.parse import urlparse
+
+import numpy as np
+import psycopg
+
+from arena.contract import DefenseStatus
+from arena.server.store.base import Store
+from arena.server.store.rows import (
+    SCHEMA_VERSION,
+    AdversarialRecord,
+    AdversarialRow,
+    Charge,
+    DefenseRow,
+    EvaluationMeta,
+    FinishRun,
+    QueryRecord,
+    RequestRecord,
+    Reservation,
+    RunRow,
+    StoredRequest,
+    StoreError,
+    WriteOp,
+    merged_counts,
+)
+
+_MIGRATION_LOCK = 0x4152454E41  # pg_advisory_xact_lock key: "ARENA"
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE tokens (
+    token_sha256 TEXT PRIMARY KEY, team TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL);
+CREATE TABLE defenses (
+    name TEXT PRIMARY KEY, team TEXT NOT NULL, status TEXT NOT NULL, description TEXT NOT NULL,
+    sha256 TEXT NOT NULL, size_bytes BIGINT NOT NULL, num_classes INTEGER NOT NULL,
+    clean_accuracy DOUBLE PRECISION NOT NULL, clean_correct BYTEA NOT NULL, rejection_reasons TEXT NOT NULL,
+    serving_mode TEXT NOT NULL, submitted_at DOUBLE PRECISION NOT NULL);
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY, team TEXT NOT NULL, defense TEXT NOT NULL, attack TEXT NOT NULL,
+    num_samples INTEGER NOT NULL, budget BIGINT NOT NULL, started_at DOUBLE PRECISION NOT NULL,
+    finished_at DOUBLE PRECISION);
+-- budgets: one row per (account, sample); an account is a run id today (any string: rules v2 keys
+-- budgets by team, defense and split)
+CREATE TABLE usage (
+    account TEXT NOT NULL, sample INTEGER NOT NULL, used BIGINT NOT NULL CHECK (used >= 0),
+    PRIMARY KEY (account, sample));
+CREATE TABLE requests (
+    run_id TEXT NOT NULL, request_id TEXT NOT NULL, digest BYTEA NOT NULL, labels BYTEA NOT NULL,
+    remaining BYTEA NOT NULL, created_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (run_id, request_id));
+CREATE TABLE queries (
+    run_id TEXT NOT NULL, sample INTEGER NOT NULL, image_sha256 BYTEA NOT NULL, label INTEGER NOT NULL,
+    PRIMARY KEY (run_id, sample, image_sha256));
+CREATE TABLE adversarials (
+    run_id TEXT NOT NULL, sample INTEGER NOT NULL, distance DOUBLE PRECISION NOT NULL, label INTEGER NOT NULL,
+    image BYTEA NOT NULL, found_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (run_id, sample));
+CREATE TABLE blobs (digest TEXT PRIMARY KEY, data BYTEA NOT NULL);
+
+-- All or nothing: adds p_counts[i] to (p_account, p_samples[i]) if every sample stays within
+-- p_budget. p_samples must be sorted and distinct: rows are created and locked in that order, so
+-- concurrent reservations never deadlock. Returns whether it was granted and, per sample, the
+-- count after it (granted) or as found (refused).
+CREATE FUNCTION arena_reserve(p_account TEXT, p_samples INTEGER[], p_counts BIGINT[], p_budget BIGINT,
+                              OUT o_granted BOOLEAN, OUT o_used BIGINT[]) LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO usage(account, sample, used)
+        SELECT p_account, s, 0 FROM unnest(p_samples) AS s ORDER BY s ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM usage u WHERE u.account = p_account AND u.sample = ANY(p_samples)
+        ORDER BY u.sample FOR UPDATE;
+    SELECT bool_and(u.used + r.n <= p_budget), array_agg(u.used ORDER BY r.sample)
+        INTO o_granted, o_used
+        FROM unnest(p_samples, p_counts) AS r(sample, n)
+        JOIN usage u ON u.account = p_account AND u.sample = r.sample;
+    IF o_granted THEN
+        UPDATE usage u SET used = u.used + r.n FROM unnest(p_samples, p_counts) AS r(sample, n)
+            WHERE u.account = p_account AND u.sample = r.sample;
+        SELECT array_agg(u.used ORDER BY u.sample) INTO o_used
+            FROM usage u WHERE u.account = p_account AND u.sample = ANY(p_samples);
+    END IF;
+END $$;
+
+-- Gives back what arena_reserve took (a request that failed before its answer); same lock order.
+CREATE FUNCTION arena_release(p_account TEXT, p_samples INTEGER[], p_counts BIGINT[]) RETURNS VOID
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM usage u WHERE u.account = p_account AND u.sample = ANY(p_samples)
+        ORDER BY u.sample FOR UPDATE;
+    UPDATE usage u SET used = greatest(u.used - r.n, 0) FROM unnest(p_samples, p_counts) AS r(sample, n)
+        WHERE u.account = p_account AND u.sample = r.sample;
+END $$;
+""",
+}
+
+
+def _redact(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":***@", 1)
+    return url
+
+
+class PostgresBlobs:
+    """Content-addressed blobs as rows (digest -> bytea), reachable from every replica."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+
+    def put(self, data: bytes | memoryview) -> str:
+        digest = sha256(data).hexdigest()
+        with self._store._transaction() as conn:
+            conn.execute("INSERT INTO blobs(digest, data) VALUES (%s, %s) ON CONFLICT (digest) DO NOTHING",
+                         (digest, bytes(data)))
+        return digest
+
+    def get(self, digest: str) -> bytes:
+        row = self._store._reader().execute("SELECT data FROM blobs WHERE digest = %s", (digest,)).fetchone()
+        if row is None:
+            raise StoreError(f"blob {digest} is missing")
+        data = bytes(row[0])
+        if sha256(data).hexdigest() != digest:
+            raise StoreError(f"blob {digest} is corrupt (its content does not match its name)")
+        return data
+
+
+class PostgresStore(Store):
+    """PostgreSQL: one connection per thread (autocommit; writes in explicit transactions)."""
+
+    shared_ledger = True
+
+    def __init__(self, url: str, *, durability: str = "full") -> None:
+        if durability not in ("full", "normal"):
+            raise StoreError(f"durability must be 'full' or 'normal', got {durability!r}")
+        self.url = url
+        self._display = _redact(url)
+        # normal: commits return before the WAL is flushed (survives a replica's kill -9, not a
+        # crash of the database server itself)
+        self._synchronous_commit = "on" if durability == "full" else "off"
+        self.blobs = PostgresBlobs(self)
+        self._local = threading.local()
+        self._connections: list[psycopg.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._closed = False
+        self._migrate()
+
+    # -------------------------------------------------------------- connections and schema
+
+    def _connect(self) -> psycopg.Connection:
+        try:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=30)
+            conn.execute(f"SET synchronous_commit = {self._synchronous_commit}")
+        except psycopg.Error as error:
+            raise StoreError(f"{self._display}: cannot connect to PostgreSQL ({str(error).strip()})") from None
+        with self._connections_lock:
+            self._connections.append(conn)
+        return conn
+
+    def _reader(self) -> psycopg.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            if self._closed:
+                raise StoreError("the store is closed")
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _transaction(self):
+        if self._closed:
+            raise StoreError("the store is closed")
+        conn = self._reader()
+        try:
+            with conn.transaction():
+                yield conn
+        except psycopg.OperationalError as error:  # connection lost: the next call reconnects
+            self._local.conn = None
+            raise StoreError(f"{self._display}: {str(error).strip()}") from None
+
+    def _migrate(self) -> None:
+        with self._transaction() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            exists = conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()[0]
+            version = 0
+            if exists:
+                row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{self._display}: schema version {version}, this arena reads version "
+                                 f"{SCHEMA_VERSION} (a newer arena wrote it)")
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                conn.execute(_MIGRATIONS[step])
+            if version != SCHEMA_VERSION:
+                conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', %s)"
+                             " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        self._closed = True
+        with self._connections_lock:
+            for conn in self._connections:
+                try:
+                    conn.close()
+                except psycopg.Error:
+                    pass
+            self._connections.clear()
+
+    # -------------------------------------------------------------- evaluation set
+
+    def evaluation(self) -> EvaluationMeta | None:
+        row = self._reader().execute("SELECT value FROM meta WHERE key = 'evaluation'").fetchone()
+        if row is None:
+            return None
+        d = json.loads(row[0])
+        return EvaluationMeta(
+            fingerprint=d["fingerprint"],
+            num_samples=int(d["num_samples"]),
+            labels=np.asarray(d["labels"], dtype=np.int64),
+            worst_case=np.asarray(d["worst_case"], dtype=np.float64),
+            class_names=tuple(d["class_names"]),
+            images_blob=d["images_blob"],
+            source=d["source"],
+        )
+
+    def init_evaluation(self, meta: EvaluationMeta) -> None:
+        value = json.dumps({
+            "fingerprint": meta.fingerprint,
+            "num_samples": meta.num_samples,
+            "labels": [int(v) for v in meta.labels],
+            "worst_case": [float(v) for v in meta.worst_case],
+            "class_names": list(meta.class_names),
+            "images_blob": meta.images_blob,
+            "source": meta.source,
+        })
+        try:
+            with self._transaction() as conn:
+                conn.execute("INSERT INTO meta(key, value) VALUES ('evaluation', %s)", (value,))
+        except psycopg.errors.UniqueViolation:
+            # another replica pinned it first: the caller compares fingerprints
+            raise StoreError("the evaluation set was pinned concurrently by another replica; start again") from None
+
+    # -------------------------------------------------------------- tokens
+
+    def add_token(self, team: str, token_sha256: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("INSERT INTO tokens(token_sha256, team, created_at) VALUES (%s, %s, %s)",
+                         (token_sha256, team, time.time()))
+
+    def team_for_token(self, token_sha256: str) -> str | None:
+        row = self._reader().execute("SELECT team FROM tokens WHERE token_sha256 = %s", (token_sha256,)).fetchone()
+        return None if row is None else row[0]
+
+    # -------------------------------------------------------------- defenses
+
+    def put_defense(self, row: DefenseRow) -> None:
+        """Inserts a defense; replaces an existing one only if it was rejected (same name)."""
+        with self._transaction() as conn:
+            old = conn.execute("SELECT status FROM defenses WHERE name = %s FOR UPDATE", (row.name,)).fetchone()
+            if old is not None and old[0] != "rejected":
+                raise StoreError(f"defense {row.name!r} already exists")
+            values = (row.name, row.team, str(row.status), row.description, row.sha256, int(row.size_bytes),
+                      int(row.num_classes), float(row.clean_accuracy),
+                      np.asarray(row.clean_correct, dtype=np.bool_).tobytes(),
+                      json.dumps(list(row.rejection_reasons)), row.serving_mode, float(row.submitted_at))
+            written = conn.execute(
+                f"INSERT INTO defenses({self._DEFENSE_COLUMNS}) VALUES ({', '.join(['%s'] * 12)})"
+                " ON CONFLICT (name) DO UPDATE SET team = excluded.team, status = excluded.status,"
+                " description = excluded.description, sha256 = excluded.sha256,"
+                " size_bytes = excluded.size_bytes, num_classes = excluded.num_classes,"
+                " clean_accuracy = excluded.clean_accuracy, clean_correct = excluded.clean_correct,"
+                " rejection_reasons = excluded.rejection_reasons, serving_mode = excluded.serving_mode,"
+                " submitted_at = excluded.submitted_at WHERE defenses.status = 'rejected' RETURNING 1",
+                values).fetchone()
+            if written is None:  # accepted meanwhile by another replica
+                raise StoreError(f"defense {row.name!r} already exists")
+
+    @staticmethod
+    def _defense(r) -> DefenseRow:
+        return DefenseRow(
+            name=r[0], team=r[1], status=DefenseStatus(r[2]), description=r[3], sha256=r[4], size_bytes=int(r[5]),
+            num_classes=int(r[6]), clean_accuracy=float(r[7]),
+            clean_correct=np.frombuffer(bytes(r[8]), dtype=np.bool_).copy(),
+            rejection_reasons=tuple(json.loads(r[9])), serving_mode=r[10], submitted_at=float(r[11]),
+        )
+
+    _DEFENSE_COLUMNS = ("name, team, status, description, sha256, size_bytes, num_classes, clean_accuracy,"
+                        " clean_correct, rejection_reasons, serving_mode, submitted_at")
+
+    def get_defense(self, name: str) -> DefenseRow | None:
+        r = self._reader().execute(f"SELECT {self._DEFENSE_COLUMNS} FROM defenses WHERE name = %s",
+                                   (name,)).fetchone()
+        return None if r is None else self._defense(r)
+
+    def list_defenses(self) -> list[DefenseRow]:
+        rows = self._reader().execute(f"SELECT {self._DEFENSE_COLUMNS} FROM defenses ORDER BY submitted_at, name")
+        return [self._defense(r) for r in rows.fetchall()]
+
+    # -------------------------------------------------------------- runs
+
+    _RUN_COLUMNS = "run_id, team, defense, attack, num_samples, budget, started_at, finished_at"
+
+    def create_run(self, row: RunRow) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                f"INSERT INTO runs({self._RUN_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (row.run_id, row.team, row.defense, row.attack, row.num_samples, row.budget,
+                 row.started_at, row.finished_at),
+            )
+
+    @staticmethod
+    def _run(r) -> RunRow:
+        return RunRow(run_id=r[0], team=r[1], defense=r[2], attack=r[3], num_samples=int(r[4]),
+                      budget=int(r[5]), started_at=float(r[6]), finished_at=None if r[7] is None else float(r[7]))
+
+    def get_run(self, run_id: str) -> RunRow | None:
+        r = self._reader().execute(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE run_id = %s", (run_id,)).fetchone()
+        return None if r is None else self._run(r)
+
+    def list_runs(self) -> list[RunRow]:
+        rows = self._reader().execute(f"SELECT {self._RUN_COLUMNS} FROM runs ORDER BY started_at, run_id")
+        return [self._run(r) for r in rows.fetchall()]
+
+    def usage(self, run_id: str, num_samples: int) -> np.ndarray:
+        used = np.zeros(num_samples, dtype=np.int64)
+        for sample, count in self._reader().execute("SELECT sample, used FROM usage WHERE account = %s", (run_id,)):
+            used[sample] = count
+        return used
+
+    def best_distances(self, run_id: str, num_samples: int) -> np.ndarray:
+        best = np.full(num_samples, np.inf)
+        for sample, distance in self._reader().execute(
+                "SELECT sample, distance FROM adversarials WHERE run_id = %s", (run_id,)):
+            best[sample] = distance
+        return best
+
+    def adversarials(self, run_id: str) -> list[AdversarialRow]:
+        rows = self._reader().execute(
+            "SELECT sample, distance, label, image, found_at FROM adversarials WHERE run_id = %s ORDER BY sample",
+            (run_id,))
+        return [AdversarialRow(int(s), float(d), int(lab), bytes(img), float(t)) for s, d, lab, img, t in rows]
+
+    def get_request(self, run_id: str, request_id: str) -> StoredRequest | None:
+        r = self._reader().execute(
+            "SELECT digest, labels, remaining FROM requests WHERE run_id = %s AND request_id = %s",
+            (run_id, request_id)).fetchone()
+        if r is None:
+            return None
+        return StoredRequest(bytes(r[0]), np.frombuffer(bytes(r[1]), dtype="<i4").copy(),
+                             np.frombuffer(bytes(r[2]), dtype="<u4").copy())
+
+    def request_ids(self, run_id: str) -> set[str]:
+        rows = self._reader().execute("SELECT request_id FROM requests WHERE run_id = %s", (run_id,))
+        return {r[0] for r in rows}
+
+    def query_labels(self, run_id: str, keys: list[tuple[int, bytes]]) -> dict[tuple[int, bytes], int]:
+        keys = list(set(keys))
+        if not keys:
+            return {}
+        rows = self._reader().execute(
+            "SELECT q.sample, q.image_sha256, q.label FROM queries q"
+            " JOIN unnest(%s::integer[], %s::bytea[]) AS k(sample, image_sha256)"
+            " ON q.sample = k.sample AND q.image_sha256 = k.image_sha256 WHERE q.run_id = %s",
+            ([int(s) for s, _ in keys], [d for _, d in keys], run_id))
+        return {(int(s), bytes(d)): int(label) for s, d, label in rows}
+
+    # -------------------------------------------------------------- budgets shared by replicas
+
+    def reserve(self, account: str, samples: np.ndarray, counts: np.ndarray, budget: int) -> Reservation:
+        samples, counts = merged_counts(samples, counts)
+        if samples.size == 0:
+            return Reservation(True, samples, np.zeros(0, np.int64))
+        with self._transaction() as conn:
+            granted, used = conn.execute(
+                "SELECT o_granted, o_used FROM arena_reserve(%s, %s::integer[], %s::bigint[], %s)",
+                (account, samples.tolist(), counts.tolist(), int(budget))).fetchone()
+        return Reservation(bool(granted), samples, np.asarray(used, dtype=np.int64))
+
+    def release(self, account: str, samples: np.ndarray, counts: np.ndarray) -> None:
+        samples, counts = merged_counts(samples, counts)
+        if samples.size == 0:
+            return
+        with self._transaction() as conn:
+            conn.execute("SELECT arena_release(%s, %s::integer[], %s::bigint[])",
+                         (account, samples.tolist(), counts.tolist()))
+
+    # -------------------------------------------------------------- the write path
+
+    def write(self, ops: list[WriteOp]) -> None:
+        charges: dict[tuple[str, int], int] = {}
+        requests, queries, adversarials, finishes = [], [], [], []
+        for op in ops:
+            if isinstance(op, Charge):
+                key = (op.run_id, int(op.sample))
+                charges[key] = charges.get(key, 0) + int(op.count)
+            elif isinstance(op, RequestRecord):
+                requests.append((op.run_id, op.request_id, op.digest, op.labels, op.remaining, op.created_at))
+            elif isinstance(op, QueryRecord):
+                queries.append((op.run_id, int(op.sample), op.image_sha256, int(op.label)))
+            elif isinstance(op, AdversarialRecord):
+                adversarials.append((op.run_id, int(op.sample), float(op.distance), int(op.label), op.image,
+                                     float(op.found_at)))
+            elif isinstance(op, FinishRun):
+                finishes.append((op.finished_at, op.run_id))
+            else:
+                raise TypeError(f"unknown write operation {op!r}")
+        with self._transaction() as conn, conn.cursor() as cur:
+            if charges:  # sorted: the same lock order as arena_reserve
+                cur.executemany(
+                    "INSERT INTO usage(account, sample, used) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (account, sample) DO UPDATE SET used = usage.used + excluded.used",
+                    [(r, s, c) for (r, s), c in sorted(charges.items())])
+            if requests:
+                cur.executemany(
+                    "INSERT INTO requests(run_id, request_id, digest, labels, remaining, created_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s)", requests)
+            if queries:
+                cur.executemany(
+                    "INSERT INTO queries(run_id, sample, image_sha256, label) VALUES (%s, %s, %s, %s)"
+                    " ON CONFLICT DO NOTHING", queries)
+            if adversarials:
+                cur.executemany(
+                    "INSERT INTO adversarials(run_id, sample, distance, label, image, found_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, sample) DO UPDATE SET"
+                    " distance = excluded.distance, label = excluded.label, image = excluded.image,"
+                    " found_at = excluded.found_at WHERE excluded.distance < adversarials.distance",
+                    adversarials)
+            if finishes:
+                cur.executemany("UPDATE runs SET finished_at = %s WHERE run_id = %s AND finished_at IS NULL",
+                                finishes)
+
