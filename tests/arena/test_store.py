@@ -1,6 +1,10 @@
-"""The storage layer: URLs, content-addressed blobs, the pinned evaluation set, records."""
+"""The storage layer: URLs, content-addressed blobs, the pinned evaluation set, records, budget
+reservations. Every test taking `store_url` runs against both backends (SQLite, and PostgreSQL on
+the session's throwaway server)."""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
@@ -16,6 +20,22 @@ from arena.server.store import (
     StoreError,
     open_store,
 )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/db/arena.db"
+    return request.getfixturevalue("postgres_url")
+
+
+def tamper(store, digest: str) -> None:
+    """Overwrites a blob's content behind the store's back."""
+    if store.url.startswith("sqlite"):
+        store.blobs.path(digest).write_bytes(b"tampered")
+    else:
+        with store._transaction() as conn:
+            conn.execute("UPDATE blobs SET data = %s WHERE digest = %s", (b"tampered", digest))
 
 
 def defense(name, status="accepted", team="t", n=3):
@@ -34,25 +54,58 @@ def test_urls(tmp_path):
     assert store._reader().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     store.close()
     with pytest.raises(StoreError, match="unsupported scheme"):
-        open_store("postgresql://localhost/arena")
+        open_store("mysql://localhost/arena")
 
 
-def test_blobs_are_content_addressed(tmp_path):
-    store = open_store(tmp_path)
+def test_postgres_urls_and_schema_version(postgres, postgres_url):
+    from arena.server.store.postgres import PostgresStore
+
+    store = open_store(postgres_url)
+    assert isinstance(store, PostgresStore) and store.shared_ledger
+    with store._transaction() as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "1"
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    store.close()
+    with pytest.raises(StoreError, match="schema version 99"):
+        open_store(postgres_url)
+    with pytest.raises(StoreError, match="cannot connect"):
+        open_store(postgres.url("no_such_database"))
+    # replicas opening a new database together migrate it once
+    fresh = postgres.new_database()
+    stores: list = []
+    threads = [threading.Thread(target=lambda: stores.append(open_store(fresh))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(stores) == 4
+    for s in stores:
+        s.close()
+
+
+def test_blobs_are_content_addressed(store_url):
+    store = open_store(store_url)
     digest = store.blobs.put(b"model bytes")
     assert store.blobs.put(b"model bytes") == digest
-    assert store.blobs.path(digest).name == digest and store.blobs.get(digest) == b"model bytes"
-    store.blobs.path(digest).write_bytes(b"tampered")
+    assert store.blobs.get(digest) == b"model bytes"
+    tamper(store, digest)
     with pytest.raises(StoreError, match="corrupt"):
         store.blobs.get(digest)
     store.close()
 
 
-def test_evaluation_set_is_pinned(tmp_path):
+def test_sqlite_blobs_are_files(tmp_path):
+    store = open_store(tmp_path)
+    digest = store.blobs.put(b"model bytes")
+    assert store.blobs.path(digest).name == digest and store.blobs.path(digest).read_bytes() == b"model bytes"
+    store.close()
+
+
+def test_evaluation_set_is_pinned(store_url):
     rng = np.random.default_rng(0)
     x = rng.random((3, 3, 64, 64), dtype=np.float32)
     data = evaluation.from_arrays(x, np.array([0, 1, 2]))
-    store = open_store(tmp_path)
+    store = open_store(store_url)
     evaluation.pin(store, data, "test")
     evaluation.pin(store, data, "test again")                # same set: fine
     other = evaluation.from_arrays(x[:2], np.array([0, 1]))
@@ -64,10 +117,10 @@ def test_evaluation_set_is_pinned(tmp_path):
     store.close()
 
 
-def test_records_and_write_ops(tmp_path):
+def test_records_and_write_ops(store_url):
     rng = np.random.default_rng(0)
     x = rng.random((3, 3, 64, 64), dtype=np.float32)
-    store = open_store(tmp_path)
+    store = open_store(store_url)
     evaluation.pin(store, evaluation.from_arrays(x, np.array([0, 1, 2])), "test")
     store.put_defense(defense("d1"))
     store.put_defense(defense("bad", status="rejected", n=0))
@@ -89,6 +142,56 @@ def test_records_and_write_ops(tmp_path):
     (adv1, adv2) = store.adversarials("r1")
     assert adv1.label == 3 and adv1.image == x[1].tobytes()
     store.close()
-    # the records builder also takes a folder
-    defenses, runs, ev = build_records(tmp_path)
+    # the records builder also takes a URL
+    defenses, runs, ev = build_records(store_url)
     assert len(runs) == 1
+
+
+def test_reserve_is_all_or_nothing(store_url):
+    store = open_store(store_url)
+    # unsorted, repeated, zero counts: merged per sample
+    r = store.reserve("run-a", np.array([2, 0, 2, 1]), np.array([1, 3, 2, 0]), budget=5)
+    assert r.granted and r.samples.tolist() == [0, 2] and r.used.tolist() == [3, 3]
+    r = store.reserve("run-a", np.array([0, 2]), np.array([2, 3]), budget=5)        # sample 2 -> 6 > 5
+    assert not r.granted and r.samples.tolist() == [0, 2] and r.used.tolist() == [3, 3]
+    assert store.usage("run-a", 3).tolist() == [3, 0, 3]                              # nothing taken
+    r = store.reserve("run-a", np.array([0, 2]), np.array([2, 2]), budget=5)           # exactly to the budget
+    assert r.granted and r.used.tolist() == [5, 5]
+    assert store.usage("run-b", 3).tolist() == [0, 0, 0]                              # accounts are separate
+    store.release("run-a", np.array([2, 0]), np.array([1, 2]))
+    assert store.usage("run-a", 3).tolist() == [3, 0, 4]
+    empty = store.reserve("run-a", np.array([], np.int64), np.array([], np.int64), budget=5)
+    assert empty.granted and empty.used.size == 0
+    store.close()
+
+
+def test_concurrent_reservations_never_overdraw(store_url):
+    """8 threads with their own connections race for overlapping samples: exactly the budget is
+    granted per sample, and every granted reservation is in the count."""
+    budget, samples = 37, 6
+    opened = open_store(store_url)
+    granted = np.zeros(samples, np.int64)
+    lock = threading.Lock()
+
+    def worker(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        store = opened if seed % 2 else open_store(store_url)   # shared and own store objects
+        for _ in range(60):
+            picked = rng.integers(0, samples, rng.integers(1, 5))
+            counts = np.ones_like(picked)
+            r = store.reserve("race", picked, counts, budget)
+            if r.granted:
+                with lock:
+                    np.add.at(granted, picked, 1)
+        if store is not opened:
+            store.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    used = opened.usage("race", samples)
+    assert used.tolist() == granted.tolist()
+    assert (used <= budget).all() and (used == budget).sum() >= 3
+    opened.close()
