@@ -33,14 +33,13 @@ from arena.wire import encode
 from arena.server import validation
 from arena.server.batching import FAILED_LABEL, BatchResult, MicroBatcher, Workers
 from arena.server.digests import image_sha256, request_digest
-from arena.server.errors import AlreadyExists, BadRequest, FinishedRun, NotFound
+from arena.server.errors import AlreadyExists, BadRequest, FinishedRun, NotFound, Unavailable
 from arena.server.evaluation import EvaluationData
 from arena.contract import DEFAULT_BUDGET, IMAGE_BYTES, DefenseStatus, l2_distances
 from arena.inference import DEFAULT_MAX_CHUNK, DefenseModel, SessionCache, default_threads, make_session
-from arena.server.ledger import RunState
+from arena.server.ledger import RunState, run_state
 from arena.server.store import (
     AdversarialRecord,
-    Charge,
     DefenseRow,
     FinishRun,
     QueryRecord,
@@ -250,8 +249,9 @@ class Arena:
                      num_samples=self.evaluation.num_samples, budget=self.config.budget,
                      started_at=time.time(), finished_at=None)
         await self._io(self.store.create_run, run)
-        state = RunState(run, np.zeros(run.num_samples, np.int64), np.full(run.num_samples, np.inf))
-        state.request_ids = set()
+        state = run_state(self.store, run, np.zeros(run.num_samples, np.int64), np.full(run.num_samples, np.inf))
+        if not state.shared:
+            state.request_ids = set()
         self._runs[run.run_id] = state
         return state
 
@@ -271,13 +271,19 @@ class Arena:
                 ids = None if row.finished else await self._io(self.store.request_ids, run_id)
                 state = self._runs.get(run_id)
                 if state is None:
-                    state = self._runs[run_id] = RunState(row, used, best)
-                    state.request_ids = ids
+                    state = self._runs[run_id] = run_state(self.store, row, used, best)
+                    if not state.shared:
+                        state.request_ids = ids
         if state.row.team != team:
             raise NotFound(f"{field}: no run {run_id!r} for team {team!r}")
         return state
 
     def run_info(self, state: RunState) -> pb.RunInfo:
+        if state.shared:  # other replicas charge and finish it too: the store has the figures
+            state.row = self.store.get_run(state.row.run_id) or state.row
+            state.used = self.store.usage(state.row.run_id, state.num_samples)
+            state.best = np.minimum(state.best, self.store.best_distances(state.row.run_id, state.num_samples))
+            state.finishing = state.finishing or state.row.finished
         row = state.row
         if state.num_classes is None:
             defense = self.store.get_defense(row.defense)
@@ -319,6 +325,19 @@ class Arena:
         state.request_ids = None   # replays of a finished run read the store
         return state
 
+    async def _reserve(self, state: RunState, counts: np.ndarray) -> None:
+        """Reserves the request's queries and counts it in flight (before any await, so that a
+        FinishRun waits for it); a shared ledger's reservation is a database round trip."""
+        state.enter()
+        try:
+            if state.shared:
+                await self._io(state.reserve, counts)
+            else:
+                state.reserve(counts)
+        except BaseException:
+            state.leave()
+            raise
+
     # ---------------------------------------------------------------- Predict
 
     async def predict(self, team: str, request: pb.PredictRequest) -> pb.PredictResponse:
@@ -330,16 +349,24 @@ class Arena:
             raise BadRequest("request_id: required (a client-chosen id, unique per run, makes retries safe)")
         if len(request_id) > REQUEST_ID_MAX:
             raise BadRequest(f"request_id: at most {REQUEST_ID_MAX} characters, got {len(request_id)}")
-        replay = await self._replay(state, request)
-        if replay is not None:
-            return replay
+        while True:
+            replay = await self._replay(state, request)
+            if replay is not None:
+                return replay
+            if request_id not in state.pending:  # a duplicate claimed it while _replay awaited
+                break
         if state.finishing:
             raise FinishedRun(f"run_id: run {state.row.run_id!r} is finished; it takes no more queries")
         images = wire.decode(request.images, "images", self.config.max_batch)
         indices = wire.check_sample_indices(request.sample_indices, images.shape[0], state.num_samples)
         counts = np.bincount(indices, minlength=state.num_samples)
-        state.reserve(counts)
-        state.enter()
+        claim = state.pending[request_id] = _Claim()   # duplicates wait for this attempt from here on
+        try:
+            await self._reserve(state, counts)
+        except BaseException:
+            state.pending.pop(request_id, None)
+            claim.settle(None)
+            raise
         consumed = False
         answer: dict = {}
         run_id = state.row.run_id
@@ -353,7 +380,7 @@ class Arena:
                 remaining = (state.budget - state.used[indices]).astype("<u4")
             labels = result.labels.astype("<i4")
             answer["remaining"] = remaining
-            ops: list = [Charge(run_id, int(s), int(c)) for s, c in zip(np.flatnonzero(counts), counts[counts > 0])]
+            ops: list = state.charges(counts)
             ops.append(RequestRecord(run_id, request_id, request_digest(indices, images), labels.tobytes(),
                                      remaining.tobytes(), time.time()))
             # what verification may take for free: the images answered adversarial (see above)
@@ -370,6 +397,7 @@ class Arena:
 
         job = self._batcher(state.row.defense).submit(images, prepare, rollback)
         state.pending[request_id] = job
+        claim.settle(job)
 
         def finished() -> None:
             state.pending.pop(request_id, None)
@@ -394,7 +422,10 @@ class Arena:
         if state.request_ids is not None and request_id not in state.request_ids:
             return None  # known new: no store read on the hot path
         # A point read on the loop thread (tens of microseconds): cheaper than a thread hop.
-        stored = self.store.get_request(state.row.run_id, request_id)
+        if state.shared:  # a round trip to the database server: off the loop
+            stored = await self._io(self.store.get_request, state.row.run_id, request_id)
+        else:
+            stored = self.store.get_request(state.row.run_id, request_id)
         if stored is None:
             return None
         images = wire.decode(request.images, "images", self.config.max_batch)
@@ -426,8 +457,7 @@ class Arena:
             raise FinishedRun(f"run_id: run {state.row.run_id!r} is finished; it takes no more adversarials")
         free = np.array([(int(s), h) in known for s, h in zip(indices, hashes)], dtype=bool)
         counts = np.bincount(indices[~free], minlength=state.num_samples)
-        state.reserve(counts)
-        state.enter()
+        await self._reserve(state, counts)
         consumed = False
         restore: dict[int, float] = {}
         verdicts: list[pb.Verdict] = []
@@ -441,7 +471,7 @@ class Arena:
             nonlocal consumed
             state.consume(counts)
             consumed = True
-            ops: list = [Charge(run_id, int(s), int(c)) for s, c in zip(np.flatnonzero(counts), counts[counts > 0])]
+            ops: list = state.charges(counts)
             best_here: dict[int, int] = {}
             for i, (s, h, label) in enumerate(zip(indices.tolist(), hashes, result.labels.tolist())):
                 adversarial = label != int(true_labels[s])
@@ -483,9 +513,32 @@ class Arena:
         job = self._batcher(state.row.defense).submit(images, prepare, rollback)
         job.when_finished(state.leave)
         await job.future
+        if state.shared:  # another replica may hold a closer one
+            best = await self._io(self.store.best_distances, run_id, state.num_samples)
+            with state.lock:
+                state.best = np.minimum(state.best, best)
         for verdict in verdicts:
             verdict.best_distance = float(state.best[verdict.sample_index])
         return pb.SubmitAdversarialsResponse(verdicts=verdicts)
+
+
+class _Claim:
+    """A request id being served here before its batcher job exists (its reservation may be a
+    database round trip): a duplicate waits for it, then replays or runs anew."""
+
+    def __init__(self) -> None:
+        self._settled = asyncio.Event()
+        self._job = None
+
+    def settle(self, job) -> None:
+        self._job = job
+        self._settled.set()
+
+    async def wait(self):
+        await self._settled.wait()
+        if self._job is None:
+            raise Unavailable("the first attempt with this request id failed before running")
+        return await self._job.wait()
 
 
 def _rejection_message(name: str, reasons: list[str]) -> str:

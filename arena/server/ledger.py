@@ -7,6 +7,13 @@ concurrent in-flight requests already reserved, so concurrent clients can never 
 A reservation becomes `used` when its request's charge is written (`consume`), or is released
 when the request fails before that (`release`). `used` always equals the durable charges once
 the pending commits land; after a restart it is reloaded from the store.
+
+`SharedRunState` is the same ledger for a store that several server processes share
+(`Store.shared_ledger`, PostgreSQL): the authority is the database, never this process. Each
+request's reservation is one all-or-nothing `Store.reserve` (a conditional update under row
+locks) and IS the charge: the group commit adds no `Charge`, a failure before the answer gives it
+back with `Store.release`, and a replica killed between the two leaves the charge in place (never
+an answer without its charge). `used` is then only this process's last view, for `remaining`.
 """
 
 from __future__ import annotations
@@ -16,8 +23,12 @@ import threading
 
 import numpy as np
 
-from arena.server.errors import BudgetExceeded
-from arena.server.store import RunRow
+import logging
+
+from arena.server.errors import BudgetExceeded, FinishedRun
+from arena.server.store import Charge, RunRow, Store, StoreError
+
+log = logging.getLogger("arena.ledger")
 
 
 class RunState:
@@ -45,6 +56,8 @@ class RunState:
     def num_samples(self) -> int:
         return self.row.num_samples
 
+    shared = False      # budgets are kept in this process (see SharedRunState)
+
     def reserve(self, counts: np.ndarray, field: str = "sample_indices") -> None:
         """Reserves counts[s] queries on each sample s, or raises BudgetExceeded (nothing reserved)."""
         with self.lock:
@@ -54,15 +67,23 @@ class RunState:
         after = self.used + self.reserved + counts
         over = np.flatnonzero((after > self.budget) & (counts > 0))
         if over.size:
-            left = {int(s): int(max(self.budget - self.used[s] - self.reserved[s], 0)) for s in over[:10]}
-            more = "" if over.size <= 10 else f" and {over.size - 10} more"
-            raise BudgetExceeded(
-                f"{field}: the request would exceed the budget of {self.budget} queries per sample on samples "
-                f"{sorted(left)}{more} (left: {', '.join(f'{s}: {n}' for s, n in left.items())}); "
-                "refused whole, nothing charged",
-                samples=[int(s) for s in over],
-            )
+            self._refuse(over, self.used + self.reserved, field)
         self.reserved += counts
+
+    def _refuse(self, over: np.ndarray, taken: np.ndarray, field: str) -> None:
+        left = {int(s): int(max(self.budget - taken[s], 0)) for s in over[:10]}
+        more = "" if over.size <= 10 else f" and {over.size - 10} more"
+        raise BudgetExceeded(
+            f"{field}: the request would exceed the budget of {self.budget} queries per sample on samples "
+            f"{sorted(left)}{more} (left: {', '.join(f'{s}: {n}' for s, n in left.items())}); "
+            "refused whole, nothing charged",
+            samples=[int(s) for s in over],
+        )
+
+    def charges(self, counts: np.ndarray) -> list[Charge]:
+        """The write operations that make a consumed reservation durable (group commit)."""
+        run_id = self.row.run_id
+        return [Charge(run_id, int(s), int(counts[s])) for s in np.flatnonzero(counts)]
 
     def release(self, counts: np.ndarray) -> None:
         with self.lock:
@@ -88,3 +109,57 @@ class RunState:
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
+
+
+class SharedRunState(RunState):
+    """A run's ledger when the store is shared by several server processes: every reservation
+    is an atomic conditional update in the database (see the module docstring)."""
+
+    shared = True
+
+    def __init__(self, row: RunRow, used: np.ndarray, best: np.ndarray, store: Store) -> None:
+        super().__init__(row, used, best)
+        self.store = store
+        self.request_ids = None      # another replica may have answered any id: always ask the store
+
+    def reserve(self, counts: np.ndarray, field: str = "sample_indices") -> None:
+        """Blocking (one database round trip): call it off the event loop."""
+        samples = np.flatnonzero(counts)
+        result = self.store.reserve(self.row.run_id, samples, counts[samples], self.budget, run_id=self.row.run_id)
+        if result.closed:
+            self.finishing = True
+            raise FinishedRun(f"run_id: run {self.row.run_id!r} is finished; it takes no more queries")
+        with self.lock:
+            self.used[result.samples] = np.maximum(self.used[result.samples], result.used)
+            if not result.granted:
+                taken = self.used.copy()
+                taken[result.samples] = result.used
+                over = result.samples[result.used + counts[result.samples] > self.budget]
+                self._refuse(over, taken, field)
+
+    def release(self, counts: np.ndarray) -> None:
+        samples = np.flatnonzero(counts)
+        try:
+            self.store.release(self.row.run_id, samples, counts[samples])
+        except StoreError as error:  # the charge stays: never an answer without a charge
+            log.error("run %s: could not give back %d reserved queries: %s", self.row.run_id,
+                      int(counts.sum()), error)
+            return
+        with self.lock:
+            self.used[samples] = np.maximum(self.used[samples] - counts[samples], 0)
+
+    def consume(self, counts: np.ndarray) -> None:
+        pass                         # the reservation was the charge
+
+    def unconsume(self, counts: np.ndarray) -> None:
+        self.release(counts)
+
+    def charges(self, counts: np.ndarray) -> list[Charge]:
+        return []
+
+
+def run_state(store: Store, row: RunRow, used: np.ndarray, best: np.ndarray) -> RunState:
+    """The ledger for a run: in this process, or in the database when the store is shared."""
+    if store.shared_ledger:
+        return SharedRunState(row, used, best, store)
+    return RunState(row, used, best)

@@ -162,6 +162,16 @@ def test_reserve_is_all_or_nothing(store_url):
     assert store.usage("run-a", 3).tolist() == [3, 0, 4]
     empty = store.reserve("run-a", np.array([], np.int64), np.array([], np.int64), budget=5)
     assert empty.granted and empty.used.size == 0
+    # the finished-run guard: refused, nothing taken, even with nothing to take
+    store.put_defense(defense("d1"))
+    store.create_run(RunRow("run-a", "t", "d1", "atk", 3, 5, 5.0, None))
+    assert store.reserve("run-a", np.array([1]), np.array([1]), budget=5, run_id="run-a").granted
+    store.write([FinishRun("run-a", 9.0)])
+    for samples in ([1], []):
+        r = store.reserve("run-a", np.array(samples, np.int64), np.ones(len(samples), np.int64), budget=5,
+                          run_id="run-a")
+        assert not r.granted and r.closed
+    assert store.usage("run-a", 3).tolist() == [3, 1, 4]
     store.close()
 
 

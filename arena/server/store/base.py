@@ -79,9 +79,11 @@ class Store(abc.ABC):
     def query_labels(self, run_id: str, keys: list[tuple[int, bytes]]) -> dict[tuple[int, bytes], int]: ...
     # budgets: an account (a run id today; any string) and a sample index -> queries used
     @abc.abstractmethod
-    def reserve(self, account: str, samples: np.ndarray, counts: np.ndarray, budget: int) -> Reservation:
+    def reserve(self, account: str, samples: np.ndarray, counts: np.ndarray, budget: int, *,
+                run_id: str | None = None) -> Reservation:
         """All or nothing, atomically against every other process: adds counts[i] to (account,
-        samples[i]) if every sample stays within `budget`, else adds nothing."""
+        samples[i]) if every sample stays within `budget` (and the run `run_id`, if given, is not
+        finished), else adds nothing."""
     @abc.abstractmethod
     def release(self, account: str, samples: np.ndarray, counts: np.ndarray) -> None:
         """Gives back what a granted `reserve` took (the request failed before its answer)."""

@@ -85,17 +85,25 @@ CREATE TABLE adversarials (
 CREATE TABLE blobs (digest TEXT PRIMARY KEY, data BYTEA NOT NULL);
 
 -- All or nothing: adds p_counts[i] to (p_account, p_samples[i]) if every sample stays within
--- p_budget. p_samples must be sorted and distinct: rows are created and locked in that order, so
--- concurrent reservations never deadlock. Returns whether it was granted and, per sample, the
+-- p_budget (and the run p_run, when given, is not finished). p_samples must be sorted and
+-- distinct: rows are created and locked in that order, so concurrent reservations never
+-- deadlock. Returns whether it was granted, whether the run was finished, and per sample the
 -- count after it (granted) or as found (refused).
 CREATE FUNCTION arena_reserve(p_account TEXT, p_samples INTEGER[], p_counts BIGINT[], p_budget BIGINT,
-                              OUT o_granted BOOLEAN, OUT o_used BIGINT[]) LANGUAGE plpgsql AS $$
+                              p_run TEXT, OUT o_granted BOOLEAN, OUT o_closed BOOLEAN, OUT o_used BIGINT[])
+LANGUAGE plpgsql AS $$
 BEGIN
+    o_closed := p_run IS NOT NULL AND EXISTS (
+        SELECT 1 FROM runs WHERE run_id = p_run AND finished_at IS NOT NULL);
+    IF o_closed THEN
+        o_granted := false;
+        RETURN;
+    END IF;
     INSERT INTO usage(account, sample, used)
         SELECT p_account, s, 0 FROM unnest(p_samples) AS s ORDER BY s ON CONFLICT DO NOTHING;
     PERFORM 1 FROM usage u WHERE u.account = p_account AND u.sample = ANY(p_samples)
         ORDER BY u.sample FOR UPDATE;
-    SELECT bool_and(u.used + r.n <= p_budget), array_agg(u.used ORDER BY r.sample)
+    SELECT coalesce(bool_and(u.used + r.n <= p_budget), true), array_agg(u.used ORDER BY r.sample)
         INTO o_granted, o_used
         FROM unnest(p_samples, p_counts) AS r(sample, n)
         JOIN usage u ON u.account = p_account AND u.sample = r.sample;
@@ -257,12 +265,12 @@ class PostgresStore(Store):
             "images_blob": meta.images_blob,
             "source": meta.source,
         })
-        try:
-            with self._transaction() as conn:
-                conn.execute("INSERT INTO meta(key, value) VALUES ('evaluation', %s)", (value,))
-        except psycopg.errors.UniqueViolation:
-            # another replica pinned it first: the caller compares fingerprints
-            raise StoreError("the evaluation set was pinned concurrently by another replica; start again") from None
+        with self._transaction() as conn:
+            conn.execute("INSERT INTO meta(key, value) VALUES ('evaluation', %s) ON CONFLICT DO NOTHING", (value,))
+        pinned = self.evaluation()
+        if pinned.fingerprint != meta.fingerprint:  # another replica pinned another set meanwhile
+            raise StoreError(f"this store was created with another evaluation set ({pinned.num_samples} samples "
+                             f"from {pinned.source!r})")
 
     # -------------------------------------------------------------- tokens
 
@@ -283,7 +291,7 @@ class PostgresStore(Store):
             old = conn.execute("SELECT status FROM defenses WHERE name = %s FOR UPDATE", (row.name,)).fetchone()
             if old is not None and old[0] != "rejected":
                 raise StoreError(f"defense {row.name!r} already exists")
-            values = (row.name, row.team, str(row.status), row.description, row.sha256, int(row.size_bytes),
+            values = (row.name, row.team, DefenseStatus(row.status).value, row.description, row.sha256, int(row.size_bytes),
                       int(row.num_classes), float(row.clean_accuracy),
                       np.asarray(row.clean_correct, dtype=np.bool_).tobytes(),
                       json.dumps(list(row.rejection_reasons)), row.serving_mode, float(row.submitted_at))
@@ -390,15 +398,14 @@ class PostgresStore(Store):
 
     # -------------------------------------------------------------- budgets shared by replicas
 
-    def reserve(self, account: str, samples: np.ndarray, counts: np.ndarray, budget: int) -> Reservation:
+    def reserve(self, account: str, samples: np.ndarray, counts: np.ndarray, budget: int, *,
+                run_id: str | None = None) -> Reservation:
         samples, counts = merged_counts(samples, counts)
-        if samples.size == 0:
-            return Reservation(True, samples, np.zeros(0, np.int64))
         with self._transaction() as conn:
-            granted, used = conn.execute(
-                "SELECT o_granted, o_used FROM arena_reserve(%s, %s::integer[], %s::bigint[], %s)",
-                (account, samples.tolist(), counts.tolist(), int(budget))).fetchone()
-        return Reservation(bool(granted), samples, np.asarray(used, dtype=np.int64))
+            granted, closed, used = conn.execute(
+                "SELECT o_granted, o_closed, o_used FROM arena_reserve(%s, %s::integer[], %s::bigint[], %s, %s)",
+                (account, samples.tolist(), counts.tolist(), int(budget), run_id)).fetchone()
+        return Reservation(bool(granted), samples, np.asarray(used or [], dtype=np.int64), closed=bool(closed))
 
     def release(self, account: str, samples: np.ndarray, counts: np.ndarray) -> None:
         samples, counts = merged_counts(samples, counts)
@@ -437,7 +444,10 @@ class PostgresStore(Store):
             if requests:
                 cur.executemany(
                     "INSERT INTO requests(run_id, request_id, digest, labels, remaining, created_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s)", requests)
+                    " VALUES (%s, %s, %s, %s, %s, %s)"
+                    # the same id answered meanwhile by another replica (a retry that raced its
+                    # original): the first answer stays the one replayed
+                    " ON CONFLICT DO NOTHING", requests)
             if queries:
                 cur.executemany(
                     "INSERT INTO queries(run_id, sample, image_sha256, label) VALUES (%s, %s, %s, %s)"

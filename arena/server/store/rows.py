@@ -86,6 +86,7 @@ class Reservation:
     granted: bool
     samples: np.ndarray          # int64, distinct, ascending (the samples with a nonzero count)
     used: np.ndarray             # int64 per sample: the count after the reservation, or as found if refused
+    closed: bool = False         # refused because the run named by `run_id` is finished (used: empty)
 
 
 # ------------------------------------------------------------------ write operations

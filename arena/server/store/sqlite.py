@@ -292,13 +292,17 @@ class SqliteStore(Store):
 
     # -------------------------------------------------------------- budgets
 
-    def reserve(self, account: str, samples: np.ndarray, counts: np.ndarray, budget: int) -> Reservation:
+    def reserve(self, account: str, samples: np.ndarray, counts: np.ndarray, budget: int, *,
+                run_id: str | None = None) -> Reservation:
         """Atomic across processes too (BEGIN IMMEDIATE holds the database's write lock); the
         server itself keeps its ledger in memory (`shared_ledger` is False) and never calls this."""
         samples, counts = merged_counts(samples, counts)
-        if samples.size == 0:
-            return Reservation(True, samples, np.zeros(0, np.int64))
         with self._transaction() as conn:
+            if run_id is not None and conn.execute(
+                    "SELECT 1 FROM runs WHERE run_id = ? AND finished_at IS NOT NULL", (run_id,)).fetchone():
+                return Reservation(False, samples, np.zeros(0, np.int64), closed=True)
+            if samples.size == 0:
+                return Reservation(True, samples, np.zeros(0, np.int64))
             found = dict(conn.execute(
                 f"SELECT sample, used FROM usage WHERE run_id = ? AND sample IN ({', '.join('?' * samples.size)})",
                 (account, *samples.tolist())).fetchall())
