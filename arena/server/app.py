@@ -75,21 +75,43 @@ def _status(method):
     """Maps arena errors to status codes; everything else is INTERNAL without details."""
     @wraps(method)
     async def wrapper(self, request, context):
+        code, response = "OK", None
         try:
-            return await method(self, request, context)
+            response = await method(self, request, context)
+            return response
         except ArenaError as error:
+            code = error.code.name
             if isinstance(error, BudgetExceeded) and error.samples:
                 context.set_trailing_metadata((("arena-exhausted-samples", ",".join(map(str, error.samples))),))
             await context.abort(error.code, str(error))
         except StoreError as error:
+            code = "UNAVAILABLE"
             log.error("store error in %s: %s", method.__name__, error)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the arena's store is not available; retry")
-        except (asyncio.CancelledError, grpc.aio.AbortError):
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except grpc.aio.AbortError:
             raise
         except Exception:  # a bug: logged here, nothing internal goes to the client
+            code = "INTERNAL"
             log.exception("internal error in %s", method.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        finally:
+            _observe(self.arena.metrics, method.__name__, request, code, response)
     return wrapper
+
+
+def _observe(metrics, call: str, request, code: str, response) -> None:
+    """One RPC into the replica's metrics: its status, images, and the queries it charged."""
+    images = len(getattr(request, "sample_indices", ()))
+    charged, replayed = 0, False
+    if isinstance(response, pb.PredictResponse):
+        replayed = response.replayed
+        charged = 0 if replayed else len(response.labels)
+    elif isinstance(response, pb.SubmitAdversarialsResponse):
+        charged = sum(1 for v in response.verdicts if v.charged)
+    metrics.call(call, code, images, charged, replayed)
 
 
 class DefenseServicer(pb_grpc.DefenseServiceServicer):
@@ -255,7 +277,7 @@ class ArenaServer:
         if cfg.http_port is not None:
             from arena.server.http_report import ReportServer
 
-            self._http = ReportServer(self.store, cfg.host, cfg.http_port)
+            self._http = ReportServer(self.store, cfg.host, cfg.http_port, metrics=self.arena.metrics)
             self.http_address = self._http.address
         log.info("arena serving on %s (%d evaluation samples)", self.address, evaluation.num_samples)
 

@@ -38,6 +38,7 @@ from arena.server.evaluation import EvaluationData
 from arena.contract import DEFAULT_BUDGET, IMAGE_BYTES, DefenseStatus, l2_distances
 from arena.inference import DEFAULT_MAX_CHUNK, DefenseModel, SessionCache, default_threads, make_session
 from arena.server.ledger import RunState, run_state
+from arena.server.metrics import Metrics
 from arena.server.store import (
     AdversarialRecord,
     DefenseRow,
@@ -97,6 +98,7 @@ class Arena:
         self.io_pool = ThreadPoolExecutor(4, thread_name_prefix="arena-io")
         self.sessions = SessionCache(self._load_defense, int(config.session_cache_mb * (1 << 20)))
         self._batchers: dict[str, MicroBatcher] = {}
+        self.metrics = Metrics(lambda: {n: b.queued_images for n, b in list(self._batchers.items())})
         self._runs: dict[str, RunState] = {}
         self._submitting: set[str] = set()
 
@@ -132,6 +134,7 @@ class Arena:
                 run_images=self.config.max_chunk, max_inflight=self.config.concurrent_runs,
                 max_wait_s=self.config.batch_wait_ms / 1e3, timeout_s=self.config.inference_timeout_s,
             )
+            batcher.on_run = self.metrics.batch_observer(name)
         return batcher
 
     @staticmethod
@@ -205,7 +208,7 @@ class Arena:
                                    max_chunk=self.config.max_chunk, threads=self._threads)
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(
-            self.validation_pool, validation.validate, name, data, self.evaluation.images,
+            self.validation_pool, self.metrics.timed_validation(validation.validate), name, data, self.evaluation.images,
             self.evaluation.labels, limits)
         if not result.accepted:
             row = self._rejected(name, team, description, digest, len(data), result.reasons, now)

@@ -1,5 +1,6 @@
-"""A throwaway PostgreSQL server for the tests: initdb in a temporary folder, a free port, the
-unix socket in that folder, fsync off (the data dies with the test session).
+"""A throwaway PostgreSQL server for the tests and `arena bench serve --replicas`: initdb in a
+temporary folder, a free port, the unix socket in that folder; fsync off unless `durable` (the
+tests' data dies with the session; the bench fsyncs like a real deployment).
 
 The server binaries come from $ARENA_PG_BIN, else the newest /usr/lib/postgresql/*/bin, else PATH
 (Debian's package `postgresql-15` puts them in /usr/lib/postgresql/15/bin; `.ci/run` installs it).
@@ -39,8 +40,9 @@ def _free_port() -> int:
 class PostgresServer:
     """`start()`, then `url(dbname)` / `new_database()`; `stop()` removes everything."""
 
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, durable: bool = False) -> None:
         self.bin = Path(bin_dir)
+        self.durable = durable
         self.root = Path(tempfile.mkdtemp(prefix="arena-pg-"))
         self.data = self.root / "data"
         self.port = _free_port()
@@ -69,8 +71,9 @@ class PostgresServer:
     def start(self) -> PostgresServer:
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user, "-E", "UTF8",
                   "--no-sync")
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses='' -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
+        options = f"-p {self.port} -k {self.root} -c listen_addresses='' -c max_connections=300"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-w",
                   "-t", "60", "-o", options, "start")
         return self
