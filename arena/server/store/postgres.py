@@ -93,6 +93,10 @@ CREATE FUNCTION arena_reserve(p_account TEXT, p_samples INTEGER[], p_counts BIGI
                               p_run TEXT, OUT o_granted BOOLEAN, OUT o_closed BOOLEAN, OUT o_used BIGINT[])
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- no WAL flush for this commit: the answer is released only after the request's group commit,
+    -- whose flush covers this earlier commit record too; a database crash before it loses the
+    -- reservation and the answer together
+    PERFORM set_config('synchronous_commit', 'off', true);
     o_closed := p_run IS NOT NULL AND EXISTS (
         SELECT 1 FROM runs WHERE run_id = p_run AND finished_at IS NOT NULL);
     IF o_closed THEN
@@ -119,6 +123,7 @@ END $$;
 CREATE FUNCTION arena_release(p_account TEXT, p_samples INTEGER[], p_counts BIGINT[]) RETURNS VOID
 LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);   -- lost in a crash: an overcharge, never a gift
     PERFORM 1 FROM usage u WHERE u.account = p_account AND u.sample = ANY(p_samples)
         ORDER BY u.sample FOR UPDATE;
     UPDATE usage u SET used = greatest(u.used - r.n, 0) FROM unnest(p_samples, p_counts) AS r(sample, n)
@@ -208,6 +213,16 @@ class PostgresStore(Store):
             with conn.transaction():
                 yield conn
         except psycopg.OperationalError as error:  # connection lost: the next call reconnects
+            self._local.conn = None
+            raise StoreError(f"{self._display}: {str(error).strip()}") from None
+
+    def _statement(self, sql: str, params) -> tuple:
+        """One statement in autocommit (atomic on its own, one round trip); its first row."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        try:
+            return self._reader().execute(sql, params).fetchone()
+        except psycopg.OperationalError as error:
             self._local.conn = None
             raise StoreError(f"{self._display}: {str(error).strip()}") from None
 
@@ -401,19 +416,17 @@ class PostgresStore(Store):
     def reserve(self, account: str, samples: np.ndarray, counts: np.ndarray, budget: int, *,
                 run_id: str | None = None) -> Reservation:
         samples, counts = merged_counts(samples, counts)
-        with self._transaction() as conn:
-            granted, closed, used = conn.execute(
-                "SELECT o_granted, o_closed, o_used FROM arena_reserve(%s, %s::integer[], %s::bigint[], %s, %s)",
-                (account, samples.tolist(), counts.tolist(), int(budget), run_id)).fetchone()
+        granted, closed, used = self._statement(   # one statement, its own transaction: one round trip
+            "SELECT o_granted, o_closed, o_used FROM arena_reserve(%s, %s::integer[], %s::bigint[], %s, %s)",
+            (account, samples.tolist(), counts.tolist(), int(budget), run_id))
         return Reservation(bool(granted), samples, np.asarray(used or [], dtype=np.int64), closed=bool(closed))
 
     def release(self, account: str, samples: np.ndarray, counts: np.ndarray) -> None:
         samples, counts = merged_counts(samples, counts)
         if samples.size == 0:
             return
-        with self._transaction() as conn:
-            conn.execute("SELECT arena_release(%s, %s::integer[], %s::bigint[])",
-                         (account, samples.tolist(), counts.tolist()))
+        self._statement("SELECT arena_release(%s, %s::integer[], %s::bigint[])",
+                        (account, samples.tolist(), counts.tolist()))
 
     # -------------------------------------------------------------- the write path
 
