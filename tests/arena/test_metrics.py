@@ -34,6 +34,7 @@ def delta(after, before, name, **labels) -> float:
 
 
 def test_metrics_count_what_the_clients_sent(arena, run):
+    arena.server.call(arena.server.arena.drain(), timeout=60)   # earlier tests' stragglers finish first
     before = scrape(arena)
     sent = defaultdict(int)           # what the clients saw
     lock = threading.Lock()
