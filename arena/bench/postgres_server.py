@@ -40,13 +40,13 @@ def _free_port() -> int:
 class PostgresServer:
     """`start()`, then `url(dbname)` / `new_database()`; `stop()` removes everything."""
 
-    def __init__(self, bin_dir: Path, durable: bool = False) -> None:
+    def __init__(self, bin_dir: Path, durable: bool = False, user: str = "arena") -> None:
         self.bin = Path(bin_dir)
         self.durable = durable
         self.root = Path(tempfile.mkdtemp(prefix="arena-pg-"))
         self.data = self.root / "data"
         self.port = _free_port()
-        self.user = "arena"
+        self.user = user          # the superuser initdb creates
         self._as: list[str] = []
         if os.geteuid() == 0:
             for name in ("postgres", "nobody"):

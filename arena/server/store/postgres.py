@@ -164,7 +164,8 @@ class PostgresBlobs:
 
 
 class PostgresStore(Store):
-    """PostgreSQL: one connection per thread (autocommit; writes in explicit transactions)."""
+    """PostgreSQL: one connection per thread (autocommit; writes in explicit transactions), so a
+    replica holds about as many connections as it has threads touching the store (~16)."""
 
     shared_ledger = True
 
@@ -178,7 +179,7 @@ class PostgresStore(Store):
         self._synchronous_commit = "on" if durability == "full" else "off"
         self.blobs = PostgresBlobs(self)
         self._local = threading.local()
-        self._connections: list[psycopg.Connection] = []
+        self._connections: dict[threading.Thread, psycopg.Connection] = {}
         self._connections_lock = threading.Lock()
         self._closed = False
         self._migrate()
@@ -192,7 +193,13 @@ class PostgresStore(Store):
         except psycopg.Error as error:
             raise StoreError(f"{self._display}: cannot connect to PostgreSQL ({str(error).strip()})") from None
         with self._connections_lock:
-            self._connections.append(conn)
+            # threads come and go (the HTTP report's, one per request): their connections go with them
+            for thread in [t for t in self._connections if not t.is_alive()]:
+                self._connections.pop(thread).close()
+            old = self._connections.pop(threading.current_thread(), None)
+            if old is not None:
+                old.close()
+            self._connections[threading.current_thread()] = conn
         return conn
 
     def _reader(self) -> psycopg.Connection:
@@ -246,7 +253,7 @@ class PostgresStore(Store):
     def close(self) -> None:
         self._closed = True
         with self._connections_lock:
-            for conn in self._connections:
+            for conn in self._connections.values():
                 try:
                     conn.close()
                 except psycopg.Error:
