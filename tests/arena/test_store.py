@@ -205,3 +205,27 @@ def test_concurrent_reservations_never_overdraw(store_url):
     assert used.tolist() == granted.tolist()
     assert (used <= budget).all() and (used == budget).sum() >= 3
     opened.close()
+
+
+def test_postgres_lost_connections_are_store_errors_then_reconnect(postgres, postgres_url):
+    """A database restart or failover cuts the connections: the next call is a StoreError (the
+    server answers UNAVAILABLE, clients retry) and the one after reconnects."""
+    import psycopg
+
+    store = open_store(postgres_url)
+    store.put_defense(defense("d1"))
+    dbname = postgres_url.split("/")[3].split("?")[0]
+    with psycopg.connect(postgres.url(), autocommit=True) as admin:
+        killed = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                               " WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,)).fetchone()[0]
+    assert killed >= 1
+    with pytest.raises(StoreError):
+        store.get_defense("d1")
+    assert store.get_defense("d1").name == "d1"
+    with psycopg.connect(postgres.url(), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                      " WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+    with pytest.raises(StoreError):
+        store.write([FinishRun("nope", 1.0)])
+    store.write([FinishRun("nope", 1.0)])
+    store.close()

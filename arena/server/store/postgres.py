@@ -154,7 +154,7 @@ class PostgresBlobs:
         return digest
 
     def get(self, digest: str) -> bytes:
-        row = self._store._reader().execute("SELECT data FROM blobs WHERE digest = %s", (digest,)).fetchone()
+        row = self._store._read("SELECT data FROM blobs WHERE digest = %s", (digest,)).fetchone()
         if row is None:
             raise StoreError(f"blob {digest} is missing")
         data = bytes(row[0])
@@ -204,7 +204,7 @@ class PostgresStore(Store):
 
     def _reader(self) -> psycopg.Connection:
         conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
+        if conn is None or conn.closed or conn.broken:
             if self._closed:
                 raise StoreError("the store is closed")
             conn = self._connect()
@@ -219,19 +219,24 @@ class PostgresStore(Store):
         try:
             with conn.transaction():
                 yield conn
-        except psycopg.OperationalError as error:  # connection lost: the next call reconnects
+        except (psycopg.OperationalError, psycopg.InterfaceError) as error:  # lost: the next call reconnects
+            self._local.conn = None
+            raise StoreError(f"{self._display}: {str(error).strip()}") from None
+
+    def _read(self, sql: str, params=None) -> psycopg.Cursor:
+        """One statement in autocommit on this thread's connection; a lost connection is a
+        StoreError (clients see UNAVAILABLE and retry) and the next call reconnects."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        try:
+            return self._reader().execute(sql, params)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as error:
             self._local.conn = None
             raise StoreError(f"{self._display}: {str(error).strip()}") from None
 
     def _statement(self, sql: str, params) -> tuple:
-        """One statement in autocommit (atomic on its own, one round trip); its first row."""
-        if self._closed:
-            raise StoreError("the store is closed")
-        try:
-            return self._reader().execute(sql, params).fetchone()
-        except psycopg.OperationalError as error:
-            self._local.conn = None
-            raise StoreError(f"{self._display}: {str(error).strip()}") from None
+        """One statement, atomic on its own (one round trip): its first row."""
+        return self._read(sql, params).fetchone()
 
     def _migrate(self) -> None:
         with self._transaction() as conn:
@@ -263,7 +268,7 @@ class PostgresStore(Store):
     # -------------------------------------------------------------- evaluation set
 
     def evaluation(self) -> EvaluationMeta | None:
-        row = self._reader().execute("SELECT value FROM meta WHERE key = 'evaluation'").fetchone()
+        row = self._read("SELECT value FROM meta WHERE key = 'evaluation'").fetchone()
         if row is None:
             return None
         d = json.loads(row[0])
@@ -302,7 +307,7 @@ class PostgresStore(Store):
                          (token_sha256, team, time.time()))
 
     def team_for_token(self, token_sha256: str) -> str | None:
-        row = self._reader().execute("SELECT team FROM tokens WHERE token_sha256 = %s", (token_sha256,)).fetchone()
+        row = self._read("SELECT team FROM tokens WHERE token_sha256 = %s", (token_sha256,)).fetchone()
         return None if row is None else row[0]
 
     # -------------------------------------------------------------- defenses
@@ -342,12 +347,12 @@ class PostgresStore(Store):
                         " clean_correct, rejection_reasons, serving_mode, submitted_at")
 
     def get_defense(self, name: str) -> DefenseRow | None:
-        r = self._reader().execute(f"SELECT {self._DEFENSE_COLUMNS} FROM defenses WHERE name = %s",
+        r = self._read(f"SELECT {self._DEFENSE_COLUMNS} FROM defenses WHERE name = %s",
                                    (name,)).fetchone()
         return None if r is None else self._defense(r)
 
     def list_defenses(self) -> list[DefenseRow]:
-        rows = self._reader().execute(f"SELECT {self._DEFENSE_COLUMNS} FROM defenses ORDER BY submitted_at, name")
+        rows = self._read(f"SELECT {self._DEFENSE_COLUMNS} FROM defenses ORDER BY submitted_at, name")
         return [self._defense(r) for r in rows.fetchall()]
 
     # -------------------------------------------------------------- runs
@@ -368,34 +373,34 @@ class PostgresStore(Store):
                       budget=int(r[5]), started_at=float(r[6]), finished_at=None if r[7] is None else float(r[7]))
 
     def get_run(self, run_id: str) -> RunRow | None:
-        r = self._reader().execute(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE run_id = %s", (run_id,)).fetchone()
+        r = self._read(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE run_id = %s", (run_id,)).fetchone()
         return None if r is None else self._run(r)
 
     def list_runs(self) -> list[RunRow]:
-        rows = self._reader().execute(f"SELECT {self._RUN_COLUMNS} FROM runs ORDER BY started_at, run_id")
+        rows = self._read(f"SELECT {self._RUN_COLUMNS} FROM runs ORDER BY started_at, run_id")
         return [self._run(r) for r in rows.fetchall()]
 
     def usage(self, run_id: str, num_samples: int) -> np.ndarray:
         used = np.zeros(num_samples, dtype=np.int64)
-        for sample, count in self._reader().execute("SELECT sample, used FROM usage WHERE account = %s", (run_id,)):
+        for sample, count in self._read("SELECT sample, used FROM usage WHERE account = %s", (run_id,)):
             used[sample] = count
         return used
 
     def best_distances(self, run_id: str, num_samples: int) -> np.ndarray:
         best = np.full(num_samples, np.inf)
-        for sample, distance in self._reader().execute(
+        for sample, distance in self._read(
                 "SELECT sample, distance FROM adversarials WHERE run_id = %s", (run_id,)):
             best[sample] = distance
         return best
 
     def adversarials(self, run_id: str) -> list[AdversarialRow]:
-        rows = self._reader().execute(
+        rows = self._read(
             "SELECT sample, distance, label, image, found_at FROM adversarials WHERE run_id = %s ORDER BY sample",
             (run_id,))
         return [AdversarialRow(int(s), float(d), int(lab), bytes(img), float(t)) for s, d, lab, img, t in rows]
 
     def get_request(self, run_id: str, request_id: str) -> StoredRequest | None:
-        r = self._reader().execute(
+        r = self._read(
             "SELECT digest, labels, remaining FROM requests WHERE run_id = %s AND request_id = %s",
             (run_id, request_id)).fetchone()
         if r is None:
@@ -404,14 +409,14 @@ class PostgresStore(Store):
                              np.frombuffer(bytes(r[2]), dtype="<u4").copy())
 
     def request_ids(self, run_id: str) -> set[str]:
-        rows = self._reader().execute("SELECT request_id FROM requests WHERE run_id = %s", (run_id,))
+        rows = self._read("SELECT request_id FROM requests WHERE run_id = %s", (run_id,))
         return {r[0] for r in rows}
 
     def query_labels(self, run_id: str, keys: list[tuple[int, bytes]]) -> dict[tuple[int, bytes], int]:
         keys = list(set(keys))
         if not keys:
             return {}
-        rows = self._reader().execute(
+        rows = self._read(
             "SELECT q.sample, q.image_sha256, q.label FROM queries q"
             " JOIN unnest(%s::integer[], %s::bytea[]) AS k(sample, image_sha256)"
             " ON q.sample = k.sample AND q.image_sha256 = k.image_sha256 WHERE q.run_id = %s",
