@@ -37,7 +37,7 @@ from arena.server.errors import AlreadyExists, BadRequest, FinishedRun, NotFound
 from arena.server.evaluation import EvaluationData
 from arena.contract import DEFAULT_BUDGET, IMAGE_BYTES, DefenseStatus, l2_distances
 from arena.inference import DEFAULT_MAX_CHUNK, DefenseModel, SessionCache, default_threads, make_session
-from arena.server.ledger import RunState, run_state
+from arena.server.ledger import AlreadyAnswered, RunState, run_state
 from arena.server.metrics import Metrics
 from arena.server.store import (
     AdversarialRecord,
@@ -328,13 +328,14 @@ class Arena:
         state.request_ids = None   # replays of a finished run read the store
         return state
 
-    async def _reserve(self, state: RunState, counts: np.ndarray) -> None:
+    async def _reserve(self, state: RunState, counts: np.ndarray, request_id: str | None = None) -> None:
         """Reserves the request's queries and counts it in flight (before any await, so that a
-        FinishRun waits for it); a shared ledger's reservation is a database round trip."""
+        FinishRun waits for it); a shared ledger's reservation is a database round trip, which
+        also raises AlreadyAnswered for a Predict request id the store has answered."""
         state.enter()
         try:
             if state.shared:
-                await self._io(state.reserve, counts)
+                await self._io(state.reserve, counts, "sample_indices", request_id)
             else:
                 state.reserve(counts)
         except BaseException:
@@ -365,10 +366,16 @@ class Arena:
         counts = np.bincount(indices, minlength=state.num_samples)
         claim = state.pending[request_id] = _Claim()   # duplicates wait for this attempt from here on
         try:
-            await self._reserve(state, counts)
-        except BaseException:
+            await self._reserve(state, counts, request_id)
+        except BaseException as error:
             state.pending.pop(request_id, None)
             claim.settle(None)
+            if isinstance(error, AlreadyAnswered):   # by another replica, or by this one meanwhile
+                stored = await self._io(self.store.get_request, state.row.run_id, request_id)
+                replay = self._stored_answer(state, request, stored)
+                if replay is None:  # answers are never deleted: a store out of step with itself
+                    raise Unavailable("the arena could not read this request's stored answer; retry") from None
+                return replay
             raise
         consumed = False
         answer: dict = {}
@@ -424,11 +431,13 @@ class Arena:
                 return None  # the first attempt failed and charged nothing: this one runs anew
         if state.request_ids is not None and request_id not in state.request_ids:
             return None  # known new: no store read on the hot path
+        if state.shared:  # the reservation itself tells an answered id (AlreadyAnswered)
+            return None
         # A point read on the loop thread (tens of microseconds): cheaper than a thread hop.
-        if state.shared:  # a round trip to the database server: off the loop
-            stored = await self._io(self.store.get_request, state.row.run_id, request_id)
-        else:
-            stored = self.store.get_request(state.row.run_id, request_id)
+        return self._stored_answer(state, request, self.store.get_request(state.row.run_id, request_id))
+
+    def _stored_answer(self, state: RunState, request: pb.PredictRequest, stored) -> pb.PredictResponse | None:
+        request_id = request.request_id
         if stored is None:
             return None
         images = wire.decode(request.images, "images", self.config.max_batch)

@@ -31,6 +31,10 @@ from arena.server.store import Charge, RunRow, Store, StoreError
 log = logging.getLogger("arena.ledger")
 
 
+class AlreadyAnswered(Exception):
+    """A shared ledger's reservation found the request id answered: nothing reserved, replay it."""
+
+
 class RunState:
     def __init__(self, row: RunRow, used: np.ndarray, best: np.ndarray) -> None:
         self.row = row
@@ -122,10 +126,14 @@ class SharedRunState(RunState):
         self.store = store
         self.request_ids = None      # another replica may have answered any id: always ask the store
 
-    def reserve(self, counts: np.ndarray, field: str = "sample_indices") -> None:
-        """Blocking (one database round trip): call it off the event loop."""
+    def reserve(self, counts: np.ndarray, field: str = "sample_indices", request_id: str | None = None) -> None:
+        """Blocking (one database round trip): call it off the event loop. With a request id,
+        raises AlreadyAnswered (nothing reserved) if the store holds its answer."""
         samples = np.flatnonzero(counts)
-        result = self.store.reserve(self.row.run_id, samples, counts[samples], self.budget, run_id=self.row.run_id)
+        result = self.store.reserve(self.row.run_id, samples, counts[samples], self.budget, run_id=self.row.run_id,
+                                    request_id=request_id)
+        if result.replay:
+            raise AlreadyAnswered(request_id)
         if result.closed:
             self.finishing = True
             raise FinishedRun(f"run_id: run {self.row.run_id!r} is finished; it takes no more queries")

@@ -16,6 +16,7 @@ from arena.server.store import (
     Charge,
     DefenseRow,
     FinishRun,
+    RequestRecord,
     RunRow,
     StoreError,
     open_store,
@@ -172,6 +173,14 @@ def test_reserve_is_all_or_nothing(store_url):
                           run_id="run-a")
         assert not r.granted and r.closed
     assert store.usage("run-a", 3).tolist() == [3, 1, 4]
+    # the replay guard: an answered request id reserves nothing
+    store.create_run(RunRow("run-c", "t", "d1", "atk", 3, 5, 5.0, None))
+    store.write([RequestRecord("run-c", "answered", b"d", b"", b"", 1.0)])
+    r = store.reserve("run-c", np.array([0]), np.array([1]), budget=5, run_id="run-c", request_id="answered")
+    assert not r.granted and r.replay and not r.closed
+    r = store.reserve("run-c", np.array([0]), np.array([1]), budget=5, run_id="run-c", request_id="new")
+    assert r.granted and not r.replay
+    assert store.usage("run-c", 3).tolist() == [1, 0, 0]
     store.close()
 
 
@@ -228,4 +237,20 @@ def test_postgres_lost_connections_are_store_errors_then_reconnect(postgres, pos
     with pytest.raises(StoreError):
         store.write([FinishRun("nope", 1.0)])
     store.write([FinishRun("nope", 1.0)])
+    store.close()
+
+
+def test_a_failed_write_leaves_nothing_and_the_store_usable(store_url):
+    store = open_store(store_url)
+    store.put_defense(defense("d1"))
+    store.create_run(RunRow("r1", "t", "d1", "atk", 3, 10, 5.0, None))
+    store.write([Charge("r1", 0, 2)])
+    with pytest.raises(Exception):
+        # one transaction: the first adversarial and the charge go with the record that breaks a
+        # constraint in the database (image NOT NULL)
+        store.write([AdversarialRecord("r1", 1, 0.5, 3, b"x", 6.0), Charge("r1", 2, 1),
+                     AdversarialRecord("r1", 2, 0.5, 3, None, 6.0)])
+    assert store.adversarials("r1") == [] and store.usage("r1", 3).tolist() == [2, 0, 0]
+    store.write([Charge("r1", 1, 1), FinishRun("r1", 7.0)])
+    assert store.usage("r1", 3).tolist() == [2, 1, 0] and store.get_run("r1").finished
     store.close()

@@ -80,10 +80,11 @@ class Store(abc.ABC):
     # budgets: an account (a run id today; any string) and a sample index -> queries used
     @abc.abstractmethod
     def reserve(self, account: str, samples: np.ndarray, counts: np.ndarray, budget: int, *,
-                run_id: str | None = None) -> Reservation:
+                run_id: str | None = None, request_id: str | None = None) -> Reservation:
         """All or nothing, atomically against every other process: adds counts[i] to (account,
-        samples[i]) if every sample stays within `budget` (and the run `run_id`, if given, is not
-        finished), else adds nothing."""
+        samples[i]) if every sample stays within `budget`, else adds nothing. Guards, checked
+        first: the run `run_id` is not finished (else `closed`), and it holds no answer for
+        `request_id` (else `replay`)."""
     @abc.abstractmethod
     def release(self, account: str, samples: np.ndarray, counts: np.ndarray) -> None:
         """Gives back what a granted `reserve` took (the request failed before its answer)."""

@@ -85,12 +85,13 @@ CREATE TABLE adversarials (
 CREATE TABLE blobs (digest TEXT PRIMARY KEY, data BYTEA NOT NULL);
 
 -- All or nothing: adds p_counts[i] to (p_account, p_samples[i]) if every sample stays within
--- p_budget (and the run p_run, when given, is not finished). p_samples must be sorted and
--- distinct: rows are created and locked in that order, so concurrent reservations never
--- deadlock. Returns whether it was granted, whether the run was finished, and per sample the
--- count after it (granted) or as found (refused).
+-- p_budget; first, when given, the run p_run must not be finished (o_closed) and hold no answer
+-- for p_request (o_replay). p_samples must be sorted and distinct: rows are created and locked
+-- in that order, so concurrent reservations never deadlock. Returns whether it was granted, and
+-- per sample the count after it (granted) or as found (refused).
 CREATE FUNCTION arena_reserve(p_account TEXT, p_samples INTEGER[], p_counts BIGINT[], p_budget BIGINT,
-                              p_run TEXT, OUT o_granted BOOLEAN, OUT o_closed BOOLEAN, OUT o_used BIGINT[])
+                              p_run TEXT, p_request TEXT, OUT o_granted BOOLEAN, OUT o_closed BOOLEAN,
+                              OUT o_replay BOOLEAN, OUT o_used BIGINT[])
 LANGUAGE plpgsql AS $$
 BEGIN
     -- no WAL flush for this commit: the answer is released only after the request's group commit,
@@ -99,7 +100,9 @@ BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
     o_closed := p_run IS NOT NULL AND EXISTS (
         SELECT 1 FROM runs WHERE run_id = p_run AND finished_at IS NOT NULL);
-    IF o_closed THEN
+    o_replay := p_request IS NOT NULL AND EXISTS (
+        SELECT 1 FROM requests WHERE run_id = p_run AND request_id = p_request);
+    IF o_closed OR o_replay THEN
         o_granted := false;
         RETURN;
     END IF;
@@ -212,13 +215,19 @@ class PostgresStore(Store):
         return conn
 
     @contextmanager
-    def _transaction(self):
+    def _transaction(self, pipeline: bool = False):
+        """A transaction on this thread's connection; `pipeline`: BEGIN, the statements and COMMIT
+        go out together and come back in one round trip (the group commit)."""
         if self._closed:
             raise StoreError("the store is closed")
         conn = self._reader()
         try:
-            with conn.transaction():
-                yield conn
+            if pipeline:
+                with conn.pipeline(), conn.transaction():
+                    yield conn
+            else:
+                with conn.transaction():
+                    yield conn
         except (psycopg.OperationalError, psycopg.InterfaceError) as error:  # lost: the next call reconnects
             self._local.conn = None
             raise StoreError(f"{self._display}: {str(error).strip()}") from None
@@ -426,12 +435,14 @@ class PostgresStore(Store):
     # -------------------------------------------------------------- budgets shared by replicas
 
     def reserve(self, account: str, samples: np.ndarray, counts: np.ndarray, budget: int, *,
-                run_id: str | None = None) -> Reservation:
+                run_id: str | None = None, request_id: str | None = None) -> Reservation:
         samples, counts = merged_counts(samples, counts)
-        granted, closed, used = self._statement(   # one statement, its own transaction: one round trip
-            "SELECT o_granted, o_closed, o_used FROM arena_reserve(%s, %s::integer[], %s::bigint[], %s, %s)",
-            (account, samples.tolist(), counts.tolist(), int(budget), run_id))
-        return Reservation(bool(granted), samples, np.asarray(used or [], dtype=np.int64), closed=bool(closed))
+        granted, closed, replay, used = self._statement(   # one statement, its own transaction
+            "SELECT o_granted, o_closed, o_replay, o_used"
+            " FROM arena_reserve(%s, %s::integer[], %s::bigint[], %s, %s, %s)",
+            (account, samples.tolist(), counts.tolist(), int(budget), run_id, request_id))
+        return Reservation(bool(granted), samples, np.asarray(used or [], dtype=np.int64), closed=bool(closed),
+                           replay=bool(replay))
 
     def release(self, account: str, samples: np.ndarray, counts: np.ndarray) -> None:
         samples, counts = merged_counts(samples, counts)
@@ -460,7 +471,7 @@ class PostgresStore(Store):
                 finishes.append((op.finished_at, op.run_id))
             else:
                 raise TypeError(f"unknown write operation {op!r}")
-        with self._transaction() as conn, conn.cursor() as cur:
+        with self._transaction(pipeline=True) as conn, conn.cursor() as cur:
             if charges:  # sorted: the same lock order as arena_reserve
                 cur.executemany(
                     "INSERT INTO usage(account, sample, used) VALUES (%s, %s, %s)"

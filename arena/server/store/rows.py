@@ -87,6 +87,7 @@ class Reservation:
     samples: np.ndarray          # int64, distinct, ascending (the samples with a nonzero count)
     used: np.ndarray             # int64 per sample: the count after the reservation, or as found if refused
     closed: bool = False         # refused because the run named by `run_id` is finished (used: empty)
+    replay: bool = False         # refused because `request_id` is answered in `run_id` (used: empty)
 
 
 # ------------------------------------------------------------------ write operations

@@ -293,7 +293,7 @@ class SqliteStore(Store):
     # -------------------------------------------------------------- budgets
 
     def reserve(self, account: str, samples: np.ndarray, counts: np.ndarray, budget: int, *,
-                run_id: str | None = None) -> Reservation:
+                run_id: str | None = None, request_id: str | None = None) -> Reservation:
         """Atomic across processes too (BEGIN IMMEDIATE holds the database's write lock); the
         server itself keeps its ledger in memory (`shared_ledger` is False) and never calls this."""
         samples, counts = merged_counts(samples, counts)
@@ -301,6 +301,9 @@ class SqliteStore(Store):
             if run_id is not None and conn.execute(
                     "SELECT 1 FROM runs WHERE run_id = ? AND finished_at IS NOT NULL", (run_id,)).fetchone():
                 return Reservation(False, samples, np.zeros(0, np.int64), closed=True)
+            if request_id is not None and conn.execute(
+                    "SELECT 1 FROM requests WHERE run_id = ? AND request_id = ?", (run_id, request_id)).fetchone():
+                return Reservation(False, samples, np.zeros(0, np.int64), replay=True)
             if samples.size == 0:
                 return Reservation(True, samples, np.zeros(0, np.int64))
             found = dict(conn.execute(
