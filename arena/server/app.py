@@ -226,6 +226,7 @@ class ArenaServer:
         source = cfg.data if cfg.evaluation is None else "arrays given in-process"
         self.store = open_store(cfg.database_url or cfg.store, durability=cfg.durability)
         try:
+            self.store.claim_serving()
             evaluation_module.pin(self.store, evaluation, source)
         except BaseException:
             self.store.close()

@@ -254,3 +254,23 @@ def test_a_failed_write_leaves_nothing_and_the_store_usable(store_url):
     store.write([Charge("r1", 1, 1), FinishRun("r1", 7.0)])
     assert store.usage("r1", 3).tolist() == [2, 1, 0] and store.get_run("r1").finished
     store.close()
+
+
+def test_one_server_per_sqlite_store(tmp_path):
+    """The SQLite ledger lives in the server's memory: a second server on the same file is refused
+    (PostgreSQL stores take any number)."""
+    first, second = open_store(tmp_path), open_store(tmp_path)
+    first.claim_serving()
+    with pytest.raises(StoreError, match="another arena server already serves this store"):
+        second.claim_serving()
+    first.close()
+    second.claim_serving()                                    # released with the store
+    second.close()
+
+
+def test_postgres_stores_serve_together(postgres_url):
+    first, second = open_store(postgres_url), open_store(postgres_url)
+    first.claim_serving()
+    second.claim_serving()
+    first.close()
+    second.close()

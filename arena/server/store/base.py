@@ -88,6 +88,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def release(self, account: str, samples: np.ndarray, counts: np.ndarray) -> None:
         """Gives back what a granted `reserve` took (the request failed before its answer)."""
+    def claim_serving(self) -> None:
+        """Called by a server before it serves from this store. A store whose ledger lives in the
+        server's memory (`shared_ledger` False) refuses a second server: two would hand out the
+        same budget twice."""
     # the group-commit write path
     @abc.abstractmethod
     def write(self, ops: list[WriteOp]) -> None: ...

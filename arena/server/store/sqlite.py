@@ -6,7 +6,9 @@ durability for latency and still survives kill -9.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -86,6 +88,7 @@ class SqliteStore(Store):
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._closed = False
+        self._serving_fd: int | None = None
         with self._write_lock:
             conn = self._connect()
             conn.executescript(_SCHEMA)
@@ -133,8 +136,23 @@ class SqliteStore(Store):
                 raise
             conn.execute("COMMIT")
 
+    def claim_serving(self) -> None:
+        """An exclusive lock on `<db>.serving` for as long as this store is open: the budget ledger
+        lives in the server's memory, so a second server on the same file would overdraw."""
+        fd = os.open(f"{self.path}.serving", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"{self.path}: another arena server already serves this store; several replicas "
+                             "need a shared database (--database-url postgresql://..., docs/deploy.md)") from None
+        self._serving_fd = fd
+
     def close(self) -> None:
         with self._write_lock:
+            if self._serving_fd is not None:
+                os.close(self._serving_fd)
+                self._serving_fd = None
             self._closed = True
             with self._connections_lock:
                 for conn in self._connections:
