@@ -328,16 +328,19 @@ class Arena:
         state.request_ids = None   # replays of a finished run read the store
         return state
 
-    async def _reserve(self, state: RunState, counts: np.ndarray, request_id: str | None = None) -> None:
+    async def _reserve(self, state: RunState, counts: np.ndarray, request_id: str | None = None,
+                       digest=None) -> bool:
         """Reserves the request's queries and counts it in flight (before any await, so that a
-        FinishRun waits for it); a shared ledger's reservation is a database round trip, which
-        also raises AlreadyAnswered for a Predict request id the store has answered."""
+        FinishRun waits for it). A shared ledger's reservation is one database round trip that
+        also claims a Predict's request id (`digest()` its request digest): raises AlreadyAnswered
+        if the id is answered; returns True if it adopted the claim of an earlier attempt (a retry
+        whose first attempt ran on another replica), which reserves nothing."""
         state.enter()
         try:
             if state.shared:
-                await self._io(state.reserve, counts, "sample_indices", request_id)
-            else:
-                state.reserve(counts)
+                return await self._io(state.reserve, counts, "sample_indices", request_id, digest)
+            state.reserve(counts)
+            return False
         except BaseException:
             state.leave()
             raise
@@ -366,7 +369,7 @@ class Arena:
         counts = np.bincount(indices, minlength=state.num_samples)
         claim = state.pending[request_id] = _Claim()   # duplicates wait for this attempt from here on
         try:
-            await self._reserve(state, counts, request_id)
+            adopted = await self._reserve(state, counts, request_id, lambda: request_digest(indices, images))
         except BaseException as error:
             state.pending.pop(request_id, None)
             claim.settle(None)
@@ -400,10 +403,12 @@ class Arena:
             return ops
 
         def rollback() -> None:
+            if adopted:  # nothing reserved here: the claim's reservation pays for its first attempt
+                return
             if consumed:
-                state.unconsume(counts)
+                state.unconsume(counts, request_id)
             else:
-                state.release(counts)
+                state.release(counts, request_id)
 
         job = self._batcher(state.row.defense).submit(images, prepare, rollback)
         state.pending[request_id] = job
@@ -431,10 +436,13 @@ class Arena:
                 return None  # the first attempt failed and charged nothing: this one runs anew
         if state.request_ids is not None and request_id not in state.request_ids:
             return None  # known new: no store read on the hot path
-        if state.shared:  # the reservation itself tells an answered id (AlreadyAnswered)
+        if state.shared and not state.finishing:  # the reservation tells an answered id (AlreadyAnswered)
             return None
-        # A point read on the loop thread (tens of microseconds): cheaper than a thread hop.
-        return self._stored_answer(state, request, self.store.get_request(state.row.run_id, request_id))
+        if state.shared:  # a finished run: a read on the database server, off the loop
+            stored = await self._io(self.store.get_request, state.row.run_id, request_id)
+        else:  # a point read on the loop thread (tens of microseconds): cheaper than a thread hop
+            stored = self.store.get_request(state.row.run_id, request_id)
+        return self._stored_answer(state, request, stored)
 
     def _stored_answer(self, state: RunState, request: pb.PredictRequest, stored) -> pb.PredictResponse | None:
         request_id = request.request_id

@@ -25,7 +25,7 @@ import numpy as np
 
 import logging
 
-from arena.server.errors import BudgetExceeded, FinishedRun
+from arena.server.errors import BadRequest, BudgetExceeded, FinishedRun
 from arena.server.store import Charge, RunRow, Store, StoreError
 
 log = logging.getLogger("arena.ledger")
@@ -89,7 +89,7 @@ class RunState:
         run_id = self.row.run_id
         return [Charge(run_id, int(s), int(counts[s])) for s in np.flatnonzero(counts)]
 
-    def release(self, counts: np.ndarray) -> None:
+    def release(self, counts: np.ndarray, request_id: str | None = None) -> None:
         with self.lock:
             self.reserved -= counts
 
@@ -98,7 +98,7 @@ class RunState:
             self.reserved -= counts
             self.used += counts
 
-    def unconsume(self, counts: np.ndarray) -> None:
+    def unconsume(self, counts: np.ndarray, request_id: str | None = None) -> None:
         with self.lock:
             self.used -= counts
 
@@ -126,14 +126,22 @@ class SharedRunState(RunState):
         self.store = store
         self.request_ids = None      # another replica may have answered any id: always ask the store
 
-    def reserve(self, counts: np.ndarray, field: str = "sample_indices", request_id: str | None = None) -> None:
-        """Blocking (one database round trip): call it off the event loop. With a request id,
-        raises AlreadyAnswered (nothing reserved) if the store holds its answer."""
+    def reserve(self, counts: np.ndarray, field: str = "sample_indices", request_id: str | None = None,
+                digest=None) -> bool:
+        """Blocking (one database round trip): call it off the event loop. With a request id (and
+        `digest()`, its request digest) it claims the id: raises AlreadyAnswered (nothing reserved)
+        if the store holds its answer, BadRequest if the id's claim is for another request, and
+        returns True if it adopted an earlier attempt's claim (nothing reserved: that attempt's
+        reservation pays for whichever answers first)."""
         samples = np.flatnonzero(counts)
         result = self.store.reserve(self.row.run_id, samples, counts[samples], self.budget, run_id=self.row.run_id,
-                                    request_id=request_id)
+                                    request_id=request_id, digest=digest() if request_id is not None else None)
         if result.replay:
             raise AlreadyAnswered(request_id)
+        if result.mismatch:
+            raise BadRequest(f"request_id: {request_id!r} was already used for a different request in this run")
+        if result.adopted:
+            return True
         if result.closed:
             self.finishing = True
             raise FinishedRun(f"run_id: run {self.row.run_id!r} is finished; it takes no more queries")
@@ -144,11 +152,13 @@ class SharedRunState(RunState):
                 taken[result.samples] = result.used
                 over = result.samples[result.used + counts[result.samples] > self.budget]
                 self._refuse(over, taken, field)
+        return False
 
-    def release(self, counts: np.ndarray) -> None:
+    def release(self, counts: np.ndarray, request_id: str | None = None) -> None:
         samples = np.flatnonzero(counts)
         try:
-            self.store.release(self.row.run_id, samples, counts[samples])
+            self.store.release(self.row.run_id, samples, counts[samples], run_id=self.row.run_id,
+                               request_id=request_id)
         except StoreError as error:  # the charge stays: never an answer without a charge
             log.error("run %s: could not give back %d reserved queries: %s", self.row.run_id,
                       int(counts.sum()), error)
@@ -159,8 +169,8 @@ class SharedRunState(RunState):
     def consume(self, counts: np.ndarray) -> None:
         pass                         # the reservation was the charge
 
-    def unconsume(self, counts: np.ndarray) -> None:
-        self.release(counts)
+    def unconsume(self, counts: np.ndarray, request_id: str | None = None) -> None:
+        self.release(counts, request_id)
 
     def charges(self, counts: np.ndarray) -> list[Charge]:
         return []

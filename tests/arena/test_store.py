@@ -176,9 +176,11 @@ def test_reserve_is_all_or_nothing(store_url):
     # the replay guard: an answered request id reserves nothing
     store.create_run(RunRow("run-c", "t", "d1", "atk", 3, 5, 5.0, None))
     store.write([RequestRecord("run-c", "answered", b"d", b"", b"", 1.0)])
-    r = store.reserve("run-c", np.array([0]), np.array([1]), budget=5, run_id="run-c", request_id="answered")
+    r = store.reserve("run-c", np.array([0]), np.array([1]), budget=5, run_id="run-c", request_id="answered",
+                      digest=b"d")
     assert not r.granted and r.replay and not r.closed
-    r = store.reserve("run-c", np.array([0]), np.array([1]), budget=5, run_id="run-c", request_id="new")
+    r = store.reserve("run-c", np.array([0]), np.array([1]), budget=5, run_id="run-c", request_id="new",
+                      digest=b"n")
     assert r.granted and not r.replay
     assert store.usage("run-c", 3).tolist() == [1, 0, 0]
     store.close()
@@ -274,3 +276,40 @@ def test_postgres_stores_serve_together(postgres_url):
     second.claim_serving()
     first.close()
     second.close()
+
+
+def test_postgres_request_claims(postgres_url):
+    """A shared-ledger reservation claims its request id: a retry elsewhere adopts the claim (one
+    charge for the request, whoever answers), another request under the id is refused, a failed
+    attempt gives back its charge and its claim unless adopted."""
+    store = open_store(postgres_url)
+    store.put_defense(defense("d1"))
+    store.create_run(RunRow("r", "t", "d1", "atk", 3, 5, 5.0, None))
+
+    def reserve(request_id, digest, samples=(0, 1), budget=5):
+        return store.reserve("r", np.array(samples), np.ones(len(samples), np.int64), budget, run_id="r",
+                             request_id=request_id, digest=digest)
+
+    first = reserve("x", b"dx")
+    assert first.granted and not first.adopted and store.usage("r", 3).tolist() == [1, 1, 0]
+    assert store.get_request("r", "x") is None and store.request_ids("r") == set()     # claimed, not answered
+    retry = reserve("x", b"dx")                              # the retry, on another replica
+    assert retry.granted and retry.adopted and store.usage("r", 3).tolist() == [1, 1, 0]
+    other = reserve("x", b"something else")
+    assert not other.granted and other.mismatch
+    store.release("r", np.array([0, 1]), np.ones(2, np.int64), run_id="r", request_id="x")   # adopted: kept
+    assert store.usage("r", 3).tolist() == [1, 1, 0]
+    store.write([RequestRecord("r", "x", b"dx", b"\x01\x00\x00\x00" * 2, b"\x04\x00\x00\x00" * 2, 9.0)])
+    store.write([RequestRecord("r", "x", b"dx", b"\x07\x00\x00\x00" * 2, b"\x04\x00\x00\x00" * 2, 9.5)])
+    assert store.get_request("r", "x").labels.tolist() == [1, 1]                         # the first answer stays
+    assert reserve("x", b"dx").replay and store.request_ids("r") == {"x"}
+    # a failed attempt that nobody adopted gives back its charge and its claim
+    assert reserve("y", b"dy").granted and store.usage("r", 3).tolist() == [2, 2, 0]
+    store.release("r", np.array([0, 1]), np.ones(2, np.int64), run_id="r", request_id="y")
+    assert store.usage("r", 3).tolist() == [1, 1, 0]
+    again = reserve("y", b"dy")
+    assert again.granted and not again.adopted and store.usage("r", 3).tolist() == [2, 2, 0]
+    # a refusal leaves no claim behind
+    assert not reserve("z", b"dz", samples=(2,), budget=0).granted
+    assert reserve("z", b"dz", samples=(2,)).granted and store.usage("r", 3).tolist() == [2, 2, 1]
+    store.close()

@@ -80,14 +80,21 @@ class Store(abc.ABC):
     # budgets: an account (a run id today; any string) and a sample index -> queries used
     @abc.abstractmethod
     def reserve(self, account: str, samples: np.ndarray, counts: np.ndarray, budget: int, *,
-                run_id: str | None = None, request_id: str | None = None) -> Reservation:
+                run_id: str | None = None, request_id: str | None = None,
+                digest: bytes | None = None) -> Reservation:
         """All or nothing, atomically against every other process: adds counts[i] to (account,
         samples[i]) if every sample stays within `budget`, else adds nothing. Guards, checked
         first: the run `run_id` is not finished (else `closed`), and it holds no answer for
-        `request_id` (else `replay`)."""
+        `request_id` (else `replay`). A shared-ledger store also claims `request_id` (with the
+        request's `digest`) together with the reservation, so that a retry reaching another
+        replica while the first attempt runs, or after it was cut off, adopts the claim
+        (`adopted`: granted, nothing reserved) instead of paying twice."""
     @abc.abstractmethod
-    def release(self, account: str, samples: np.ndarray, counts: np.ndarray) -> None:
-        """Gives back what a granted `reserve` took (the request failed before its answer)."""
+    def release(self, account: str, samples: np.ndarray, counts: np.ndarray, *, run_id: str | None = None,
+                request_id: str | None = None) -> None:
+        """Gives back what a granted `reserve` took (the request failed before its answer), with
+        its claim on `request_id`; a shared-ledger store gives back nothing if another attempt
+        adopted the claim (its answer is what the reservation pays for)."""
     def claim_serving(self) -> None:
         """Called by a server before it serves from this store. A store whose ledger lives in the
         server's memory (`shared_ledger` False) refuses a second server: two would hand out the

@@ -71,9 +71,10 @@ CREATE TABLE runs (
 CREATE TABLE usage (
     account TEXT NOT NULL, sample INTEGER NOT NULL, used BIGINT NOT NULL CHECK (used >= 0),
     PRIMARY KEY (account, sample));
+-- a request id's answer; labels NULL: claimed by an attempt still running (its reservation made)
 CREATE TABLE requests (
-    run_id TEXT NOT NULL, request_id TEXT NOT NULL, digest BYTEA NOT NULL, labels BYTEA NOT NULL,
-    remaining BYTEA NOT NULL, created_at DOUBLE PRECISION NOT NULL,
+    run_id TEXT NOT NULL, request_id TEXT NOT NULL, digest BYTEA NOT NULL, labels BYTEA,
+    remaining BYTEA, created_at DOUBLE PRECISION NOT NULL, adopted BOOLEAN NOT NULL DEFAULT false,
     PRIMARY KEY (run_id, request_id));
 CREATE TABLE queries (
     run_id TEXT NOT NULL, sample INTEGER NOT NULL, image_sha256 BYTEA NOT NULL, label INTEGER NOT NULL,
@@ -85,26 +86,56 @@ CREATE TABLE adversarials (
 CREATE TABLE blobs (digest TEXT PRIMARY KEY, data BYTEA NOT NULL);
 
 -- All or nothing: adds p_counts[i] to (p_account, p_samples[i]) if every sample stays within
--- p_budget; first, when given, the run p_run must not be finished (o_closed) and hold no answer
--- for p_request (o_replay). p_samples must be sorted and distinct: rows are created and locked
--- in that order, so concurrent reservations never deadlock. Returns whether it was granted, and
--- per sample the count after it (granted) or as found (refused).
+-- p_budget. p_samples must be sorted and distinct: rows are created and locked in that order, so
+-- concurrent reservations never deadlock. Returns whether it was granted, and per sample the
+-- count after it (granted) or as found (refused). Guards, first, when given:
+-- - the request id p_request of p_run is not answered (else o_replay: nothing reserved);
+-- - the run p_run is not finished (else o_closed);
+-- - the request id p_request is not claimed (else, claimed by an
+--   attempt still running or cut off (a retry that reached another replica), with the same digest
+--   -> o_adopted (granted, nothing reserved: the claim's reservation pays for whichever attempt
+--   answers first), another digest -> o_mismatch; unclaimed -> claimed here with the reservation.
 CREATE FUNCTION arena_reserve(p_account TEXT, p_samples INTEGER[], p_counts BIGINT[], p_budget BIGINT,
-                              p_run TEXT, p_request TEXT, OUT o_granted BOOLEAN, OUT o_closed BOOLEAN,
-                              OUT o_replay BOOLEAN, OUT o_used BIGINT[])
+                              p_run TEXT, p_request TEXT, p_digest BYTEA,
+                              OUT o_granted BOOLEAN, OUT o_closed BOOLEAN, OUT o_replay BOOLEAN,
+                              OUT o_adopted BOOLEAN, OUT o_mismatch BOOLEAN, OUT o_used BIGINT[])
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_answered BOOLEAN;
+    v_digest BYTEA;
 BEGIN
     -- no WAL flush for this commit: the answer is released only after the request's group commit,
     -- whose flush covers this earlier commit record too; a database crash before it loses the
     -- reservation and the answer together
     PERFORM set_config('synchronous_commit', 'off', true);
-    o_closed := p_run IS NOT NULL AND EXISTS (
-        SELECT 1 FROM runs WHERE run_id = p_run AND finished_at IS NOT NULL);
+    o_granted := false; o_adopted := false; o_mismatch := false;
+    -- an answered id replays, even once the run is finished
     o_replay := p_request IS NOT NULL AND EXISTS (
-        SELECT 1 FROM requests WHERE run_id = p_run AND request_id = p_request);
-    IF o_closed OR o_replay THEN
-        o_granted := false;
+        SELECT 1 FROM requests WHERE run_id = p_run AND request_id = p_request AND labels IS NOT NULL);
+    o_closed := NOT o_replay AND p_run IS NOT NULL AND EXISTS (
+        SELECT 1 FROM runs WHERE run_id = p_run AND finished_at IS NOT NULL);
+    IF o_replay OR o_closed THEN
         RETURN;
+    END IF;
+    IF p_request IS NOT NULL THEN
+        -- claim the id; a concurrent claim makes this wait for its transaction, then conflict
+        INSERT INTO requests(run_id, request_id, digest, created_at)
+            VALUES (p_run, p_request, p_digest, extract(epoch FROM clock_timestamp()))
+            ON CONFLICT DO NOTHING;
+        IF NOT FOUND THEN
+            SELECT r.labels IS NOT NULL, r.digest INTO v_answered, v_digest
+                FROM requests r WHERE r.run_id = p_run AND r.request_id = p_request FOR UPDATE;
+            IF v_answered THEN
+                o_replay := true;
+            ELSIF v_digest <> p_digest THEN
+                o_mismatch := true;
+            ELSE
+                UPDATE requests SET adopted = true WHERE run_id = p_run AND request_id = p_request;
+                o_adopted := true;
+                o_granted := true;
+            END IF;
+            RETURN;
+        END IF;
     END IF;
     INSERT INTO usage(account, sample, used)
         SELECT p_account, s, 0 FROM unnest(p_samples) AS s ORDER BY s ON CONFLICT DO NOTHING;
@@ -119,14 +150,24 @@ BEGIN
             WHERE u.account = p_account AND u.sample = r.sample;
         SELECT array_agg(u.used ORDER BY u.sample) INTO o_used
             FROM usage u WHERE u.account = p_account AND u.sample = ANY(p_samples);
+    ELSIF p_request IS NOT NULL THEN   -- refused: the claim goes too
+        DELETE FROM requests WHERE run_id = p_run AND request_id = p_request;
     END IF;
 END $$;
 
--- Gives back what arena_reserve took (a request that failed before its answer); same lock order.
-CREATE FUNCTION arena_release(p_account TEXT, p_samples INTEGER[], p_counts BIGINT[]) RETURNS VOID
+-- Gives back what arena_reserve took (a request that failed before its answer), with its claim on
+-- p_request; not if another attempt adopted the claim (that attempt's answer is what it paid).
+CREATE FUNCTION arena_release(p_account TEXT, p_samples INTEGER[], p_counts BIGINT[], p_run TEXT,
+                              p_request TEXT) RETURNS VOID
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);   -- lost in a crash: an overcharge, never a gift
+    IF p_request IS NOT NULL THEN
+        DELETE FROM requests WHERE run_id = p_run AND request_id = p_request AND labels IS NULL AND NOT adopted;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+    END IF;
     PERFORM 1 FROM usage u WHERE u.account = p_account AND u.sample = ANY(p_samples)
         ORDER BY u.sample FOR UPDATE;
     UPDATE usage u SET used = greatest(u.used - r.n, 0) FROM unnest(p_samples, p_counts) AS r(sample, n)
@@ -410,7 +451,8 @@ class PostgresStore(Store):
 
     def get_request(self, run_id: str, request_id: str) -> StoredRequest | None:
         r = self._read(
-            "SELECT digest, labels, remaining FROM requests WHERE run_id = %s AND request_id = %s",
+            "SELECT digest, labels, remaining FROM requests WHERE run_id = %s AND request_id = %s"
+            " AND labels IS NOT NULL",
             (run_id, request_id)).fetchone()
         if r is None:
             return None
@@ -418,7 +460,7 @@ class PostgresStore(Store):
                              np.frombuffer(bytes(r[2]), dtype="<u4").copy())
 
     def request_ids(self, run_id: str) -> set[str]:
-        rows = self._read("SELECT request_id FROM requests WHERE run_id = %s", (run_id,))
+        rows = self._read("SELECT request_id FROM requests WHERE run_id = %s AND labels IS NOT NULL", (run_id,))
         return {r[0] for r in rows}
 
     def query_labels(self, run_id: str, keys: list[tuple[int, bytes]]) -> dict[tuple[int, bytes], int]:
@@ -435,21 +477,26 @@ class PostgresStore(Store):
     # -------------------------------------------------------------- budgets shared by replicas
 
     def reserve(self, account: str, samples: np.ndarray, counts: np.ndarray, budget: int, *,
-                run_id: str | None = None, request_id: str | None = None) -> Reservation:
+                run_id: str | None = None, request_id: str | None = None,
+                digest: bytes | None = None) -> Reservation:
+        """See `Store.reserve`; with a request id, also claims it for the replicas (arena_reserve)."""
         samples, counts = merged_counts(samples, counts)
-        granted, closed, replay, used = self._statement(   # one statement, its own transaction
-            "SELECT o_granted, o_closed, o_replay, o_used"
-            " FROM arena_reserve(%s, %s::integer[], %s::bigint[], %s, %s, %s)",
-            (account, samples.tolist(), counts.tolist(), int(budget), run_id, request_id))
+        if request_id is not None and (run_id is None or digest is None):
+            raise ValueError("a request id is claimed within a run, with the request's digest")
+        granted, closed, replay, adopted, mismatch, used = self._statement(   # one statement, one round trip
+            "SELECT o_granted, o_closed, o_replay, o_adopted, o_mismatch, o_used"
+            " FROM arena_reserve(%s, %s::integer[], %s::bigint[], %s, %s, %s, %s)",
+            (account, samples.tolist(), counts.tolist(), int(budget), run_id, request_id, digest))
         return Reservation(bool(granted), samples, np.asarray(used or [], dtype=np.int64), closed=bool(closed),
-                           replay=bool(replay))
+                           replay=bool(replay), adopted=bool(adopted), mismatch=bool(mismatch))
 
-    def release(self, account: str, samples: np.ndarray, counts: np.ndarray) -> None:
+    def release(self, account: str, samples: np.ndarray, counts: np.ndarray, *, run_id: str | None = None,
+                request_id: str | None = None) -> None:
         samples, counts = merged_counts(samples, counts)
-        if samples.size == 0:
+        if samples.size == 0 and request_id is None:
             return
-        self._statement("SELECT arena_release(%s, %s::integer[], %s::bigint[])",
-                        (account, samples.tolist(), counts.tolist()))
+        self._statement("SELECT arena_release(%s, %s::integer[], %s::bigint[], %s, %s)",
+                        (account, samples.tolist(), counts.tolist(), run_id, request_id))
 
     # -------------------------------------------------------------- the write path
 
@@ -477,13 +524,15 @@ class PostgresStore(Store):
                     "INSERT INTO usage(account, sample, used) VALUES (%s, %s, %s)"
                     " ON CONFLICT (account, sample) DO UPDATE SET used = usage.used + excluded.used",
                     [(r, s, c) for (r, s), c in sorted(charges.items())])
-            if requests:
+            if requests:  # sorted: two replicas answering crossed claims lock in one order
                 cur.executemany(
                     "INSERT INTO requests(run_id, request_id, digest, labels, remaining, created_at)"
                     " VALUES (%s, %s, %s, %s, %s, %s)"
-                    # the same id answered meanwhile by another replica (a retry that raced its
-                    # original): the first answer stays the one replayed
-                    " ON CONFLICT DO NOTHING", requests)
+                    # fills the claim; an attempt that answered first (a retry on another replica
+                    # adopting the claim, or its original) stays the answer replayed
+                    " ON CONFLICT (run_id, request_id) DO UPDATE SET labels = excluded.labels,"
+                    " remaining = excluded.remaining, created_at = excluded.created_at"
+                    " WHERE requests.labels IS NULL", sorted(requests))
             if queries:
                 cur.executemany(
                     "INSERT INTO queries(run_id, sample, image_sha256, label) VALUES (%s, %s, %s, %s)"

@@ -88,6 +88,8 @@ class Reservation:
     used: np.ndarray             # int64 per sample: the count after the reservation, or as found if refused
     closed: bool = False         # refused because the run named by `run_id` is finished (used: empty)
     replay: bool = False         # refused because `request_id` is answered in `run_id` (used: empty)
+    adopted: bool = False        # granted without reserving: an earlier attempt's claim on `request_id`
+    mismatch: bool = False       # refused: `request_id` is claimed for a request with another digest
 
 
 # ------------------------------------------------------------------ write operations

@@ -311,17 +311,19 @@ class SqliteStore(Store):
     # -------------------------------------------------------------- budgets
 
     def reserve(self, account: str, samples: np.ndarray, counts: np.ndarray, budget: int, *,
-                run_id: str | None = None, request_id: str | None = None) -> Reservation:
+                run_id: str | None = None, request_id: str | None = None,
+                digest: bytes | None = None) -> Reservation:
         """Atomic across processes too (BEGIN IMMEDIATE holds the database's write lock); the
-        server itself keeps its ledger in memory (`shared_ledger` is False) and never calls this."""
+        server itself keeps its ledger in memory (`shared_ledger` is False) and never calls this,
+        so request ids are only checked for an answer, not claimed."""
         samples, counts = merged_counts(samples, counts)
         with self._transaction() as conn:
-            if run_id is not None and conn.execute(
-                    "SELECT 1 FROM runs WHERE run_id = ? AND finished_at IS NOT NULL", (run_id,)).fetchone():
-                return Reservation(False, samples, np.zeros(0, np.int64), closed=True)
             if request_id is not None and conn.execute(
                     "SELECT 1 FROM requests WHERE run_id = ? AND request_id = ?", (run_id, request_id)).fetchone():
                 return Reservation(False, samples, np.zeros(0, np.int64), replay=True)
+            if run_id is not None and conn.execute(
+                    "SELECT 1 FROM runs WHERE run_id = ? AND finished_at IS NOT NULL", (run_id,)).fetchone():
+                return Reservation(False, samples, np.zeros(0, np.int64), closed=True)
             if samples.size == 0:
                 return Reservation(True, samples, np.zeros(0, np.int64))
             found = dict(conn.execute(
@@ -336,7 +338,8 @@ class SqliteStore(Store):
                 [(account, int(s), int(c)) for s, c in zip(samples, counts)])
         return Reservation(True, samples, used + counts)
 
-    def release(self, account: str, samples: np.ndarray, counts: np.ndarray) -> None:
+    def release(self, account: str, samples: np.ndarray, counts: np.ndarray, *, run_id: str | None = None,
+                request_id: str | None = None) -> None:
         samples, counts = merged_counts(samples, counts)
         with self._transaction() as conn:
             conn.executemany("UPDATE usage SET used = max(used - ?, 0) WHERE run_id = ? AND sample = ?",
