@@ -13,7 +13,9 @@ the pending commits land; after a restart it is reloaded from the store.
 request's reservation is one all-or-nothing `Store.reserve` (a conditional update under row
 locks) and IS the charge: the group commit adds no `Charge`, a failure before the answer gives it
 back with `Store.release`, and a replica killed between the two leaves the charge in place (never
-an answer without its charge). `used` is then only this process's last view, for `remaining`.
+an answer without its charge). A Predict's reservation also claims its request id: a retry on
+another replica adopts the claim instead of paying again. `used` is then only this process's
+last view, for `remaining`.
 """
 
 from __future__ import annotations

@@ -177,6 +177,10 @@ END $$;
 }
 
 
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
 def _redact(url: str) -> str:
     parsed = urlparse(url)
     if parsed.password:
@@ -235,7 +239,7 @@ class PostgresStore(Store):
             conn = psycopg.connect(self.url, autocommit=True, connect_timeout=30)
             conn.execute(f"SET synchronous_commit = {self._synchronous_commit}")
         except psycopg.Error as error:
-            raise StoreError(f"{self._display}: cannot connect to PostgreSQL ({str(error).strip()})") from None
+            raise StoreError(f"{self._display}: cannot connect to PostgreSQL ({_one_line(error)})") from None
         with self._connections_lock:
             # threads come and go (the HTTP report's, one per request): their connections go with them
             for thread in [t for t in self._connections if not t.is_alive()]:
@@ -271,7 +275,7 @@ class PostgresStore(Store):
                     yield conn
         except (psycopg.OperationalError, psycopg.InterfaceError) as error:  # lost: the next call reconnects
             self._local.conn = None
-            raise StoreError(f"{self._display}: {str(error).strip()}") from None
+            raise StoreError(f"{self._display}: {_one_line(error)}") from None
 
     def _read(self, sql: str, params=None) -> psycopg.Cursor:
         """One statement in autocommit on this thread's connection; a lost connection is a
@@ -282,7 +286,7 @@ class PostgresStore(Store):
             return self._reader().execute(sql, params)
         except (psycopg.OperationalError, psycopg.InterfaceError) as error:
             self._local.conn = None
-            raise StoreError(f"{self._display}: {str(error).strip()}") from None
+            raise StoreError(f"{self._display}: {_one_line(error)}") from None
 
     def _statement(self, sql: str, params) -> tuple:
         """One statement, atomic on its own (one round trip): its first row."""
