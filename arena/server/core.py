@@ -208,8 +208,8 @@ class Arena:
                                    max_chunk=self.config.max_chunk, threads=self._threads)
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(
-            self.validation_pool, self.metrics.timed_validation(validation.validate), name, data, self.evaluation.images,
-            self.evaluation.labels, limits)
+            self.validation_pool, self.metrics.timed_validation(validation.validate), name, data,
+            self.evaluation.images, self.evaluation.labels, limits)
         if not result.accepted:
             row = self._rejected(name, team, description, digest, len(data), result.reasons, now)
             await self._io(self.store.put_defense, row)
