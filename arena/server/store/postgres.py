@@ -213,7 +213,7 @@ class PostgresBlobs:
 
 class PostgresStore(Store):
     """PostgreSQL: one connection per thread (autocommit; writes in explicit transactions), so a
-    replica holds about as many connections as it has threads touching the store (~16)."""
+    replica holds about as many connections as it has threads touching the store (up to ~20)."""
 
     shared_ledger = True
 
