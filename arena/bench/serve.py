@@ -18,6 +18,9 @@ them alike. The traffic is an attack's: the evaluation labels of half the sample
 the model's, so half the images are answered adversarial (hashed and recorded for free
 verification, as in a HopSkipJump run).
 Headline `ratio`: arena gRPC / in-process images/s at batch 64 with 4 clients.
+
+With `--replicas N` it measures separate `arena serve` processes on SQLite and PostgreSQL
+instead (arena.bench.replicas).
 """
 
 from __future__ import annotations
@@ -60,6 +63,15 @@ def add_arguments(parser) -> None:
                              "p99 of a well-behaved defense meanwhile (default: on)")
     parser.add_argument("--hostile-memory-mb", type=float, default=1024.0,
                         help="the validation memory limit for the memory bomb (default: 1024)")
+    replicas = parser.add_argument_group("replicas (arena.bench.replicas)")
+    replicas.add_argument("--replicas", type=int, default=None, metavar="N",
+                          help="instead: 1 replica on SQLite, 1 and N on PostgreSQL, as separate processes")
+    replicas.add_argument("--database-url", default=None, metavar="URL",
+                          help="with --replicas: the PostgreSQL database (default: a throwaway local server)")
+    replicas.add_argument("--bench-clients", type=int, default=4, metavar="C",
+                          help="with --replicas: client processes (default: 4)")
+    replicas.add_argument("--replica-batch", type=int, default=16, metavar="B",
+                          help="with --replicas: images per Predict (default: 16)")
 
 
 # ---------------------------------------------------------------- client processes
@@ -382,6 +394,10 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def run(args) -> dict:
+    if getattr(args, "replicas", None) is not None:
+        from arena.bench import replicas
+
+        return replicas.run(args)
     from arena.bench import toy_models
     from arena.inference import default_threads, make_session
 

@@ -5,6 +5,7 @@
     arena leaderboard --server HOST:PORT --csv [attacks]      # one table as CSV (defenses by default)
     arena leaderboard --server HOST:PORT --html report.html   # also write the self-contained report
     arena leaderboard --store DIR [--json | --csv | --html F] # offline, straight from a store folder
+    arena leaderboard --database-url URL [...]               # offline, straight from a database (PostgreSQL)
 
 The token may come from the environment variable ARENA_TOKEN instead of --token (--store needs none).
 """
@@ -27,6 +28,8 @@ def register(sub) -> None:
     source.add_argument("--server", metavar="HOST:PORT", help="the arena's gRPC address")
     source.add_argument("--store", type=Path, metavar="DIR",
                         help="read an arena store folder directly (offline; safe beside a running server)")
+    source.add_argument("--database-url", metavar="URL",
+                        help="read an arena database directly, e.g. postgresql://... (offline; safe beside replicas)")
     parser.add_argument("--token", default=None, help="bearer token (default: $ARENA_TOKEN)")
     parser.add_argument("--timeout", type=float, default=60.0, metavar="S", help="per-call deadline in seconds")
     output = parser.add_mutually_exclusive_group()
@@ -45,7 +48,8 @@ def register(sub) -> None:
 def _run(args) -> int:
     from scoreboard import tables
 
-    board, html = _from_store(args) if args.store is not None else _from_server(args)
+    offline = args.store is not None or args.database_url is not None
+    board, html = _from_store(args) if offline else _from_server(args)
     if args.json:
         sys.stdout.write(tables.render_json(board))
     elif args.csv:
@@ -73,12 +77,17 @@ def _from_store(args):
     """(leaderboard, report HTML or None) computed from the store, as the server would."""
     from arena.server.leaderboard import compute
     from arena.server.records import gallery_items
-    from arena.server.store import DB_NAME, open_store
+    from arena.server.store import DB_NAME, StoreError, open_store
 
-    if not (args.store / DB_NAME).is_file():  # open_store would create an empty store
+    if args.database_url is None and not (args.store / DB_NAME).is_file():  # open_store would create one
         raise CommandError(f"{args.store}: no arena store here (no {DB_NAME})")
-    store = open_store(args.store)
     try:
+        store = open_store(args.database_url or args.store)
+    except StoreError as error:
+        raise CommandError(str(error)) from None
+    try:
+        if args.database_url is not None and store.evaluation() is None:
+            raise CommandError(f"{args.database_url.split('@')[-1]}: no arena has been served from this database")
         split = args.split or ("public" if store.phase() == "open" else "private")
         board = compute(store, split)
         html = None

@@ -21,7 +21,8 @@ def register(sub) -> None:
     p = sub.add_parser("serve", help="run the arena server (gRPC)",
                        description="Serve ONNX defenses label-only over gRPC, with per-sample budgets, "
                                    "verification of adversarials, a durable store and team tokens.")
-    p.add_argument("--store", required=True, metavar="DIR", help="store folder (SQLite database + ONNX blobs)")
+    p.add_argument("--store", default=None, metavar="DIR",
+                   help="store folder (SQLite database + ONNX blobs); or give --database-url")
     p.add_argument("--data", default="demo", metavar="{demo|PATH}",
                    help="evaluation data: 'demo', a tiny-imagenet-200 folder or an .npz (default: demo)")
     p.add_argument("--public-samples", type=int, default=100, metavar="N",
@@ -67,7 +68,8 @@ def register(sub) -> None:
     p.add_argument("--durability", choices=("full", "normal"), default="full",
                    help="full: fsync every group commit (default); normal: survives kill -9, not power loss")
     p.add_argument("--database-url", default=None, metavar="URL",
-                   help="database URL (default: sqlite:///<store>/arena.db)")
+                   help="database URL (default: sqlite:///<store>/arena.db); postgresql://user@host/dbname "
+                        "lets several replicas share one arena (docs/deploy.md)")
     p.add_argument("--grace-s", type=float, default=10.0, help="graceful shutdown period (default: 10)")
     p.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     p.set_defaults(func=_run)
@@ -77,6 +79,8 @@ def config_from_args(args):
     from arena.server.core import ArenaConfig
     from arena.server import ServerConfig
 
+    if args.store is None and args.database_url is None:
+        raise ValueError("give --store DIR or --database-url URL")
     if args.max_chunk < 1 or args.max_chunk & (args.max_chunk - 1):
         raise ValueError(f"--max-chunk must be a power of two, got {args.max_chunk}")
     for name in ("budget", "max_batch", "public_samples", "concurrent_runs", "concurrent_validations"):

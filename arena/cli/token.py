@@ -1,4 +1,5 @@
-"""`arena token create --team NAME --store DIR [--organizer]`: a bearer token, printed once.
+"""`arena token create --team NAME {--store DIR | --database-url URL} [--organizer]`: a bearer token,
+printed once.
 
 Only the token's sha256 is stored; the token itself is printed to stdout and never again.
 Clients send it as `authorization: Bearer <token>` (the CLI: --token or $ARENA_TOKEN). This
@@ -17,7 +18,7 @@ def register(sub) -> None:
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser("create", help="create a token for a team (printed once)")
     create.add_argument("--team", required=True, help="team name: 1-64 characters of [A-Za-z0-9_.-]")
-    create.add_argument("--store", required=True, metavar="DIR", help="the arena's store folder")
+    create.add_argument("--store", default=None, metavar="DIR", help="the arena's store folder (or --database-url)")
     create.add_argument("--organizer", action="store_true",
                         help="an organizer token (phases, budget, tokens, disqualification; `arena admin`)")
     create.add_argument("--database-url", default=None, metavar="URL",
@@ -30,6 +31,8 @@ def _create(args) -> int:
     from arena.cli import CommandError
     from arena.server.store import StoreError, open_store
 
+    if args.store is None and args.database_url is None:
+        raise CommandError("give --store DIR or --database-url URL")
     try:
         store = open_store(args.database_url or args.store)
         try:

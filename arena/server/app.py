@@ -89,6 +89,7 @@ class ArenaServer:
         source = cfg.data if cfg.evaluation is None else "arrays given in-process"
         self.store = open_store(cfg.database_url or cfg.store, durability=cfg.durability)
         try:
+            self.store.claim_serving()
             evaluation_module.pin(self.store, evaluation, source)
         except BaseException:
             self.store.close()
@@ -139,7 +140,7 @@ class ArenaServer:
         if cfg.http_port is not None:
             from arena.server.http_report import ReportServer
 
-            self._http = ReportServer(self.store, cfg.host, cfg.http_port)
+            self._http = ReportServer(self.store, cfg.host, cfg.http_port, metrics=self.arena.metrics)
             self.http_address = self._http.address
         log.info("arena serving on %s (public split %d samples, private %d; phase %s)", self.address,
                  evaluation.split_size("public"), evaluation.split_size("private"), self.arena.phase)

@@ -172,6 +172,11 @@ class MicroBatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self.stats = BatcherStats()
+        self.on_run: Callable[[int, int, float], None] | None = None   # (images, requests, seconds): metrics
+
+    @property
+    def queued_images(self) -> int:
+        return self._queued_images
 
     def submit(
         self,
@@ -248,7 +253,10 @@ class MicroBatcher:
     def _run_and_commit(self, jobs: list[Job]) -> Exception | None:
         """Runs the model on the jobs' images, then commits every job's operations at once.
         Returns None when durable, or the error to give the callers (after rolling back)."""
+        start = time.perf_counter()
         results = self._run([j.images for j in jobs])
+        if self.on_run is not None:
+            self.on_run(sum(j.images.shape[0] for j in jobs), len(jobs), time.perf_counter() - start)
         ops: list[WriteOp] = []
         for job, result in zip(jobs, results):
             job.result = result

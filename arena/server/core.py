@@ -50,9 +50,11 @@ from arena.server.errors import (
     FinishedRun,
     NotFound,
     PermissionDenied,
+    Unavailable,
 )
 from arena.server.evaluation import EvaluationData
-from arena.server.ledger import Account, Charging, RunState
+from arena.server.ledger import Account, AlreadyAnswered, Charging, RunState, make_account
+from arena.server.metrics import Metrics
 from arena.server.registry import DefenseRegistry
 from arena.server.store import (
     FINAL,
@@ -63,7 +65,6 @@ from arena.server.store import (
     ROLES,
     Action,
     AdversarialRecord,
-    Charge,
     DefenseRow,
     FinishRun,
     PhaseClosed,
@@ -133,12 +134,13 @@ class Arena:
         threads = config.threads or default_threads()
         self._threads = threads
         self.children = sandbox.Children()       # every child process, ended at shutdown
+        self.metrics = Metrics(lambda: {n: b.queued_images for n, b in list(self.registry.batchers.items())})
         self.registry = DefenseRegistry(
             store, self.writer, threads=threads, max_chunk=config.max_chunk,
             cache_bytes=int(config.session_cache_mb * (1 << 20)), concurrent_runs=config.concurrent_runs,
             batch_wait_s=config.batch_wait_ms / 1e3, timeout_s=config.inference_timeout_s,
             isolate=config.isolate, capacity=max(config.max_batch, config.max_chunk), children=self.children,
-            worker_limits=sandbox.ChildLimits(config.worker_memory_mb, threads))
+            worker_limits=sandbox.ChildLimits(config.worker_memory_mb, threads), metrics=self.metrics)
         self.validation_pool = ThreadPoolExecutor(max(1, config.concurrent_validations),
                                                   thread_name_prefix="arena-validate")
         self.io_pool = ThreadPoolExecutor(4, thread_name_prefix="arena-io")
@@ -154,6 +156,18 @@ class Arena:
             log.warning("budget %d per sample comes from the store (set by the organizer); --budget %d ignored",
                         self.budget, config.budget)
         self.phase = store.phase()
+        self._synced = time.monotonic()
+
+    def sync(self, max_age: float = 0.0) -> None:
+        """With a shared store (several replicas), the phase and the budget another replica's
+        organizer call set: read from the store when older than `max_age` seconds. The phase is
+        read fresh wherever it decides something (StartRun, submissions, boards); the budget on the
+        query path at most once a second."""
+        if not self.store.shared_ledger or time.monotonic() - self._synced < max_age:
+            return
+        self.phase = self.store.phase()
+        self.budget = int(self.store.budget() or self.budget)
+        self._synced = time.monotonic()
 
     @property
     def _batchers(self):
@@ -229,6 +243,7 @@ class Arena:
         if len(meta.description) > DESCRIPTION_MAX:
             raise BadRequest(f"metadata.description: {len(meta.description)} characters, at most {DESCRIPTION_MAX}")
         name = meta.name
+        self.sync()
         if self.phase != OPEN:
             raise FailedPrecondition("submissions are closed: the competition is in its final phase")
         existing = await self._io(self.store.get_defense, name)
@@ -276,12 +291,12 @@ class Arena:
                 self.config.validation_timeout_s,
                 sandbox.ChildLimits(self.config.validation_memory_mb, self._threads, nice=VALIDATION_NICE))
             result = await loop.run_in_executor(
-                self.validation_pool, sandbox.validate_in_child, name, data, self.evaluation.images,
-                self.evaluation.labels, limits, limits_in_child, self.children)
+                self.validation_pool, self.metrics.timed_validation(sandbox.validate_in_child), name, data,
+                self.evaluation.images, self.evaluation.labels, limits, limits_in_child, self.children)
         else:
             result = await loop.run_in_executor(
-                self.validation_pool, validation.validate, name, data, self.evaluation.images,
-                self.evaluation.labels, limits)
+                self.validation_pool, self.metrics.timed_validation(validation.validate), name, data,
+                self.evaluation.images, self.evaluation.labels, limits)
         if not result.accepted:
             row = self._rejected(name, team, description, digest, len(data), result.reasons, now)
             await self._io(self.store.put_defense, row)
@@ -319,6 +334,7 @@ class Arena:
 
     def split_for(self, role: str, requested: str | None) -> str:
         """The split a new run attacks: the current phase's, unless the organizer names another."""
+        self.sync()
         current = PUBLIC if self.phase == OPEN else PRIVATE
         if requested is None or requested == current:
             return current
@@ -332,7 +348,7 @@ class Arena:
         account = self._accounts.get(key)
         if account is None:
             used = await self._io(self.store.account_usage, team, defense, split, self.evaluation.split_size(split))
-            account = self._accounts.setdefault(key, Account(key, used, lambda: self.budget))
+            account = self._accounts.setdefault(key, make_account(self.store, key, used, lambda: self.budget))
         return account
 
     async def start_run(self, team: str, defense: str, attack: str, *, role: str = "team",
@@ -358,7 +374,8 @@ class Arena:
                      attack_config_digest=config_digest)
         await self._io(self.store.create_run, run)
         state = RunState(run, account, np.zeros(size, np.int64), np.full(size, np.inf))
-        state.request_ids = set()
+        if not state.shared:   # another replica may answer any id of a shared run: ask the store
+            state.request_ids = set()
         self._runs[run.run_id] = state
         return state
 
@@ -380,7 +397,7 @@ class Arena:
                 state = self._runs.get(run_id)
                 if state is None:
                     state = self._runs[run_id] = RunState(row, account, spent, best)
-                    state.request_ids = ids
+                    state.request_ids = None if state.shared else ids
         if state.row.team != team:
             raise NotFound(f"{field}: no run {run_id!r} for team {team!r}")
         return state
@@ -388,7 +405,20 @@ class Arena:
     def _split_offset(self, state: RunState) -> int:
         return self.evaluation.split_slice(state.row.split).start
 
+    def _refresh(self, state: RunState) -> None:
+        """A shared run's figures from the store: other replicas charge and finish it too."""
+        state.row = self.store.get_run(state.row.run_id) or state.row
+        team, defense, split = state.account.key
+        used = self.store.account_usage(team, defense, split, state.num_samples)
+        with state.lock:
+            state.account.used = np.maximum(state.account.used, used)
+            state.spent = self.store.usage(state.row.run_id, state.num_samples)
+            state.best = np.minimum(state.best, self.store.best_distances(state.row.run_id, state.num_samples))
+        state.finishing = state.finishing or state.row.finished
+
     def run_info(self, state: RunState, *, detail: bool = True) -> pb.RunInfo:
+        if state.shared and detail:
+            self._refresh(state)
         row = state.row
         if state.num_classes is None:
             defense = self.store.get_defense(row.defense)
@@ -452,27 +482,60 @@ class Arena:
         state.request_ids = None   # replays of a finished run read the store
         return state
 
+    async def _reserve(self, charging: Charging, digest=None) -> None:
+        """Reserves the request's queries and counts it in flight (before any await, so that a
+        FinishRun waits for it). A shared ledger's reservation is one database round trip, off the
+        loop, that also claims a Predict's request id (`digest()` its request digest): raises
+        AlreadyAnswered if the id is answered; a claim adopted from an earlier attempt (a retry whose
+        first attempt ran on another replica) reserves nothing (`charging.adopted`)."""
+        state = charging.state
+        state.enter()
+        try:
+            if state.shared:
+                await self._io(charging.reserve_shared, digest)
+            else:
+                charging.reserve()
+        except BaseException:
+            state.leave()
+            raise
+
     # ---------------------------------------------------------------- Predict
 
     async def predict(self, team: str, request: pb.PredictRequest) -> pb.PredictResponse:
         if getattr(request, "error", ""):
             raise BadRequest(request.error)
         state = await self.run(team, request.run_id)
+        self.sync(1.0)
         request_id = request.request_id
         if not request_id:
             raise BadRequest("request_id: required (a client-chosen id, unique per run, makes retries safe)")
         if len(request_id) > REQUEST_ID_MAX:
             raise BadRequest(f"request_id: at most {REQUEST_ID_MAX} characters, got {len(request_id)}")
-        replay = await self._replay(state, request)
-        if replay is not None:
-            return replay
+        while True:
+            replay = await self._replay(state, request)
+            if replay is not None:
+                return replay
+            if request_id not in state.pending:  # a duplicate claimed it while _replay awaited
+                break
         if state.finishing:
             raise FinishedRun(f"run_id: run {state.row.run_id!r} is finished; it takes no more queries")
         images = wire.decode(request.images, "images", self.config.max_batch)
         indices = wire.check_sample_indices(request.sample_indices, images.shape[0], state.num_samples)
         counts = np.bincount(indices, minlength=state.num_samples)
-        charging = Charging(state, counts)
-        charging.reserve()
+        charging = Charging(state, counts, request_id=request_id)
+        claim = state.pending[request_id] = _Claim()   # duplicates wait for this attempt from here on
+        try:
+            await self._reserve(charging, lambda: request_digest(indices, images))
+        except BaseException as error:
+            state.pending.pop(request_id, None)
+            claim.settle(None)
+            if isinstance(error, AlreadyAnswered):   # by another replica, or by this one meanwhile
+                stored = await self._io(self.store.get_request, state.row.run_id, request_id)
+                replay = self._stored_answer(state, request, stored)
+                if replay is None:  # answers are never deleted: a store out of step with itself
+                    raise Unavailable("the arena could not read this request's stored answer; retry") from None
+                return replay
+            raise
         answer: dict = {}
         run_id = state.row.run_id
         true_labels = self.evaluation.labels[self.evaluation.split_slice(state.row.split)]
@@ -483,7 +546,7 @@ class Arena:
                 remaining = np.maximum(state.budget - state.account.used[indices], 0).astype("<u4")
             labels = result.labels.astype("<i4")
             answer["remaining"] = remaining
-            ops: list = [Charge(run_id, int(s), int(c)) for s, c in zip(np.flatnonzero(counts), counts[counts > 0])]
+            ops: list = charging.ops()
             ops.append(RequestRecord(run_id, request_id, request_digest(indices, images), labels.tobytes(),
                                      remaining.tobytes(), time.time()))
             # what verification may take for free: the images answered adversarial (see above)
@@ -494,6 +557,7 @@ class Arena:
 
         job = self._batcher(state.row.defense).submit(images, prepare, charging.rollback)
         state.pending[request_id] = job
+        claim.settle(job)
 
         def finished() -> None:
             state.pending.pop(request_id, None)
@@ -517,8 +581,16 @@ class Arena:
                 return None  # the first attempt failed and charged nothing: this one runs anew
         if state.request_ids is not None and request_id not in state.request_ids:
             return None  # known new: no store read on the hot path
-        # A point read on the loop thread (tens of microseconds): cheaper than a thread hop.
-        stored = self.store.get_request(state.row.run_id, request_id)
+        if state.shared and not state.finishing:  # the reservation tells an answered id (AlreadyAnswered)
+            return None
+        if state.shared:  # a finished run: a read on the database server, off the loop
+            stored = await self._io(self.store.get_request, state.row.run_id, request_id)
+        else:  # a point read on the loop thread (tens of microseconds): cheaper than a thread hop
+            stored = self.store.get_request(state.row.run_id, request_id)
+        return self._stored_answer(state, request, stored)
+
+    def _stored_answer(self, state: RunState, request: pb.PredictRequest, stored) -> pb.PredictResponse | None:
+        request_id = request.request_id
         if stored is None:
             return None
         images = wire.decode(request.images, "images", self.config.max_batch)
@@ -559,7 +631,7 @@ class Arena:
                 state.best[s] = value
 
         charging = Charging(state, counts, on_rollback=restore_best)
-        charging.reserve()
+        await self._reserve(charging)
         verdicts: list[pb.Verdict] = []
         true_labels = self.evaluation.labels[self.evaluation.split_slice(state.row.split)]
 
@@ -569,7 +641,7 @@ class Arena:
 
         def _prepare(result: BatchResult) -> list:
             charging.consume()
-            ops: list = [Charge(run_id, int(s), int(c)) for s, c in zip(np.flatnonzero(counts), counts[counts > 0])]
+            ops: list = charging.ops()
             best_here: dict[int, int] = {}
             for i, (s, h, label) in enumerate(zip(indices.tolist(), hashes, result.labels.tolist())):
                 adversarial = label != int(true_labels[s])
@@ -602,6 +674,10 @@ class Arena:
         job = self._batcher(state.row.defense).submit(images, prepare, charging.rollback)
         job.when_finished(state.leave)
         await job.future
+        if state.shared:  # another replica may hold a closer one
+            best = await self._io(self.store.best_distances, run_id, state.num_samples)
+            with state.lock:
+                state.best = np.minimum(state.best, best)
         for verdict in verdicts:
             verdict.best_distance = float(state.best[verdict.sample_index])
         return pb.SubmitAdversarialsResponse(verdicts=verdicts)
@@ -609,6 +685,7 @@ class Arena:
     # ---------------------------------------------------------------- the competition (rules v2)
 
     def competition(self, team: str, role: str) -> pb.Competition:
+        self.sync()
         return pb.Competition(
             phase=pb.PHASE_OPEN if self.phase == OPEN else pb.PHASE_FINAL, budget_per_sample=self.budget,
             public_samples=self.evaluation.split_size(PUBLIC), private_samples=self.evaluation.split_size(PRIVATE),
@@ -664,6 +741,25 @@ class Arena:
 
     async def actions(self) -> list[Action]:
         return await self._io(self.store.actions)
+
+
+class _Claim:
+    """A request id being served here before its batcher job exists (its reservation may be a
+    database round trip): a duplicate waits for it, then replays or runs anew."""
+
+    def __init__(self) -> None:
+        self._settled = asyncio.Event()
+        self._job = None
+
+    def settle(self, job) -> None:
+        self._job = job
+        self._settled.set()
+
+    async def wait(self):
+        await self._settled.wait()
+        if self._job is None:
+            raise Unavailable("the first attempt with this request id failed before running")
+        return await self._job.wait()
 
 
 def _rejection_message(name: str, reasons: list[str]) -> str:

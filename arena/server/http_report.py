@@ -13,6 +13,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from arena.server.leaderboard import report_html
+from arena.server.metrics import CONTENT_TYPE
 from arena.server.store import OPEN, PRIVATE, PUBLIC
 from arena.server.store import Store
 
@@ -22,7 +23,7 @@ log = logging.getLogger("arena.http")
 class ReportServer:
     """The live HTML report over HTTP (no token: the public board while open, the official one once
     final), cached for a few seconds."""
-    def __init__(self, store: Store, host: str, port: int, cache_s: float = 5.0) -> None:
+    def __init__(self, store: Store, host: str, port: int, cache_s: float = 5.0, metrics=None) -> None:
         self._store = store
         self._cache_s = cache_s
         self._lock = threading.Lock()
@@ -37,6 +38,8 @@ class ReportServer:
                     except Exception:
                         log.exception("report rendering failed")
                         body, ctype, code = b"the report could not be rendered", "text/plain", 500
+                elif self.path == "/metrics" and metrics is not None:
+                    body, ctype, code = metrics.exposition(), CONTENT_TYPE, 200
                 elif self.path == "/healthz":
                     body, ctype, code = b"ok", "text/plain", 200
                 else:

@@ -24,7 +24,8 @@ class DefenseRegistry:
     def __init__(self, store: Store, writer: GroupCommitWriter, *, threads: int, max_chunk: int,
                  cache_bytes: int, concurrent_runs: int, batch_wait_s: float, timeout_s: float,
                  isolate: bool = False, capacity: int = 256, children: sandbox.Children | None = None,
-                 worker_limits: sandbox.ChildLimits | None = None) -> None:
+                 worker_limits: sandbox.ChildLimits | None = None, metrics=None) -> None:
+        self.metrics = metrics
         self.store = store
         self.isolate = isolate
         self.capacity = capacity
@@ -64,6 +65,8 @@ class DefenseRegistry:
                 run_images=self.max_chunk, max_inflight=self.concurrent_runs,
                 max_wait_s=self.batch_wait_s, timeout_s=self.timeout_s,
             )
+            if self.metrics is not None:
+                batcher.on_run = self.metrics.batch_observer(name)
         return batcher
 
     async def drain(self) -> None:

@@ -49,21 +49,47 @@ def _status(method):
     """Maps arena errors to status codes; everything else is INTERNAL without details."""
     @wraps(method)
     async def wrapper(self, request, context):
+        # the call is counted before the client can see its status (a scrape right after it
+        # returns must find it)
+        def observe(code: str, response=None) -> None:
+            _observe(self.arena.metrics, method.__name__, request, code, response)
+
         try:
-            return await method(self, request, context)
+            response = await method(self, request, context)
         except ArenaError as error:
+            observe(error.code.name)
             if isinstance(error, BudgetExceeded) and error.samples:
                 context.set_trailing_metadata((("arena-exhausted-samples", ",".join(map(str, error.samples))),))
             await context.abort(error.code, str(error))
         except StoreError as error:
+            observe("UNAVAILABLE")
             log.error("store error in %s: %s", method.__name__, error)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the arena's store is not available; retry")
-        except (asyncio.CancelledError, grpc.aio.AbortError):
+        except asyncio.CancelledError:
+            observe("CANCELLED")
+            raise
+        except grpc.aio.AbortError:
             raise
         except Exception:  # a bug: logged here, nothing internal goes to the client
+            observe("INTERNAL")
             log.exception("internal error in %s", method.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        else:
+            observe("OK", response)
+            return response
     return wrapper
+
+
+def _observe(metrics, call: str, request, code: str, response) -> None:
+    """One RPC into the replica's metrics: its status, images, and the queries it charged."""
+    images = len(getattr(request, "sample_indices", ()))
+    charged, replayed = 0, False
+    if isinstance(response, pb.PredictResponse):
+        replayed = response.replayed
+        charged = 0 if replayed else len(response.labels)
+    elif isinstance(response, pb.SubmitAdversarialsResponse):
+        charged = sum(1 for v in response.verdicts if v.charged)
+    metrics.call(call, code, images, charged, replayed)
 
 
 class DefenseServicer(pb_grpc.DefenseServiceServicer):
@@ -137,6 +163,7 @@ class LeaderboardServicer(pb_grpc.LeaderboardServiceServicer):
         self.arena = arena
 
     def _split(self, value: int) -> str:
+        self.arena.sync()
         split = _enum(value, SPLIT_NAMES, "split") or (PUBLIC if self.arena.phase == OPEN else PRIVATE)
         if split == PRIVATE and self.arena.phase == OPEN and current_role.get() != ORGANIZER:
             raise PermissionDenied("split: the private board is shown from the final phase on")

@@ -1,5 +1,7 @@
 """Shared fixtures: one real arena server per session on an ephemeral loopback port.
 
+The server runs once per store backend (SQLite in a folder; PostgreSQL, whose shared ledger
+reserves every request's budget in the database), so every test using it covers both.
 The evaluation set is 12 small synthetic images; the defense "tiny" is a conv + global pool +
 linear classifier built with onnx.helper (arena.toy_models). The labels of the evaluation set
 are the model's own, except samples 10 and 11 (so clean accuracy is 10/12).
@@ -61,8 +63,8 @@ class Arena:
         return grpc.insecure_channel(self.address)
 
 
-@pytest.fixture(scope="session")
-def arena(tmp_path_factory) -> Arena:
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def arena(request, tmp_path_factory) -> Arena:
     tiny = toy_models.tiny_cnn(seed=0).SerializeToString()
     images = synthetic_images(NUM_SAMPLES, seed=1)
     labels = model_labels(tiny, images).astype(np.int64)
@@ -70,6 +72,7 @@ def arena(tmp_path_factory) -> Arena:
         labels[i] = (labels[i] + 1) % 10
     config = ServerConfig(
         store=tmp_path_factory.mktemp("store"),
+        database_url=request.getfixturevalue("postgres").new_database() if request.param == "postgresql" else None,
         evaluation=evaluation.from_arrays(images, labels),
         host="127.0.0.1",
         port=0,

@@ -42,3 +42,30 @@ def test_bench_serve_measures_every_path():
     assert figures["server_commit_jobs"] > 0
     assert all(len(row) == len(result["columns"]) for row in result["rows"])
     json.dumps(figures)
+
+
+def test_bench_serve_replicas_measures_every_configuration(tmp_path, postgres_url):
+    """`--replicas 2 --database-url`: SQLite x1, PostgreSQL x1 and x2 as separate processes, in one run."""
+    from arena.bench import toy_models
+
+    model = tmp_path / "tiny.onnx"
+    model.write_bytes(toy_models.tiny_cnn(seed=0).SerializeToString())
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--replicas", "2", "--database-url", postgres_url, "--model", str(model),
+                              "--seconds", "0.5", "--latency-requests", "10", "--bench-clients", "2",
+                              "--replica-batch", "4"])
+    result = bench.run(args)
+    figures = result["figures"]
+    assert [row[:2] for row in result["rows"]] == [["sqlite-x1", 1], ["postgresql-x1", 1], ["postgresql-x2", 2]]
+    for config in ("sqlite_x1", "postgresql_x1", "postgresql_x2"):
+        assert figures[f"{config}_ips"] > 0
+        assert 0 < figures[f"{config}_p50_ms"] <= figures[f"{config}_p99_ms"]
+        assert 0 < figures[f"{config}_single_p50_ms"] <= figures[f"{config}_single_p99_ms"]
+        assert figures[f"{config}_cpu_us_per_image_replicas"] > 0 and figures[f"{config}_cpu_us_per_image_clients"] >= 0
+    # the local server's processes are measured (clock ticks: a short window may see none)
+    assert figures["postgresql_x2_cpu_us_per_image_database"] >= 0
+    assert figures["sqlite_x1_cpu_us_per_image_database"] != figures["sqlite_x1_cpu_us_per_image_database"]  # NaN
+    assert figures["ratio"] == figures["postgresql_x2_ips"] / figures["sqlite_x1_ips"]
+    assert all(len(row) == len(result["columns"]) for row in result["rows"])
+    json.dumps(figures)

@@ -7,6 +7,7 @@ import threading
 import uuid
 
 import numpy as np
+import pytest
 from grpc import StatusCode
 
 from .conftest import BUDGET, NUM_SAMPLES, rpc_error
@@ -121,6 +122,9 @@ def test_concurrent_clients_never_overdraw(arena, client, run):
     assert stored.tolist() == used.tolist()
 
 
+# SQLite only: a shared ledger's reservations are database round trips, so requests sent together
+# reach the batcher at different times and the one-run count below would be luck
+@pytest.mark.parametrize("arena", ["sqlite"], indirect=True)
 def test_merged_batches_are_group_committed(arena, client, run):
     """Requests queued together run as one ORT run and their charges land in one commit."""
     import asyncio

@@ -12,6 +12,8 @@ from arena.cli import main
 from arena.server.leaderboard_wire import from_proto
 
 
+# SQLite only: reads the database file to check the token is stored hashed
+@pytest.mark.parametrize("arena", ["sqlite"], indirect=True)
 def test_token_submit_and_defenses(arena, tmp_path, capsys, monkeypatch):
     store = arena.server.arena.store
     assert main(["token", "create", "--team", "gamma", "--store", str(store.path.parent)]) == 0

@@ -141,3 +141,13 @@ def test_port_in_use_is_a_clear_error(arena, tmp_path):
     images = synthetic_images(2, seed=3)
     with pytest.raises(OSError, match="cannot listen"):
         start_server(ServerConfig(store=tmp_path, evaluation=evaluation.from_arrays(images, np.zeros(2)), port=port))
+
+
+@pytest.mark.parametrize("arena", ["sqlite"], indirect=True)
+def test_a_second_server_on_the_same_sqlite_store_is_refused(arena):
+    from arena.server import ServerConfig, start_server
+    from arena.server.store import StoreError
+
+    config = arena.server.server.config
+    with pytest.raises(StoreError, match="another arena server already serves this store"):
+        start_server(ServerConfig(store=config.store, evaluation=config.evaluation, port=0))

@@ -1,5 +1,6 @@
 """The arena's durable state: domain rows (`rows`), the `Store` interface and `open_store`
-(`base`), content-addressed blobs (`blobs`) and the backends (`sqlite`)."""
+(`base`), content-addressed blobs (`blobs`) and the backends (`sqlite`, the embedded default;
+`postgres`, for several replicas)."""
 
 from arena.server.store.base import Store, default_url, open_store
 from arena.server.store.blobs import BlobStore
@@ -25,15 +26,19 @@ from arena.server.store.rows import (
     FinishRun,
     QueryRecord,
     RequestRecord,
+    Reservation,
     RunRow,
+    RunSpend,
     StoredRequest,
     StoreError,
     WriteOp,
+    account_key,
 )
 
 __all__ = [
     "DB_NAME", "FINAL", "OPEN", "ORGANIZER", "PHASES", "PRIVATE", "PUBLIC", "ROLES", "SCHEMA_VERSION", "SPLITS",
     "TEAM", "Action", "PhaseClosed", "AdversarialRecord", "AdversarialRow", "BlobStore", "Charge", "DefenseRow",
-    "EvaluationMeta", "FinishRun", "QueryRecord", "RequestRecord", "RunRow", "Store", "StoreError",
+    "EvaluationMeta", "FinishRun", "QueryRecord", "RequestRecord", "Reservation", "RunRow", "RunSpend", "Store",
+    "StoreError", "account_key",
     "StoredRequest", "WriteOp", "default_url", "open_store",
 ]

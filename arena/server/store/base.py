@@ -26,10 +26,12 @@ from arena.server.store.rows import (
     AdversarialRow,
     DefenseRow,
     EvaluationMeta,
+    Reservation,
     RunRow,
     StoredRequest,
     StoreError,
     WriteOp,
+    account_key,
 )
 
 
@@ -38,6 +40,9 @@ class Store(abc.ABC):
 
     url: str
     blobs: BlobStore
+    # True: budgets are reserved in the database (`reserve`), so several server processes can share
+    # it; False: one server process owns the store and keeps the ledger in memory (faster).
+    shared_ledger: bool = False
 
     # evaluation set
     @abc.abstractmethod
@@ -68,8 +73,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def actions(self) -> list[Action]: ...
     @abc.abstractmethod
+    def budget_usage(self, account: str, num_samples: int) -> np.ndarray:
+        """Per sample, what the budget account (`rows.account_key`) has spent."""
+
     def account_usage(self, team: str, defense: str, split: str, num_samples: int) -> np.ndarray:
         """Per sample, what the team spent on the defense and split, over all its runs."""
+        return self.budget_usage(account_key(team, defense, split), num_samples)
     # defenses
     @abc.abstractmethod
     def put_defense(self, row: DefenseRow, require_open: bool = False) -> None: ...
@@ -96,6 +105,28 @@ class Store(abc.ABC):
     def request_ids(self, run_id: str) -> set[str]: ...
     @abc.abstractmethod
     def query_labels(self, run_id: str, keys: list[tuple[int, bytes]]) -> dict[tuple[int, bytes], int]: ...
+    # budgets: an account (a run id today; any string) and a sample index -> queries used
+    @abc.abstractmethod
+    def reserve(self, account: str, samples: np.ndarray, counts: np.ndarray, budget: int, *,
+                run_id: str | None = None, request_id: str | None = None,
+                digest: bytes | None = None) -> Reservation:
+        """All or nothing, atomically against every other process: adds counts[i] to (account,
+        samples[i]) if every sample stays within `budget`, else adds nothing. Guards, checked
+        first: the run `run_id` is not finished (else `closed`), and it holds no answer for
+        `request_id` (else `replay`). A shared-ledger store also claims `request_id` (with the
+        request's `digest`) together with the reservation, so that a retry reaching another
+        replica while the first attempt runs, or after it was cut off, adopts the claim
+        (`adopted`: granted, nothing reserved) instead of paying twice."""
+    @abc.abstractmethod
+    def release(self, account: str, samples: np.ndarray, counts: np.ndarray, *, run_id: str | None = None,
+                request_id: str | None = None) -> None:
+        """Gives back what a granted `reserve` took (the request failed before its answer), with
+        its claim on `request_id`; a shared-ledger store gives back nothing if another attempt
+        adopted the claim (its answer is what the reservation pays for)."""
+    def claim_serving(self) -> None:
+        """Called by a server before it serves from this store. A store whose ledger lives in the
+        server's memory (`shared_ledger` False) refuses a second server: two would hand out the
+        same budget twice."""
     # the group-commit write path
     @abc.abstractmethod
     def write(self, ops: list[WriteOp]) -> None: ...
@@ -104,7 +135,8 @@ class Store(abc.ABC):
 
 
 def open_store(url: str | Path, *, durability: str = "full") -> Store:
-    """Opens (creating if needed) the store at a database URL, or at a store folder (-> SQLite)."""
+    """Opens (creating if needed) the store at a database URL (sqlite:///..., postgresql://...), or at
+    a store folder (-> SQLite)."""
     text = str(url)
     if "://" not in text:
         folder = Path(text)
@@ -115,7 +147,12 @@ def open_store(url: str | Path, *, durability: str = "full") -> Store:
         from arena.server.store.sqlite import SqliteStore
 
         return SqliteStore(text, durability=durability)
-    raise StoreError(f"database URL {text!r}: unsupported scheme {parsed.scheme!r} (supported: sqlite:///path)")
+    if parsed.scheme in ("postgresql", "postgres"):
+        from arena.server.store.postgres import PostgresStore
+
+        return PostgresStore(text, durability=durability)
+    raise StoreError(f"database URL {parsed.scheme}://...: unsupported scheme {parsed.scheme!r} "
+                     "(supported: sqlite:///path, postgresql://user@host/dbname)")
 
 
 def default_url(store_dir: str | Path) -> str:

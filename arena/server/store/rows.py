@@ -115,6 +115,18 @@ class Action:
     reason: str
 
 
+@dataclass(frozen=True)
+class Reservation:
+    """What `Store.reserve` did: granted (all counts added) or refused (nothing added)."""
+    granted: bool
+    samples: np.ndarray          # int64, distinct, ascending (the samples with a nonzero count)
+    used: np.ndarray             # int64 per sample: the count after the reservation, or as found if refused
+    closed: bool = False         # refused because the run named by `run_id` is finished (used: empty)
+    replay: bool = False         # refused because `request_id` is answered in `run_id` (used: empty)
+    adopted: bool = False        # granted without reserving: an earlier attempt's claim on `request_id`
+    mismatch: bool = False       # refused: `request_id` is claimed for a request with another digest
+
+
 # ------------------------------------------------------------------ write operations
 
 
@@ -166,4 +178,30 @@ class FinishRun:
     finished_at: float
 
 
-WriteOp = Charge | RequestRecord | QueryRecord | AdversarialRecord | FinishRun
+@dataclass(frozen=True)
+class RunSpend:
+    """Adds `count` to what the run itself spent on `sample`, and nothing to any budget: with a
+    shared ledger (several replicas) the budget was charged by the reservation (`Store.reserve`)."""
+    run_id: str
+    sample: int
+    count: int
+
+
+WriteOp = Charge | RunSpend | RequestRecord | QueryRecord | AdversarialRecord | FinishRun
+
+
+def account_key(team: str, defense: str, split: str) -> str:
+    """The budget account of a team on a defense and split (docs/rules.md section 4). Team and
+    defense names cannot hold '/', so the key is unambiguous; the stores build the same key in SQL
+    (`team || '/' || defense || '/' || split`)."""
+    return f"{team}/{defense}/{split}"
+
+
+def merged_counts(samples, counts) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct samples ascending, their summed counts), zero counts dropped: the key order in
+    which every backend creates and locks budget rows."""
+    samples = np.asarray(samples, dtype=np.int64)
+    counts = np.asarray(counts, dtype=np.int64)
+    keep = counts > 0
+    unique, inverse = np.unique(samples[keep], return_inverse=True)
+    return unique, np.bincount(inverse, weights=counts[keep], minlength=unique.size).astype(np.int64)

@@ -6,7 +6,9 @@ durability for latency and still survives kill -9.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -34,10 +36,13 @@ from arena.server.store.rows import (
     FinishRun,
     QueryRecord,
     RequestRecord,
+    Reservation,
     RunRow,
+    RunSpend,
     StoredRequest,
     StoreError,
     WriteOp,
+    merged_counts,
 )
 
 
@@ -57,8 +62,8 @@ CREATE TABLE IF NOT EXISTS runs (
     split TEXT NOT NULL DEFAULT 'public', attack_config_digest TEXT NOT NULL DEFAULT '',
     disqualified_reason TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS budget_usage (
-    team TEXT NOT NULL, defense TEXT NOT NULL, split TEXT NOT NULL, sample INTEGER NOT NULL,
-    used INTEGER NOT NULL, PRIMARY KEY (team, defense, split, sample)) WITHOUT ROWID;
+    account TEXT NOT NULL, sample INTEGER NOT NULL, used INTEGER NOT NULL,
+    PRIMARY KEY (account, sample)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS actions (
     at REAL NOT NULL, organizer TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
     reason TEXT NOT NULL);
@@ -98,6 +103,7 @@ class SqliteStore(Store):
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._closed = False
+        self._serving_fd: int | None = None
         with self._write_lock:
             conn = self._connect()
             conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
@@ -148,8 +154,23 @@ class SqliteStore(Store):
                 raise
             conn.execute("COMMIT")
 
+    def claim_serving(self) -> None:
+        """An exclusive lock on `<db>.serving` for as long as this store is open: the budget ledger
+        lives in the server's memory, so a second server on the same file would overdraw."""
+        fd = os.open(f"{self.path}.serving", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"{self.path}: another arena server already serves this store; several replicas "
+                             "need a shared database (--database-url postgresql://..., docs/deploy.md)") from None
+        self._serving_fd = fd
+
     def close(self) -> None:
         with self._write_lock:
+            if self._serving_fd is not None:
+                os.close(self._serving_fd)
+                self._serving_fd = None
             self._closed = True
             with self._connections_lock:
                 for conn in self._connections:
@@ -258,11 +279,10 @@ class SqliteStore(Store):
             conn.execute("INSERT INTO actions(at, organizer, action, target, reason) VALUES (?, ?, ?, ?, ?)",
                          (action.at, action.organizer, action.action, action.target, action.reason))
 
-    def account_usage(self, team: str, defense: str, split: str, num_samples: int) -> np.ndarray:
+    def budget_usage(self, account: str, num_samples: int) -> np.ndarray:
         used = np.zeros(num_samples, dtype=np.int64)
-        for sample, count in self._reader().execute(
-                "SELECT sample, used FROM budget_usage WHERE team = ? AND defense = ? AND split = ?",
-                (team, defense, split)):
+        for sample, count in self._reader().execute("SELECT sample, used FROM budget_usage WHERE account = ?",
+                                                    (account,)):
             if sample < num_samples:
                 used[sample] = count
         return used
@@ -382,15 +402,56 @@ class SqliteStore(Store):
                 found[(int(sample), digest)] = int(r[0])
         return found
 
+    # -------------------------------------------------------------- budgets
+
+    def reserve(self, account: str, samples: np.ndarray, counts: np.ndarray, budget: int, *,
+                run_id: str | None = None, request_id: str | None = None,
+                digest: bytes | None = None) -> Reservation:
+        """Atomic across processes too (BEGIN IMMEDIATE holds the database's write lock); the
+        server itself keeps its ledger in memory (`shared_ledger` is False) and never calls this,
+        so request ids are only checked for an answer, not claimed."""
+        samples, counts = merged_counts(samples, counts)
+        with self._transaction() as conn:
+            if request_id is not None and conn.execute(
+                    "SELECT 1 FROM requests WHERE run_id = ? AND request_id = ?", (run_id, request_id)).fetchone():
+                return Reservation(False, samples, np.zeros(0, np.int64), replay=True)
+            if run_id is not None and conn.execute(
+                    "SELECT 1 FROM runs WHERE run_id = ? AND finished_at IS NOT NULL", (run_id,)).fetchone():
+                return Reservation(False, samples, np.zeros(0, np.int64), closed=True)
+            if samples.size == 0:
+                return Reservation(True, samples, np.zeros(0, np.int64))
+            found = dict(conn.execute(
+                f"SELECT sample, used FROM budget_usage WHERE account = ? AND sample IN ({', '.join('?' * samples.size)})",
+                (account, *samples.tolist())).fetchall())
+            used = np.array([found.get(int(s), 0) for s in samples], dtype=np.int64)
+            if (used + counts > budget).any():
+                return Reservation(False, samples, used)
+            conn.executemany(
+                "INSERT INTO budget_usage(account, sample, used) VALUES (?, ?, ?)"
+                " ON CONFLICT(account, sample) DO UPDATE SET used = used + excluded.used",
+                [(account, int(s), int(c)) for s, c in zip(samples, counts)])
+        return Reservation(True, samples, used + counts)
+
+    def release(self, account: str, samples: np.ndarray, counts: np.ndarray, *, run_id: str | None = None,
+                request_id: str | None = None) -> None:
+        samples, counts = merged_counts(samples, counts)
+        with self._transaction() as conn:
+            conn.executemany("UPDATE budget_usage SET used = max(used - ?, 0) WHERE account = ? AND sample = ?",
+                             [(int(c), account, int(s)) for s, c in zip(samples, counts)])
+
     # -------------------------------------------------------------- the write path
 
     def write(self, ops: list[WriteOp]) -> None:
         charges: dict[tuple[str, int], int] = {}
+        spends: dict[tuple[str, int], int] = {}
         requests, queries, adversarials, finishes = [], [], [], []
         for op in ops:
             if isinstance(op, Charge):
                 key = (op.run_id, int(op.sample))
                 charges[key] = charges.get(key, 0) + int(op.count)
+            elif isinstance(op, RunSpend):
+                key = (op.run_id, int(op.sample))
+                spends[key] = spends.get(key, 0) + int(op.count)
             elif isinstance(op, RequestRecord):
                 requests.append((op.run_id, op.request_id, op.digest, op.labels, op.remaining, op.created_at))
             elif isinstance(op, QueryRecord):
@@ -403,17 +464,19 @@ class SqliteStore(Store):
             else:
                 raise TypeError(f"unknown write operation {op!r}")
         with self._transaction() as conn:
-            if charges:
-                rows = [(r, s, c) for (r, s), c in charges.items()]
+            spent = {key: spends.get(key, 0) + charges.get(key, 0) for key in spends.keys() | charges.keys()}
+            if spent:
                 conn.executemany(
                     "INSERT INTO usage(run_id, sample, used) VALUES (?, ?, ?)"
-                    " ON CONFLICT(run_id, sample) DO UPDATE SET used = used + excluded.used", rows)
-                # the same charge on the budget account the run spends (team, defense, split)
+                    " ON CONFLICT(run_id, sample) DO UPDATE SET used = used + excluded.used",
+                    [(r, s, c) for (r, s), c in spent.items()])
+            if charges:
+                # the same charge on the budget account the run spends (account_key in SQL)
                 conn.executemany(
-                    "INSERT INTO budget_usage(team, defense, split, sample, used)"
-                    " SELECT team, defense, split, ?, ? FROM runs WHERE run_id = ?"
-                    " ON CONFLICT(team, defense, split, sample) DO UPDATE SET used = used + excluded.used",
-                    [(s, c, r) for r, s, c in rows])
+                    "INSERT INTO budget_usage(account, sample, used)"
+                    " SELECT team || '/' || defense || '/' || split, ?, ? FROM runs WHERE run_id = ? AND true"
+                    " ON CONFLICT(account, sample) DO UPDATE SET used = used + excluded.used",
+                    [(s, c, r) for (r, s), c in charges.items()])
             if requests:
                 conn.executemany(
                     "INSERT INTO requests(run_id, request_id, digest, labels, remaining, created_at)"
