@@ -8,7 +8,17 @@ tie-breaking start times stay on the server, so `from_proto` leaves them empty /
 from __future__ import annotations
 
 from protos import arena_v1_pb2 as pb
-from scoreboard.scoring import DEFAULT_RADII, AttackScore, DefenseScore, Leaderboard
+from scoreboard.scoring import DEFAULT_RADII, AttackScore, DefenseScore, Leaderboard, Uncertainty
+
+_UNCERTAINTY = ("mean_ci_low", "mean_ci_high", "diff_next", "diff_next_ci_low", "diff_next_ci_high")
+
+
+def _uncertainty_fields(u: Uncertainty) -> dict:
+    return {**{f: getattr(u, f) for f in _UNCERTAINTY}, "separated_from_next": bool(u.separated_from_next)}
+
+
+def _uncertainty(standing) -> Uncertainty:
+    return Uncertainty(**{f: getattr(standing, f) for f in _UNCERTAINTY})
 
 
 def to_proto(board: Leaderboard) -> pb.GetLeaderboardResponse:
@@ -24,6 +34,7 @@ def to_proto(board: Leaderboard) -> pb.GetLeaderboardResponse:
                 robust_accuracy=[pb.RobustAccuracy(eps=e, accuracy=a) for e, a in s.robust_accuracy],
                 attacks_faced=s.attacks_faced,
                 submitted_at=s.submitted_at,
+                **_uncertainty_fields(s.uncertainty),
             )
             for s in board.defenses
         ],
@@ -34,10 +45,12 @@ def to_proto(board: Leaderboard) -> pb.GetLeaderboardResponse:
                 mean_l2=a.mean_l2,
                 defenses_faced=a.defenses_faced,
                 teams=a.teams,
+                **_uncertainty_fields(a.uncertainty),
             )
             for a in board.attacks
         ],
         num_samples=board.num_samples,
+        bootstrap_resamples=board.resamples,
     )
 
 
@@ -53,6 +66,7 @@ def from_proto(response: pb.GetLeaderboardResponse) -> Leaderboard:
             clean_accuracy=s.clean_accuracy,
             robust_accuracy=tuple((r.eps, r.accuracy) for r in s.robust_accuracy),
             attacks_faced=tuple(s.attacks_faced),
+            uncertainty=_uncertainty(s),
         )
         for s in response.defenses
     )
@@ -63,9 +77,11 @@ def from_proto(response: pb.GetLeaderboardResponse) -> Leaderboard:
             mean_l2=a.mean_l2,
             defenses_faced=a.defenses_faced,
             teams=tuple(a.teams),
+            uncertainty=_uncertainty(a),
         )
         for a in response.attacks
     )
     # The radii are the server's; every defense carries the same ones.
     radii = tuple(e for e, _ in defenses[0].robust_accuracy) if defenses else DEFAULT_RADII
-    return Leaderboard(defenses=defenses, attacks=attacks, num_samples=response.num_samples, radii=radii)
+    return Leaderboard(defenses=defenses, attacks=attacks, num_samples=response.num_samples, radii=radii,
+                       resamples=response.bootstrap_resamples)

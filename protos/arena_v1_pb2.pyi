@@ -248,7 +248,7 @@ class RobustAccuracy(_message.Message):
     def __init__(self, eps: _Optional[float] = ..., accuracy: _Optional[float] = ...) -> None: ...
 
 class DefenseStanding(_message.Message):
-    __slots__ = ("rank", "name", "team", "mean_l2", "median_l2", "clean_accuracy", "robust_accuracy", "attacks_faced", "submitted_at")
+    __slots__ = ("rank", "name", "team", "mean_l2", "median_l2", "clean_accuracy", "robust_accuracy", "attacks_faced", "submitted_at", "mean_ci_low", "mean_ci_high", "diff_next", "diff_next_ci_low", "diff_next_ci_high", "separated_from_next")
     RANK_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TEAM_FIELD_NUMBER: _ClassVar[int]
@@ -258,6 +258,12 @@ class DefenseStanding(_message.Message):
     ROBUST_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     ATTACKS_FACED_FIELD_NUMBER: _ClassVar[int]
     SUBMITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    MEAN_CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    MEAN_CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    DIFF_NEXT_FIELD_NUMBER: _ClassVar[int]
+    DIFF_NEXT_CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    DIFF_NEXT_CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    SEPARATED_FROM_NEXT_FIELD_NUMBER: _ClassVar[int]
     rank: int
     name: str
     team: str
@@ -267,35 +273,55 @@ class DefenseStanding(_message.Message):
     robust_accuracy: _containers.RepeatedCompositeFieldContainer[RobustAccuracy]
     attacks_faced: _containers.RepeatedScalarFieldContainer[str]
     submitted_at: float
-    def __init__(self, rank: _Optional[int] = ..., name: _Optional[str] = ..., team: _Optional[str] = ..., mean_l2: _Optional[float] = ..., median_l2: _Optional[float] = ..., clean_accuracy: _Optional[float] = ..., robust_accuracy: _Optional[_Iterable[_Union[RobustAccuracy, _Mapping]]] = ..., attacks_faced: _Optional[_Iterable[str]] = ..., submitted_at: _Optional[float] = ...) -> None: ...
+    mean_ci_low: float
+    mean_ci_high: float
+    diff_next: float
+    diff_next_ci_low: float
+    diff_next_ci_high: float
+    separated_from_next: bool
+    def __init__(self, rank: _Optional[int] = ..., name: _Optional[str] = ..., team: _Optional[str] = ..., mean_l2: _Optional[float] = ..., median_l2: _Optional[float] = ..., clean_accuracy: _Optional[float] = ..., robust_accuracy: _Optional[_Iterable[_Union[RobustAccuracy, _Mapping]]] = ..., attacks_faced: _Optional[_Iterable[str]] = ..., submitted_at: _Optional[float] = ..., mean_ci_low: _Optional[float] = ..., mean_ci_high: _Optional[float] = ..., diff_next: _Optional[float] = ..., diff_next_ci_low: _Optional[float] = ..., diff_next_ci_high: _Optional[float] = ..., separated_from_next: _Optional[bool] = ...) -> None: ...
 
 class AttackStanding(_message.Message):
-    __slots__ = ("rank", "attack", "mean_l2", "defenses_faced", "teams")
+    __slots__ = ("rank", "attack", "mean_l2", "defenses_faced", "teams", "mean_ci_low", "mean_ci_high", "diff_next", "diff_next_ci_low", "diff_next_ci_high", "separated_from_next")
     RANK_FIELD_NUMBER: _ClassVar[int]
     ATTACK_FIELD_NUMBER: _ClassVar[int]
     MEAN_L2_FIELD_NUMBER: _ClassVar[int]
     DEFENSES_FACED_FIELD_NUMBER: _ClassVar[int]
     TEAMS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    MEAN_CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    DIFF_NEXT_FIELD_NUMBER: _ClassVar[int]
+    DIFF_NEXT_CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    DIFF_NEXT_CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    SEPARATED_FROM_NEXT_FIELD_NUMBER: _ClassVar[int]
     rank: int
     attack: str
     mean_l2: float
     defenses_faced: int
     teams: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, rank: _Optional[int] = ..., attack: _Optional[str] = ..., mean_l2: _Optional[float] = ..., defenses_faced: _Optional[int] = ..., teams: _Optional[_Iterable[str]] = ...) -> None: ...
+    mean_ci_low: float
+    mean_ci_high: float
+    diff_next: float
+    diff_next_ci_low: float
+    diff_next_ci_high: float
+    separated_from_next: bool
+    def __init__(self, rank: _Optional[int] = ..., attack: _Optional[str] = ..., mean_l2: _Optional[float] = ..., defenses_faced: _Optional[int] = ..., teams: _Optional[_Iterable[str]] = ..., mean_ci_low: _Optional[float] = ..., mean_ci_high: _Optional[float] = ..., diff_next: _Optional[float] = ..., diff_next_ci_low: _Optional[float] = ..., diff_next_ci_high: _Optional[float] = ..., separated_from_next: _Optional[bool] = ...) -> None: ...
 
 class GetLeaderboardRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class GetLeaderboardResponse(_message.Message):
-    __slots__ = ("defenses", "attacks", "num_samples")
+    __slots__ = ("defenses", "attacks", "num_samples", "bootstrap_resamples")
     DEFENSES_FIELD_NUMBER: _ClassVar[int]
     ATTACKS_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    BOOTSTRAP_RESAMPLES_FIELD_NUMBER: _ClassVar[int]
     defenses: _containers.RepeatedCompositeFieldContainer[DefenseStanding]
     attacks: _containers.RepeatedCompositeFieldContainer[AttackStanding]
     num_samples: int
-    def __init__(self, defenses: _Optional[_Iterable[_Union[DefenseStanding, _Mapping]]] = ..., attacks: _Optional[_Iterable[_Union[AttackStanding, _Mapping]]] = ..., num_samples: _Optional[int] = ...) -> None: ...
+    bootstrap_resamples: int
+    def __init__(self, defenses: _Optional[_Iterable[_Union[DefenseStanding, _Mapping]]] = ..., attacks: _Optional[_Iterable[_Union[AttackStanding, _Mapping]]] = ..., num_samples: _Optional[int] = ..., bootstrap_resamples: _Optional[int] = ...) -> None: ...
 
 class GetReportRequest(_message.Message):
     __slots__ = ()
