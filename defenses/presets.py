@@ -56,6 +56,25 @@ DEMO = Preset(
 
 PRESETS = {DEMO.name: DEMO}
 
+STUDY_BETAS: tuple[float, ...] = (0.5, 1.0, 3.0, 6.0, 10.0)
+
+
+def trades_role(beta: float) -> str:
+    """The role name of TRADES at `beta`: "trades" for the demo's beta (its checkpoint is shared
+    with `arena demo`), "trades-b<beta>" otherwise."""
+    return "trades" if beta == DEMO.roles["trades"]["beta"] else f"trades-b{beta:g}"
+
+
+def study_preset(betas: tuple[float, ...] = STUDY_BETAS) -> Preset:
+    """`arena study`: the demo's roles (natural, PGD-AT, MART, TRADES at beta 6, the surrogate) with
+    their settings, plus TRADES at each of `betas`; equal configurations share the demo's cache."""
+    roles = dict(DEMO.roles)
+    for beta in betas:
+        if not beta > 0:
+            raise ValueError(f"TRADES beta must be > 0, got {beta}")
+        roles[trades_role(beta)] = dict(DEMO.roles["trades"], beta=float(beta))
+    return Preset(name="study", base=DEMO.base, roles=roles)
+
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:

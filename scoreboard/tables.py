@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from scoreboard.scoring import AttackScore, DefenseScore, Leaderboard, Uncertainty
-from scoreboard.uncertainty import LEVEL
+from scoreboard.uncertainty import LEVEL, paired_difference
 
 NOT_SEPARATED = "not separated at this sample size"
 SEPARATED = "separated"
@@ -80,6 +80,21 @@ def comparison_table(board: Leaderboard, which: str = "defenses") -> Table:
         verdict = {True: SEPARATED, False: NOT_SEPARATED, None: "-"}[u.separated_from_next]
         rows.append([f"{name} - {next_name}", _signed(u.diff_next), _ci(u, diff=True), verdict])
     return Table(["neighbours", "difference", _CI, "verdict"], rows, frozenset({0, 3}))
+
+
+def pair_comparison(board: Leaderboard, upper: str, lower: str, *, seed: int = 0) -> str:
+    """One line comparing any two defenses of a locally computed board (per-sample detail needed):
+    the mean of upper's d minus lower's, its paired 95% interval, and the verdict."""
+    scores = {s.name: s for s in board.defenses}
+    missing = [n for n in (upper, lower) if n not in scores]
+    if missing:
+        raise ValueError(f"not on the board: {', '.join(missing)}")
+    if not scores[upper].distances:
+        raise ValueError("the board has no per-sample distances (it came over the wire)")
+    diff = paired_difference(scores[upper].distances, scores[lower].distances, resamples=board.resamples, seed=seed)
+    verdict = SEPARATED if diff.excludes_zero else NOT_SEPARATED
+    return (f"{upper} - {lower}: {_signed(diff.estimate)} [{_signed(diff.low)}, {_signed(diff.high)}] "
+            f"over {board.num_samples} samples, {verdict}")
 
 
 def render_text(board: Leaderboard) -> str:

@@ -30,6 +30,7 @@ COMMANDS = (
     "attack",
     "leaderboard",
     "demo",
+    "study",
     "bench",
 )
 

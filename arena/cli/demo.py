@@ -27,7 +27,9 @@ def register(sub) -> None:
     parser = sub.add_parser("demo", help="run the whole arena end to end on the embedded dataset")
     parser.add_argument("--out", type=Path, default=Path("demo-out"),
                         help="working folder: cached checkpoints and models, the store, the report (default demo-out)")
-    parser.add_argument("--samples", type=int, default=24, help="evaluation samples the arena holds (default 24)")
+    # 64: enough that the paired interval of TRADES minus natural excludes 0 (ARENA_RULES section 7)
+    # while a first run stays under 10 minutes on 2 cores; see docs/benchmarks.md.
+    parser.add_argument("--samples", type=int, default=64, help="evaluation samples the arena holds (default 64)")
     parser.add_argument("--budget", type=int, default=1000, help="queries per sample (default 1000, the rules')")
     parser.add_argument("--defenses", default=",".join(DEFENSES),
                         help=f"comma-separated training methods to submit (default {','.join(DEFENSES)}; also: mart)")
@@ -155,11 +157,33 @@ def _run(args) -> int:
         from scoreboard.tables import render_text
 
         print(render_text(from_proto(board)))
-        print(f"\nreport: {report.resolve()}")
-        print(f"total: {time.perf_counter() - stage.start:.0f} s")
     finally:
         server.stop()
+    _print_pairs(store_dir, defenses)
+    print(f"\nreport: {report.resolve()}")
+    print(f"total: {time.perf_counter() - stage.start:.0f} s")
     return 0
+
+
+def _print_pairs(store_dir: Path, defenses: list[str]) -> None:
+    """The paired comparisons the demo is about (each robust method against natural training,
+    TRADES against PGD-AT), from the store's per-sample distances."""
+    from arena.leaderboard import compute
+    from arena.store import open_store
+    from scoreboard.tables import pair_comparison
+
+    pairs = [(m, "natural") for m in ("trades", "pgd-at", "mart") if m in defenses and "natural" in defenses]
+    pairs += [("trades", "pgd-at")] if {"trades", "pgd-at"} <= set(defenses) else []
+    if not pairs:
+        return
+    store = open_store(store_dir)
+    try:
+        board = compute(store)
+    finally:
+        store.close()
+    print("\nPaired comparisons (bootstrap of the per-sample difference, 95%):")
+    for upper, lower in pairs:
+        print(f"  {pair_comparison(board, upper, lower)}")
 
 
 def _attack_all(address: str, token: str, defenses: list[str], attacks: list[str], args, surrogate: Path | None) -> None:

@@ -19,7 +19,11 @@ def test_demo_end_to_end_and_cached(tmp_path, capsys):
     # Every defense is ranked, and both attacks faced all three.
     table = first[first.index("Defenses:"):]
     assert {"natural", "pgd-at", "trades"} <= set(re.findall(r"^\s+\d\s+(\S+)", table, flags=re.M))
-    assert re.search(r"hsja\s+\S+\s+3/3", table) and re.search(r"transfer-pgd\s+\S+\s+3/3", table)
+    assert re.search(r"hsja\s+\S+\s+\[\S+ \S+\]\s+3/3", table) and re.search(r"transfer-pgd\s+\S+\s+\[\S+ \S+\]\s+3/3", table)
+    # Section 7: the neighbours on the board and the demo's own pairs are compared.
+    assert "Neighbours: paired bootstrap" in first
+    assert re.search(r"trades - natural: [+-]\d\.\d{3} \[\S+ \S+\] over 4 samples, (not )?separated", first)
+    assert "trades - pgd-at:" in first
     report = (out / "report.html").read_text()
     assert "<table" in report and "trades" in report and "data:image/png;base64" in report
     models = sorted(p.name for p in (out / "models").glob("*.onnx"))
