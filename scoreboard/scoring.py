@@ -193,25 +193,27 @@ def leaderboard(
     partial.sort(key=lambda a: (-a.defenses_faced, _finite_or(a.mean_l2, math.inf), a.first_started_at, a.attack))
     complete = [replace(a, rank=i + 1) for i, a in enumerate(complete)]
 
-    counts = uncertainty.resample_counts(n, resamples, seed)
+    draws = uncertainty.Resamples(n, resamples, seed)
     return Leaderboard(
-        defenses=_with_uncertainty(defense_scores, defense_scores, counts),
-        attacks=_with_uncertainty(complete, complete, counts) + _with_uncertainty(partial, [], counts),
+        defenses=_with_uncertainty(defense_scores, defense_scores, draws),
+        attacks=_with_uncertainty(complete, complete, draws) + _with_uncertainty(partial, [], draws),
         num_samples=n,
         radii=radii,
         resamples=resamples,
     )
 
 
-def _with_uncertainty(rows: Sequence, compared: Sequence, counts: np.ndarray) -> tuple:
+def _with_uncertainty(rows: Sequence, compared: Sequence, draws: uncertainty.Resamples) -> tuple:
     """Rows (DefenseScore or AttackScore, in board order) with their section 7 fields: every row
     the interval of its mean; each row of `compared` (a prefix of rows: the ones a rank orders)
     the paired interval with the next one."""
     if not rows:
         return ()
-    values = np.array([r.distances for r in rows], dtype=np.float64).reshape(len(rows), counts.shape[1])
-    means = uncertainty.mean_intervals(values, counts)
-    diffs = uncertainty.neighbour_differences(values[: len(compared)], counts)
+    values = np.array([r.distances for r in rows], dtype=np.float64).reshape(len(rows), draws.n)
+    # One pass over the resamples for the means and the differences together.
+    k = max(len(compared) - 1, 0)
+    both = uncertainty.mean_intervals(np.concatenate([values, values[:k] - values[1 : k + 1]]), draws)
+    means, diffs = both[: len(rows)], both[len(rows) :]
     out = []
     for i, (row, mean) in enumerate(zip(rows, means)):
         diff = diffs[i] if i < len(diffs) else uncertainty.Interval(math.nan, math.nan, math.nan)

@@ -47,7 +47,7 @@ def test_the_interval_is_the_percentiles_of_resampled_means():
     counts = resample_counts(values.size, resamples=500, seed=9)
     by_hand = [float(np.dot(values, c) / values.size) for c in counts]
     low, high = np.quantile(by_hand, [0.025, 0.975])
-    got = uncertainty.mean_intervals(values[None], counts)[0]
+    got = uncertainty.mean_intervals(values[None], uncertainty.Resamples(values.size, 500, 9))[0]
     assert got.low == pytest.approx(low, abs=1e-12) and got.high == pytest.approx(high, abs=1e-12)
 
 
@@ -81,6 +81,14 @@ def test_interval_shrinks_like_one_over_sqrt_n():
     assert widths[1600] / widths[6400] == pytest.approx(2.0, rel=0.1)
 
 
+def test_chunks_are_the_same_draws_whatever_their_size(monkeypatch):
+    whole = resample_counts(50, resamples=300, seed=2)
+    monkeypatch.setattr(uncertainty, "_CHUNK_VALUES", 50 * 7)  # chunks of 7 resamples
+    assert np.array_equal(resample_counts(50, resamples=300, seed=2), whole)
+    values = np.random.default_rng(0).uniform(size=(3, 50))
+    assert np.allclose(uncertainty.Resamples(50, 300, 2).means(values), values @ whole.T / 50)
+
+
 def test_empty_sample_gives_nan():
     got = mean_interval([])
     assert math.isnan(got.estimate) and math.isnan(got.low) and math.isnan(got.high) and not got.excludes_zero
@@ -100,7 +108,7 @@ def test_board_rows_carry_their_intervals_and_neighbour_comparisons():
     board = _board(60, {"strong": base + 0.5, "close": base + 0.48 + rng.normal(0, 0.3, 60), "weak": base})
     names = [s.name for s in board.defenses]
     assert names[2] == "weak" and set(names[:2]) == {"strong", "close"}
-    counts = resample_counts(60, 2000, 0)
+    counts = uncertainty.Resamples(60, 2000, 0)
     for i, s in enumerate(board.defenses):
         d = np.asarray(s.distances)
         expected = uncertainty.mean_intervals(d[None], counts)[0]
