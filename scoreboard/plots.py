@@ -89,8 +89,8 @@ def distance_distribution(board: Leaderboard) -> str | None:
     ax.set_yticks(positions, [f"{s.rank}. {s.name}" for _, s in scored])
     ax.set_xscale("symlog", linthresh=0.1)
     ax.set_xlim(0, max(float(np.max(np.concatenate(data))), 1.0) * 1.4)
-    ax.set_xlabel("d per sample (l2; 0 = clean misclassified; right-most = worst case); diamond = mean, "
-                  "bar above = its 95% interval")
+    ax.set_xlabel("d per sample (l2; 0 = clean misclassified; right-most = worst case)\n"
+                  "diamond = mean, bar above it = the mean's 95% interval")
     ax.grid(axis="x", alpha=0.3)
     return _png(fig)
 
