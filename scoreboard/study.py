@@ -186,20 +186,32 @@ def findings(models: Sequence[StudyModel], *, seed: int = 0) -> list[Finding]:
 
 
 def _robustness_claim(claim: str, c: MatchedComparison, *, trades_should_win: bool) -> Finding:
-    """Reproduced when the paired interval (nearest TRADES minus the model) lies on the claimed
-    side of 0 and the interpolated TRADES curve agrees."""
+    """Inside the TRADES curve's clean-accuracy range: reproduced when the paired interval (nearest
+    TRADES minus the model) lies on the claimed side of 0 and the interpolated curve agrees.
+    Outside it only dominance decides: the claimed winner must be at least as accurate and more
+    robust (separated); a more robust but less accurate winner proves nothing (the trade-off)."""
     sign = 1 if trades_should_win else -1
+    winner_acc, loser_acc = ((c.nearest.clean_accuracy, c.model.clean_accuracy) if trades_should_win
+                             else (c.model.clean_accuracy, c.nearest.clean_accuracy))
     direction_ok = sign * c.difference.estimate > 0
+    separated = sign * c.difference.low > 0 if trades_should_win else sign * c.difference.high > 0
     if c.trades_interpolated is not None:
         direction_ok = direction_ok and sign * (c.trades_interpolated - c.model.arena_mean_l2) > 0
-    separated = sign * c.difference.low > 0 if trades_should_win else sign * c.difference.high > 0
-    verdict = "reproduced" if direction_ok and separated else (
-        "not shown at this sample size" if direction_ok else "not reproduced")
-    interp = ("outside the range of the TRADES curve" if c.trades_interpolated is None
-              else f"TRADES interpolated {c.trades_interpolated:.3f}")
+        verdict = "reproduced" if direction_ok and separated else (
+            "not shown at this sample size" if direction_ok else "not reproduced")
+        where = f"TRADES interpolated {c.trades_interpolated:.3f}"
+    else:
+        reversed_separated = sign * c.difference.high < 0 if trades_should_win else sign * c.difference.low < 0
+        if direction_ok and winner_acc >= loser_acc:
+            verdict = "reproduced" if separated else "not shown at this sample size"
+        elif reversed_separated and winner_acc <= loser_acc:
+            verdict = "not reproduced"  # the claimed loser is at least as accurate and more robust
+        else:
+            verdict = "not comparable: outside the TRADES curve, on the other side of the trade-off"
+        where = "outside the clean-accuracy range of the TRADES curve"
     return Finding(
         claim, verdict,
-        f"{c.model.label}: clean {_pct(c.model.clean_accuracy)}, arena mean l2 {c.model.arena_mean_l2:.3f}; {interp}; "
+        f"{c.model.label}: clean {_pct(c.model.clean_accuracy)}, arena mean l2 {c.model.arena_mean_l2:.3f}; {where}; "
         f"nearest {c.nearest.label} (clean {_pct(c.nearest.clean_accuracy)}, {c.nearest.arena_mean_l2:.3f}) minus "
         f"{c.model.label}: {c.difference.estimate:+.3f} [{c.difference.low:+.3f}, {c.difference.high:+.3f}].",
     )

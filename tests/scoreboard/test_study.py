@@ -73,3 +73,21 @@ def test_text_and_page():
     html = render_html(models, np.random.default_rng(0).uniform(size=(K, 3, 8, 8)), settings=[("natural", "x")])
     assert html.startswith("<!DOCTYPE html>") and html.count("data:image/png;base64") == 2
     assert "matched-table" in html and "reproduced" in html
+
+
+def test_outside_the_trades_range_only_dominance_counts():
+    # PGD-AT less accurate than every TRADES model: more robust than the nearest proves nothing,
+    # less robust means TRADES dominates it.
+    def verdict(pgd_clean, pgd_l2, mart_clean, mart_l2):
+        models = _paper_like()
+        models[1] = _model("pgd-at", "pgd-at", None, pgd_clean, pgd_l2, 0.40, seed=2)
+        models[2] = _model("mart", "mart", 6.0, mart_clean, mart_l2, 0.45, seed=3)
+        got = {f.claim.split()[0]: f.verdict for f in findings(models)}
+        return got["TRADES"], got["MART"]
+
+    dominated = verdict(0.70, 0.80, 0.70, 0.80)   # both below TRADES beta 10 (0.75, 1.05) in both
+    assert dominated == ("reproduced", "not reproduced")
+    other_side = verdict(0.70, 1.30, 0.70, 1.30)  # more robust, less accurate: the trade-off
+    assert other_side == ("not comparable: outside the TRADES curve, on the other side of the trade-off",) * 2
+    # More accurate than every TRADES model and more robust than the nearest: MART dominates.
+    assert verdict(0.70, 0.80, 0.95, 1.10)[1] == "reproduced"
