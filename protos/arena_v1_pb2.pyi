@@ -425,7 +425,7 @@ class RobustAccuracy(_message.Message):
     def __init__(self, eps: _Optional[float] = ..., accuracy: _Optional[float] = ...) -> None: ...
 
 class DefenseStanding(_message.Message):
-    __slots__ = ("rank", "name", "team", "mean_l2", "median_l2", "clean_accuracy", "robust_accuracy", "attacks_faced", "submitted_at")
+    __slots__ = ("rank", "name", "team", "mean_l2", "median_l2", "clean_accuracy", "robust_accuracy", "attacks_faced", "submitted_at", "mean_ci_low", "mean_ci_high", "diff_next", "diff_next_ci_low", "diff_next_ci_high", "separated_from_next")
     RANK_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TEAM_FIELD_NUMBER: _ClassVar[int]
@@ -435,6 +435,12 @@ class DefenseStanding(_message.Message):
     ROBUST_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     ATTACKS_FACED_FIELD_NUMBER: _ClassVar[int]
     SUBMITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    MEAN_CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    MEAN_CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    DIFF_NEXT_FIELD_NUMBER: _ClassVar[int]
+    DIFF_NEXT_CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    DIFF_NEXT_CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    SEPARATED_FROM_NEXT_FIELD_NUMBER: _ClassVar[int]
     rank: int
     name: str
     team: str
@@ -444,10 +450,16 @@ class DefenseStanding(_message.Message):
     robust_accuracy: _containers.RepeatedCompositeFieldContainer[RobustAccuracy]
     attacks_faced: _containers.RepeatedScalarFieldContainer[str]
     submitted_at: float
-    def __init__(self, rank: _Optional[int] = ..., name: _Optional[str] = ..., team: _Optional[str] = ..., mean_l2: _Optional[float] = ..., median_l2: _Optional[float] = ..., clean_accuracy: _Optional[float] = ..., robust_accuracy: _Optional[_Iterable[_Union[RobustAccuracy, _Mapping]]] = ..., attacks_faced: _Optional[_Iterable[str]] = ..., submitted_at: _Optional[float] = ...) -> None: ...
+    mean_ci_low: float
+    mean_ci_high: float
+    diff_next: float
+    diff_next_ci_low: float
+    diff_next_ci_high: float
+    separated_from_next: bool
+    def __init__(self, rank: _Optional[int] = ..., name: _Optional[str] = ..., team: _Optional[str] = ..., mean_l2: _Optional[float] = ..., median_l2: _Optional[float] = ..., clean_accuracy: _Optional[float] = ..., robust_accuracy: _Optional[_Iterable[_Union[RobustAccuracy, _Mapping]]] = ..., attacks_faced: _Optional[_Iterable[str]] = ..., submitted_at: _Optional[float] = ..., mean_ci_low: _Optional[float] = ..., mean_ci_high: _Optional[float] = ..., diff_next: _Optional[float] = ..., diff_next_ci_low: _Optional[float] = ..., diff_next_ci_high: _Optional[float] = ..., separated_from_next: _Optional[bool] = ...) -> None: ...
 
 class AttackStanding(_message.Message):
-    __slots__ = ("rank", "attack", "mean_l2", "defenses_faced", "teams", "team", "queries")
+    __slots__ = ("rank", "attack", "mean_l2", "defenses_faced", "teams", "team", "queries", "mean_ci_low", "mean_ci_high", "diff_next", "diff_next_ci_low", "diff_next_ci_high", "separated_from_next")
     RANK_FIELD_NUMBER: _ClassVar[int]
     ATTACK_FIELD_NUMBER: _ClassVar[int]
     MEAN_L2_FIELD_NUMBER: _ClassVar[int]
@@ -455,6 +467,12 @@ class AttackStanding(_message.Message):
     TEAMS_FIELD_NUMBER: _ClassVar[int]
     TEAM_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
+    MEAN_CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    MEAN_CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    DIFF_NEXT_FIELD_NUMBER: _ClassVar[int]
+    DIFF_NEXT_CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    DIFF_NEXT_CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    SEPARATED_FROM_NEXT_FIELD_NUMBER: _ClassVar[int]
     rank: int
     attack: str
     mean_l2: float
@@ -462,7 +480,13 @@ class AttackStanding(_message.Message):
     teams: _containers.RepeatedScalarFieldContainer[str]
     team: str
     queries: int
-    def __init__(self, rank: _Optional[int] = ..., attack: _Optional[str] = ..., mean_l2: _Optional[float] = ..., defenses_faced: _Optional[int] = ..., teams: _Optional[_Iterable[str]] = ..., team: _Optional[str] = ..., queries: _Optional[int] = ...) -> None: ...
+    mean_ci_low: float
+    mean_ci_high: float
+    diff_next: float
+    diff_next_ci_low: float
+    diff_next_ci_high: float
+    separated_from_next: bool
+    def __init__(self, rank: _Optional[int] = ..., attack: _Optional[str] = ..., mean_l2: _Optional[float] = ..., defenses_faced: _Optional[int] = ..., teams: _Optional[_Iterable[str]] = ..., team: _Optional[str] = ..., queries: _Optional[int] = ..., mean_ci_low: _Optional[float] = ..., mean_ci_high: _Optional[float] = ..., diff_next: _Optional[float] = ..., diff_next_ci_low: _Optional[float] = ..., diff_next_ci_high: _Optional[float] = ..., separated_from_next: _Optional[bool] = ...) -> None: ...
 
 class Disqualified(_message.Message):
     __slots__ = ("kind", "name", "team", "reason")
@@ -483,18 +507,20 @@ class GetLeaderboardRequest(_message.Message):
     def __init__(self, split: _Optional[_Union[Split, str]] = ...) -> None: ...
 
 class GetLeaderboardResponse(_message.Message):
-    __slots__ = ("defenses", "attacks", "num_samples", "split", "disqualified")
+    __slots__ = ("defenses", "attacks", "num_samples", "split", "disqualified", "bootstrap_resamples")
     DEFENSES_FIELD_NUMBER: _ClassVar[int]
     ATTACKS_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     SPLIT_FIELD_NUMBER: _ClassVar[int]
     DISQUALIFIED_FIELD_NUMBER: _ClassVar[int]
+    BOOTSTRAP_RESAMPLES_FIELD_NUMBER: _ClassVar[int]
     defenses: _containers.RepeatedCompositeFieldContainer[DefenseStanding]
     attacks: _containers.RepeatedCompositeFieldContainer[AttackStanding]
     num_samples: int
     split: Split
     disqualified: _containers.RepeatedCompositeFieldContainer[Disqualified]
-    def __init__(self, defenses: _Optional[_Iterable[_Union[DefenseStanding, _Mapping]]] = ..., attacks: _Optional[_Iterable[_Union[AttackStanding, _Mapping]]] = ..., num_samples: _Optional[int] = ..., split: _Optional[_Union[Split, str]] = ..., disqualified: _Optional[_Iterable[_Union[Disqualified, _Mapping]]] = ...) -> None: ...
+    bootstrap_resamples: int
+    def __init__(self, defenses: _Optional[_Iterable[_Union[DefenseStanding, _Mapping]]] = ..., attacks: _Optional[_Iterable[_Union[AttackStanding, _Mapping]]] = ..., num_samples: _Optional[int] = ..., split: _Optional[_Union[Split, str]] = ..., disqualified: _Optional[_Iterable[_Union[Disqualified, _Mapping]]] = ..., bootstrap_resamples: _Optional[int] = ...) -> None: ...
 
 class GetReportRequest(_message.Message):
     __slots__ = ("split",)

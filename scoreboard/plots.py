@@ -80,20 +80,32 @@ def distance_distribution(board: Leaderboard) -> str | None:
         ax.scatter(d, y + rng.uniform(-0.18, 0.18, d.size), s=9, alpha=0.6, color=defense_colour(i),
                    edgecolors="none")
         ax.scatter([d.mean()], [y], marker="D", s=36, color="white", edgecolors="black", zorder=3)
+    for (_, s), y in zip(scored, positions):  # the mean's 95% bootstrap interval (docs/rules.md section 7)
+        low, high = s.uncertainty.mean_ci_low, s.uncertainty.mean_ci_high
+        if np.isfinite(low) and np.isfinite(high):
+            ax.plot([low, high], [y + 0.3, y + 0.3], color="black", linewidth=2, solid_capstyle="butt", zorder=3)
+            ax.plot([low, low, np.nan, high, high], [y + 0.24, y + 0.36, np.nan, y + 0.24, y + 0.36], color="black",
+                    linewidth=1, zorder=3)
     ax.set_yticks(positions, [f"{s.rank}. {s.name}" for _, s in scored])
     ax.set_xscale("symlog", linthresh=0.1)
     ax.set_xlim(0, max(float(np.max(np.concatenate(data))), 1.0) * 1.4)
-    ax.set_xlabel("d per sample (l2; 0 = clean misclassified; right-most = worst case); diamond = mean")
+    ax.set_xlabel("d per sample (l2; 0 = clean misclassified; right-most = worst case)\n"
+                  "diamond = mean, bar above it = the mean's 95% interval")
     ax.grid(axis="x", alpha=0.3)
     return _png(fig)
 
 
 def tradeoff(board: Leaderboard) -> str | None:
-    """Clean accuracy against mean l2 for every defense (the robustness/accuracy trade-off)."""
+    """Clean accuracy against mean l2 for every defense (the robustness/accuracy trade-off), the
+    mean with its 95% bootstrap interval as a vertical bar where the board has one."""
     if not board.defenses:
         return None
     fig, ax = _figure(6.5, 4.2)
     for i, s in enumerate(board.defenses):
+        low, high = s.uncertainty.mean_ci_low, s.uncertainty.mean_ci_high
+        if np.isfinite(low) and np.isfinite(high) and np.isfinite(s.mean_l2):
+            ax.errorbar([100 * s.clean_accuracy], [s.mean_l2], yerr=[[s.mean_l2 - low], [high - s.mean_l2]],
+                        color=defense_colour(i), capsize=4, linewidth=1.5, zorder=2)
         ax.scatter([100 * s.clean_accuracy], [s.mean_l2], s=60, color=defense_colour(i), zorder=3)
         ax.annotate(s.name, (100 * s.clean_accuracy, s.mean_l2), textcoords="offset points", xytext=(6, 4),
                     fontsize=9)

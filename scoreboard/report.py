@@ -17,7 +17,7 @@ import numpy as np
 
 from scoreboard import plots
 from scoreboard.scoring import DefenseScore, Leaderboard
-from scoreboard.tables import attack_table, defense_table
+from scoreboard.tables import attack_table, comparison_table, defense_table
 
 GALLERY_SCALE = 2  # 64x64 images are drawn at 128x128, nearest neighbour (two samples per row)
 
@@ -83,7 +83,9 @@ def render_html(
         title=title,
         board=board,
         defense_table=defense_table(board),
+        defense_pairs=comparison_table(board, "defenses"),
         attack_table=attacks,
+        attack_pairs=comparison_table(board, "attacks"),
         colours=[plots.defense_colour(i) for i in range(len(board.defenses))],
         figures=[
             ("Robust accuracy against eps", plots.robust_accuracy_curves(board),
@@ -92,7 +94,8 @@ def render_html(
             ("Distribution of d per defense", plots.distance_distribution(board),
              "Every sample's d; the box spans the middle half, the line is the median."),
             ("Clean accuracy against mean l2", plots.tradeoff(board),
-             "The robustness/accuracy trade-off: up is more robust, right is more accurate."),
+             "The robustness/accuracy trade-off: up is more robust, right is more accurate; bars are the "
+             "means' 95% bootstrap intervals."),
         ],
         gallery=_gallery_groups(board, gallery),
         scale=GALLERY_SCALE,

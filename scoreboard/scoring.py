@@ -11,6 +11,9 @@ per-sample rule restricted to its own finished runs, a mean per defense, and ran
 over the defenses it faced (lower is stronger); only an attack that faced every listed defense
 is ranked. Ties break on the earlier submission (defenses: `submitted_at`; attacks: the
 earliest `started_at` of their counted runs), then on the name so the order is total.
+
+Section 7 (`scoreboard.uncertainty`): every mean carries a 95% bootstrap interval, and each row
+the paired interval of its difference with the next row of its board (ranked attacks only).
 """
 
 from __future__ import annotations
@@ -22,9 +25,33 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from arena.contract import sample_scores
+from scoreboard import uncertainty
 from scoreboard.records import DefenseRecord, EvaluationSet, RunRecord
 
 DEFAULT_RADII: tuple[float, ...] = (0.5, 1.0, 2.0)
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """Section 7 for one row: the interval of its mean and the paired comparison with the next row
+    of its board (this row's mean minus the next's; NaN on the last row, or with no samples)."""
+
+    mean_ci_low: float = math.nan
+    mean_ci_high: float = math.nan
+    diff_next: float = math.nan
+    diff_next_ci_low: float = math.nan
+    diff_next_ci_high: float = math.nan
+
+    @property
+    def has_next(self) -> bool:
+        return not math.isnan(self.diff_next)
+
+    @property
+    def separated_from_next(self) -> bool | None:
+        """Whether the paired interval with the next row excludes 0; None without a comparison."""
+        if not self.has_next or math.isnan(self.diff_next_ci_low):
+            return None
+        return self.diff_next_ci_low > 0 or self.diff_next_ci_high < 0
 
 
 @dataclass(frozen=True)
@@ -42,6 +69,7 @@ class DefenseScore:
     # (GetLeaderboard carries the table only).
     distances: tuple[float, ...] = ()                # d per sample
     best_runs: tuple[str, ...] = ()                  # run that found d; "" where d is 0 or the worst case
+    uncertainty: Uncertainty = Uncertainty()         # section 7
 
     def robust_accuracy_at(self, eps: float) -> float:
         """The robust accuracy at radius eps, nan when it was not computed for that radius."""
@@ -61,6 +89,9 @@ class AttackScore:
     # Detail the wire does not carry (empty / nan when the score came from GetLeaderboard).
     per_defense: tuple[tuple[str, float], ...] = ()   # (defense, mean distance), in defense rank order
     first_started_at: float = math.nan                # its tie-breaker
+    # Per sample, the mean over the defenses it faced of its own distance: mean_l2 is their mean.
+    distances: tuple[float, ...] = ()
+    uncertainty: Uncertainty = Uncertainty()          # section 7; compared with the next ranked attack
     team: str = ""                                    # the entry's owner (attacks are keyed by team and name)
     queries: int = 0                                  # images its counted runs spent
 
@@ -80,6 +111,7 @@ class Leaderboard:
     attacks: tuple[AttackScore, ...]     # ranked ones in rank order, then the unranked ones
     num_samples: int
     radii: tuple[float, ...] = DEFAULT_RADII
+    resamples: int = uncertainty.RESAMPLES   # bootstrap resamples behind the intervals (section 7)
 
 
 def leaderboard(
@@ -87,8 +119,12 @@ def leaderboard(
     runs: Iterable[RunRecord],
     evaluation: EvaluationSet,
     radii: Sequence[float] = DEFAULT_RADII,
+    *,
+    resamples: int = uncertainty.RESAMPLES,
+    seed: int = uncertainty.SEED,
 ) -> Leaderboard:
-    """Ranks the given (accepted) defenses and the attacks run against them.
+    """Ranks the given (accepted) defenses and the attacks run against them, with the intervals of
+    section 7 from `resamples` bootstrap resamples drawn with `seed`.
 
     Runs against a defense that is not listed are ignored, and so are unfinished runs.
     Raises ValueError, naming the record, on any array whose shape does not match the
@@ -136,12 +172,16 @@ def leaderboard(
     attack_scores = []
     for team, attack in sorted({(r.team, r.attack) for r in counted}):
         own = [r for r in counted if r.attack == attack and r.team == team]
-        per_defense = []
+        per_defense, per_sample = [], []
         for name in defense_order:
             against = [r for r in own if r.defense == name]
             if against:
                 d, _ = _per_sample(clean_correct[name], worst_case, against, distances)
                 per_defense.append((name, _mean(d)))
+                per_sample.append(d)
+        # The mean of the per-defense means equals the mean over samples of this per-sample mean
+        # (every defense is scored on the same samples): the quantity section 7 resamples.
+        own_d = np.mean(per_sample, axis=0)
         attack_scores.append(
             AttackScore(
                 rank=0,
@@ -153,6 +193,7 @@ def leaderboard(
                 first_started_at=min(float(r.started_at) for r in own),
                 team=team,
                 queries=int(sum(r.queries for r in own)),
+                distances=tuple(float(v) for v in own_d),
             )
         )
     complete = [a for a in attack_scores if a.defenses_faced == len(defenses)]
@@ -162,14 +203,34 @@ def leaderboard(
     # the mean only orders attacks that faced the same number of defenses.
     partial.sort(key=lambda a: (-a.defenses_faced, _finite_or(a.mean_l2, math.inf), a.first_started_at, a.attack,
                                 a.team))
-    attack_scores = [replace(a, rank=i + 1) for i, a in enumerate(complete)] + partial
+    complete = [replace(a, rank=i + 1) for i, a in enumerate(complete)]
 
+    draws = uncertainty.Resamples(n, resamples, seed)
     return Leaderboard(
-        defenses=tuple(defense_scores),
-        attacks=tuple(attack_scores),
+        defenses=_with_uncertainty(defense_scores, defense_scores, draws),
+        attacks=_with_uncertainty(complete, complete, draws) + _with_uncertainty(partial, [], draws),
         num_samples=n,
         radii=radii,
+        resamples=resamples,
     )
+
+
+def _with_uncertainty(rows: Sequence, compared: Sequence, draws: uncertainty.Resamples) -> tuple:
+    """Rows (DefenseScore or AttackScore, in board order) with their section 7 fields: every row
+    the interval of its mean; each row of `compared` (a prefix of rows: the ones a rank orders)
+    the paired interval with the next one."""
+    if not rows:
+        return ()
+    values = np.array([r.distances for r in rows], dtype=np.float64).reshape(len(rows), draws.n)
+    # One pass over the resamples for the means and the differences together.
+    k = max(len(compared) - 1, 0)
+    both = uncertainty.mean_intervals(np.concatenate([values, values[:k] - values[1 : k + 1]]), draws)
+    means, diffs = both[: len(rows)], both[len(rows) :]
+    out = []
+    for i, (row, mean) in enumerate(zip(rows, means)):
+        diff = diffs[i] if i < len(diffs) else uncertainty.Interval(math.nan, math.nan, math.nan)
+        out.append(replace(row, uncertainty=Uncertainty(mean.low, mean.high, diff.estimate, diff.low, diff.high)))
+    return tuple(out)
 
 
 def _per_sample(

@@ -32,6 +32,7 @@ COMMANDS = (
     "admin",
     "referee",
     "demo",
+    "study",
     "bench",
 )
 

@@ -1,4 +1,4 @@
-"""`arena bench {train,serve,attack}`: hot-path benchmarks.
+"""`arena bench {train,serve,attack,bootstrap}`: hot-path benchmarks.
 
 Each benchmark module defines `add_arguments(parser)` (importable without torch) and
 `run(args) -> dict` returning {"title", "columns", "rows", "figures"}; `figures["ratio"]` is the
@@ -17,6 +17,7 @@ BENCHES = {
     "train": ("defenses.bench", "TRADES training step vs the straightforward formulation"),
     "serve": ("arena.bench.serve", "gRPC serving vs in-process ONNX Runtime"),
     "attack": ("attackers.bench", "decision-based attacks vs the white-box reference"),
+    "bootstrap": ("scoreboard.bench", "the board's bootstrap intervals vs the one-resample-at-a-time loop"),
 }
 
 

@@ -55,10 +55,14 @@ def test_deploy_doc_commands_run(tmp_path):
                    PYTHONPATH=str(ROOT))
         env.pop("ARENA_TOKEN", None)
         # its own process group: whatever happens, no replica outlives the test
-        proc = subprocess.Popen(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
+        proc = subprocess.Popen(["bash", "-xeuo", "pipefail", "-c", script], cwd=tmp_path, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
             out, err = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:   # say where it stood, not just that it was slow
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            pytest.fail("docs/deploy.md did not finish within 300 s; it stood at:\n" + out[-2000:] + err[-3000:])
         finally:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)

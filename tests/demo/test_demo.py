@@ -20,15 +20,19 @@ def test_demo_end_to_end_and_cached(tmp_path, capsys):
         assert stage in first
     assert "a late submission is refused: FAILED_PRECONDITION" in first
     official = first[first.index("Official board"):first.index("Provisional board")]
-    public = first[first.index("Provisional board"):]
+    public = first[first.index("Provisional board"):first.index("Paired comparisons")]
     # Every defense is ranked on both boards; the referee's attacks faced all three on both, the
     # attackers' team only on the private split (attacks are keyed by team and name).
     for board in (official, public):
         assert {"natural", "pgd-at", "trades"} <= set(re.findall(r"^\s*\d\s+(\S+)", board, flags=re.M))
-        assert re.search(r"hsja\s+\S+\s+3/3\s+organizer", board)
-        assert re.search(r"transfer-pgd\s+\S+\s+3/3\s+organizer", board)
-    assert re.search(r"hsja\s+\S+\s+3/3\s+attackers", official)
+        assert re.search(r"hsja\s+\S+\s+\[\S+ \S+\]\s+3/3\s+organizer", board)
+        assert re.search(r"transfer-pgd\s+\S+\s+\[\S+ \S+\]\s+3/3\s+organizer", board)
+        assert "Neighbours: paired bootstrap" in board       # section 7 on both boards
+    assert re.search(r"hsja\s+\S+\s+\[\S+ \S+\]\s+3/3\s+attackers", official)
     assert "attackers" not in public
+    # the demo's own pairs, on the official board
+    assert re.search(r"trades - natural: [+-]\d\.\d{3} \[\S+ \S+\] over 4 samples, (not )?separated", first)
+    assert "trades - pgd-at:" in first
     report = (out / "report.html").read_text()
     assert "<table" in report and "trades" in report and "data:image/png;base64" in report
     assert "private split (official)" in report and "public split" in (out / "report-public.html").read_text()

@@ -54,6 +54,14 @@ def test_proto_round_trip_keeps_the_tables(board):
     assert render_json(wire) == render_json(board)
     assert render_text(wire) == render_text(board)
     assert wire.defenses[0].distances == () and math.isnan(wire.attacks[0].first_started_at)
+    # Section 7 travels: the intervals, and the separation flag for clients that only read it.
+    response = to_proto(board)
+    for standing, score in zip(response.defenses, board.defenses, strict=True):
+        assert (standing.mean_ci_low, standing.mean_ci_high) == (score.uncertainty.mean_ci_low,
+                                                                 score.uncertainty.mean_ci_high)
+        assert standing.separated_from_next == bool(score.uncertainty.separated_from_next)
+    assert [s.uncertainty.separated_from_next for s in wire.defenses] == [False, True, None]
+    assert response.bootstrap_resamples == wire.resamples == board.resamples
 
 
 def test_prints_both_tables(server, board, capsys, monkeypatch):

@@ -71,6 +71,15 @@ def test_report_has_every_section(board, gallery):
     assert defense_rows[0][:4] == ["rank", "defense", "team", "mean l2"]
     assert [row[1] for row in defense_rows[1:]] == ["trades", "pgd-at", "natural"]
     assert defense_rows[1][3] == f"{board.defenses[0].mean_l2:.3f}"
+    u = board.defenses[0].uncertainty
+    assert defense_rows[0][4] == "95% CI" and defense_rows[1][4] == f"[{u.mean_ci_low:.3f}, {u.mean_ci_high:.3f}]"
+    # Section 7: each pair of neighbours, with the verdict where its interval contains 0.
+    pairs = page.tables["defense-pairs"]
+    assert [row[0] for row in pairs[1:]] == ["1. trades - 2. pgd-at", "2. pgd-at - 3. natural"]
+    assert [row[-1] for row in pairs[1:]] == ["not separated at this sample size", "separated"]
+    # attacks are named by team and name (docs/rules.md section 6)
+    assert [row[0] for row in page.tables["attack-pairs"][1:]] == ["1. attackers/hopskipjump - 2. attackers/boundary",
+                                                                   "2. attackers/boundary - 3. attackers/transfer-pgd"]
     attack_rows = page.tables["attack-table"]
     assert [row[1] for row in attack_rows[1:]] == ["hopskipjump", "boundary", "transfer-pgd", "square"]
     assert attack_rows[0][-3:] == ["vs trades", "vs pgd-at", "vs natural"]  # the attack x defense matrix
@@ -198,3 +207,17 @@ def test_scoreboard_stays_pure():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_figures_draw_the_interval_bars(board):
+    from dataclasses import replace
+
+    from scoreboard import plots
+    from scoreboard.scoring import Uncertainty
+
+    bare = replace(board, defenses=tuple(replace(s, uncertainty=Uncertainty()) for s in board.defenses))
+    for figure in (plots.tradeoff, plots.distance_distribution):
+        with_bars, without = _png(figure(board)), _png(figure(bare))
+        assert with_bars.shape == without.shape
+        # The bars add dark pixels (black or the defense's colour) the bare figure lacks.
+        assert (with_bars[..., :3].sum(-1) < 1.5).sum() > (without[..., :3].sum(-1) < 1.5).sum() + 20

@@ -15,18 +15,26 @@ from scoreboard.tables import render_csv, render_json, render_text, to_dict
 
 def test_text_has_both_tables(board):
     text = render_text(board)
-    defenses, attacks = text.split("\n\n")
+    defenses, defense_pairs, attacks, attack_pairs = text.split("\n\n")
     header = defenses.splitlines()[1]
-    for column in ("rank", "defense", "mean l2", "median l2", "clean acc", "robust acc @0.5",
+    for column in ("rank", "defense", "mean l2", "95% CI", "median l2", "clean acc", "robust acc @0.5",
                    "robust acc @1.0", "robust acc @2.0", "attacks faced"):
         assert column in header
     first = defenses.splitlines()[3].split()
     top = board.defenses[0]
-    assert first[:5] == ["1", "trades", "defenders", f"{top.mean_l2:.3f}", f"{top.median_l2:.3f}"]
+    u = top.uncertainty
+    assert first[:7] == ["1", "trades", "defenders", f"{top.mean_l2:.3f}", f"[{u.mean_ci_low:.3f},",
+                         f"{u.mean_ci_high:.3f}]", f"{top.median_l2:.3f}"]
     assert f"{100 * top.clean_accuracy:.1f}%" in first
     rows = attacks.splitlines()
-    assert rows[1].split() == ["rank", "attack", "mean", "l2", "defenses", "faced", "team", "queries"]
+    assert rows[1].split() == ["rank", "attack", "mean", "l2", "95%", "CI", "defenses", "faced", "team", "queries"]
     assert rows[-1].split()[:2] == ["-", "square"] and "1/3" in rows[-1]  # unranked
+    # One comparison per pair of neighbours; the unranked attack is compared with nothing.
+    pairs = defense_pairs.splitlines()[3:]
+    assert [p.split()[:5] for p in pairs] == [["1.", "trades", "-", "2.", "pgd-at"], ["2.", "pgd-at", "-", "3.", "natural"]]
+    assert pairs[0].endswith("not separated at this sample size") and pairs[1].endswith("  separated")
+    assert f"{u.diff_next:+.3f}" in pairs[0] and f"[{u.diff_next_ci_low:+.3f}, {u.diff_next_ci_high:+.3f}]" in pairs[0]
+    assert len(attack_pairs.strip().splitlines()) == 3 + 2 and "square" not in attack_pairs
 
 
 def test_text_of_an_empty_board():
@@ -44,15 +52,30 @@ def test_json_numbers_are_numbers_and_round_trip(board):
             assert type(row[key]) is float and row[key] == getattr(score, key)
         assert [(r["eps"], r["accuracy"]) for r in row["robust_accuracy"]] == list(score.robust_accuracy)
         assert row["attacks_faced"] == list(score.attacks_faced)
+        _assert_uncertainty_json(row, score.uncertainty)
     for row, attack in zip(data["attacks"], board.attacks, strict=True):
         assert (row["rank"], row["attack"], row["defenses_faced"], row["teams"]) == (
             attack.rank, attack.attack, attack.defenses_faced, list(attack.teams))
         assert type(row["mean_l2"]) is float and row["mean_l2"] == attack.mean_l2
+        _assert_uncertainty_json(row, attack.uncertainty)
+    assert data["confidence_level"] == 0.95 and data["bootstrap_resamples"] == board.resamples
+    # The last defense and the unranked attack have no next row to be compared with.
+    assert data["defenses"][-1]["diff_next"] is None and data["defenses"][-1]["separated_from_next"] is None
+    assert [r["separated_from_next"] for r in data["defenses"]] == [False, True, None]
+
+
+def _assert_uncertainty_json(row: dict, u) -> None:
+    assert row["mean_ci_low"] == u.mean_ci_low and row["mean_ci_high"] == u.mean_ci_high
+    assert row["separated_from_next"] == u.separated_from_next
+    if u.has_next:
+        assert (row["diff_next"], row["diff_next_ci_low"], row["diff_next_ci_high"]) == (
+            u.diff_next, u.diff_next_ci_low, u.diff_next_ci_high)
 
 
 def test_csv_round_trips_numbers(board):
     rows = list(csv.DictReader(io.StringIO(render_csv(board))))
-    assert list(rows[0]) == ["rank", "name", "team", "mean_l2", "median_l2", "clean_accuracy",
+    assert list(rows[0]) == ["rank", "name", "team", "mean_l2", "mean_ci_low", "mean_ci_high", "diff_next",
+                             "diff_next_ci_low", "diff_next_ci_high", "separated_from_next", "median_l2", "clean_accuracy",
                              "robust_accuracy_eps_0.5", "robust_accuracy_eps_1.0", "robust_accuracy_eps_2.0",
                              "attacks_faced", "submitted_at"]
     for row, score in zip(rows, board.defenses, strict=True):
@@ -61,10 +84,16 @@ def test_csv_round_trips_numbers(board):
         assert float(row["clean_accuracy"]) == score.clean_accuracy
         assert float(row["robust_accuracy_eps_1.0"]) == score.robust_accuracy_at(1.0)
         assert row["attacks_faced"].split(";") == list(score.attacks_faced)
+        assert float(row["mean_ci_low"]) == score.uncertainty.mean_ci_low
+        assert float(row["mean_ci_high"]) == score.uncertainty.mean_ci_high
+    assert [r["separated_from_next"] for r in rows] == ["false", "true", ""]
+    assert [r["diff_next"] for r in rows][-1] == ""
+    assert float(rows[0]["diff_next_ci_low"]) == board.defenses[0].uncertainty.diff_next_ci_low
     rows = list(csv.DictReader(io.StringIO(render_csv(board, "attacks"))))
     for row, attack in zip(rows, board.attacks, strict=True):
         assert (int(row["rank"]), row["attack"], float(row["mean_l2"]), int(row["defenses_faced"])) == (
             attack.rank, attack.attack, attack.mean_l2, attack.defenses_faced)
+        assert float(row["mean_ci_high"]) == attack.uncertainty.mean_ci_high
 
 
 def test_unknown_csv_table():
@@ -87,7 +116,7 @@ def test_nan_is_null_in_json_and_empty_in_csv():
     assert data["attacks"][0]["mean_l2"] is None
     row = next(csv.DictReader(io.StringIO(render_csv(board))))
     assert row["mean_l2"] == "" and row["robust_accuracy_eps_0.5"] == ""
-    assert render_text(board).splitlines()[3].split()[3:7] == ["-", "-", "50.0%", "-"]
+    assert render_text(board).splitlines()[3].split()[3:8] == ["-", "-", "-", "50.0%", "-"]
 
 
 def test_infinity_is_explicit_in_csv_and_refused_by_json():
