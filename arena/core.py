@@ -54,6 +54,7 @@ log = logging.getLogger("arena.core")
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 ATTACK_PATTERN = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
+CONFIG_DIGEST_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 REQUEST_ID_MAX = 128
 DESCRIPTION_MAX = 1000
 DEFAULT_PAGE_BYTES = 4 << 20          # GetRunSamples(limit=0) fits gRPC's default receive limit
@@ -242,9 +243,11 @@ class Arena:
 
     # ---------------------------------------------------------------- runs
 
-    async def start_run(self, team: str, defense: str, attack: str) -> RunState:
+    async def start_run(self, team: str, defense: str, attack: str, attack_config_digest: str = "") -> RunState:
         if not ATTACK_PATTERN.match(attack):
             raise BadRequest(f"attack: {attack!r} must be 1-64 characters of [A-Za-z0-9_.+-]")
+        if attack_config_digest and not CONFIG_DIGEST_PATTERN.match(attack_config_digest):
+            raise BadRequest(f"attack_config_digest: must be empty or 64 lowercase hex characters, got {attack_config_digest[:80]!r}")
         row = await self._io(self.store.get_defense, defense)
         if row is None:
             raise NotFound(f"defense: no defense {defense!r}")
@@ -252,7 +255,7 @@ class Arena:
             raise NotFound(f"defense: {defense!r} was rejected; nothing of it is served")
         run = RunRow(run_id=uuid.uuid4().hex, team=team, defense=defense, attack=attack,
                      num_samples=self.evaluation.num_samples, budget=self.config.budget,
-                     started_at=time.time(), finished_at=None)
+                     started_at=time.time(), finished_at=None, attack_config_digest=attack_config_digest)
         await self._io(self.store.create_run, run)
         state = RunState(run, np.zeros(run.num_samples, np.int64), np.full(run.num_samples, np.inf))
         state.request_ids = set()
@@ -292,7 +295,7 @@ class Arena:
             num_samples=row.num_samples, budget_per_sample=row.budget, max_batch=self.config.max_batch,
             max_message_bytes=self.config.max_message_bytes, num_classes=num_classes, finished=row.finished,
             queries_used=[int(v) for v in state.used], best_distances=[float(v) for v in state.best],
-            started_at=row.started_at,
+            started_at=row.started_at, attack_config_digest=row.attack_config_digest,
         )
 
     def run_samples(self, state: RunState, offset: int, limit: int) -> pb.GetRunSamplesResponse:

@@ -117,7 +117,8 @@ class RunServicer(pb_grpc.RunServiceServicer):
 
     @_status
     async def StartRun(self, request, context):
-        state = await self.arena.start_run(current_team.get(), request.defense, request.attack)
+        state = await self.arena.start_run(current_team.get(), request.defense, request.attack,
+                                           request.attack_config_digest)
         return pb.StartRunResponse(run=self.arena.run_info(state))
 
     @_status

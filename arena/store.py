@@ -32,7 +32,9 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 stores are migrated in place when opened: 1 -> 2 adds runs.attack_config_digest.
+_MIGRATIONS = {1: "ALTER TABLE runs ADD COLUMN attack_config_digest TEXT NOT NULL DEFAULT ''"}
 DB_NAME = "arena.db"
 
 
@@ -82,6 +84,7 @@ class RunRow:
     budget: int
     started_at: float
     finished_at: float | None
+    attack_config_digest: str = ""   # sha256 hex of the attack's configuration ("" if not sent)
 
     @property
     def finished(self) -> bool:
@@ -266,7 +269,8 @@ CREATE TABLE IF NOT EXISTS defenses (
     serving_mode TEXT NOT NULL, submitted_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, team TEXT NOT NULL, defense TEXT NOT NULL, attack TEXT NOT NULL,
-    num_samples INTEGER NOT NULL, budget INTEGER NOT NULL, started_at REAL NOT NULL, finished_at REAL);
+    num_samples INTEGER NOT NULL, budget INTEGER NOT NULL, started_at REAL NOT NULL, finished_at REAL,
+    attack_config_digest TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS usage (
     run_id TEXT NOT NULL, sample INTEGER NOT NULL, used INTEGER NOT NULL,
     PRIMARY KEY (run_id, sample)) WITHOUT ROWID;
@@ -309,6 +313,12 @@ class SqliteStore(Store):
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None:
                 conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) in _MIGRATIONS:
+                conn.execute("BEGIN IMMEDIATE")
+                for version in range(int(row[0]), SCHEMA_VERSION):
+                    conn.execute(_MIGRATIONS[version])
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+                conn.execute("COMMIT")
             elif int(row[0]) != SCHEMA_VERSION:
                 raise StoreError(f"{self.path}: schema version {row[0]}, this arena reads version {SCHEMA_VERSION}")
             self._writer = conn
@@ -442,20 +452,21 @@ class SqliteStore(Store):
 
     # -------------------------------------------------------------- runs
 
-    _RUN_COLUMNS = "run_id, team, defense, attack, num_samples, budget, started_at, finished_at"
+    _RUN_COLUMNS = "run_id, team, defense, attack, num_samples, budget, started_at, finished_at, attack_config_digest"
 
     def create_run(self, row: RunRow) -> None:
         with self._transaction() as conn:
             conn.execute(
-                f"INSERT INTO runs({self._RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO runs({self._RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (row.run_id, row.team, row.defense, row.attack, row.num_samples, row.budget,
-                 row.started_at, row.finished_at),
+                 row.started_at, row.finished_at, row.attack_config_digest),
             )
 
     @staticmethod
     def _run(r) -> RunRow:
         return RunRow(run_id=r[0], team=r[1], defense=r[2], attack=r[3], num_samples=int(r[4]),
-                      budget=int(r[5]), started_at=float(r[6]), finished_at=None if r[7] is None else float(r[7]))
+                      budget=int(r[5]), started_at=float(r[6]), finished_at=None if r[7] is None else float(r[7]),
+                      attack_config_digest=r[8])
 
     def get_run(self, run_id: str) -> RunRow | None:
         r = self._reader().execute(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()

@@ -122,15 +122,26 @@ def prepare_models(checkpoint: Path | None, surrogate_path: Path | None, need_su
     return target, to_onnx_bytes(target), surrogate, f"target {checkpoint}, surrogate {surrogate_path}"
 
 
-def _demo_model(role: str) -> Path:
-    """The DEMO preset's model for `role`, trained once into the data cache folder."""
+# Named models of the bench: a DEMO preset role, with overrides. "surrogate-robust" is LIVIA's
+# adversarially trained surrogate (the demo preset's PGD-AT model).
+BENCH_MODELS = {
+    "natural": ("natural", {}),
+    "surrogate": ("surrogate", {}),
+    "trades": ("trades", {}),
+    "surrogate-robust": ("pgd-at", {}),
+}
+
+
+def _demo_model(name: str) -> Path:
+    """The bench model `name` (BENCH_MODELS), trained once into the data cache folder."""
     from defenses import checkpoint as ckpt
     from defenses.data import default_cache_dir
     from defenses.presets import get_preset
     from defenses.train import train
 
-    config = get_preset("demo").config(role)
-    out = Path(default_cache_dir()) / "bench-attack" / role
+    role, overrides = BENCH_MODELS[name]
+    config = get_preset("demo").config(role, **overrides)
+    out = Path(default_cache_dir()) / "bench-attack" / name
     path = out / ckpt.CHECKPOINT_NAME
     if path.is_file():
         try:
@@ -139,7 +150,7 @@ def _demo_model(role: str) -> Path:
                 return path
         except ValueError:
             pass
-    _log(f"training the demo preset's {role} model into {out} (once; cached)")
+    _log(f"training the demo preset's {role} model ({name}) into {out} (once; cached)")
     return train(config, out, progress=False, force=True)
 
 

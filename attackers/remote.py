@@ -98,9 +98,11 @@ class RunClient:
                 raise RemoteError(code.name, error.details() or code.name) from None
         raise AssertionError("unreachable")
 
-    def start_run(self, defense: str, attack: str):
-        """RunInfo of a new run (not retried: a retry could start a second run)."""
-        return self._call(self.runs.StartRun, self._pb.StartRunRequest(defense=defense, attack=attack), retry=False).run
+    def start_run(self, defense: str, attack: str, attack_config_digest: str = ""):
+        """RunInfo of a new run (not retried: a retry could start a second run). The digest of
+        the attack's configuration (`Attack.config_digest()`) is recorded with the run."""
+        request = self._pb.StartRunRequest(defense=defense, attack=attack, attack_config_digest=attack_config_digest)
+        return self._call(self.runs.StartRun, request, retry=False).run
 
     def get_run(self, run_id: str):
         return self._call(self.runs.GetRun, self._pb.GetRunRequest(run_id=run_id)).run

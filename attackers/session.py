@@ -366,4 +366,4 @@ def check_defense(client: RunClient, defense: str):
 
 def _start_run(client: RunClient, defense: str, attack: Attack):
     check_defense(client, defense)
-    return client.start_run(defense, attack.name)
+    return client.start_run(defense, attack.name, attack.config_digest())

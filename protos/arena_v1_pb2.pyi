@@ -94,7 +94,7 @@ class GetDefenseResponse(_message.Message):
     def __init__(self, defense: _Optional[_Union[Defense, _Mapping]] = ...) -> None: ...
 
 class RunInfo(_message.Message):
-    __slots__ = ("run_id", "defense", "attack", "team", "num_samples", "budget_per_sample", "max_batch", "max_message_bytes", "num_classes", "finished", "queries_used", "best_distances", "started_at")
+    __slots__ = ("run_id", "defense", "attack", "team", "num_samples", "budget_per_sample", "max_batch", "max_message_bytes", "num_classes", "finished", "queries_used", "best_distances", "started_at", "attack_config_digest")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     DEFENSE_FIELD_NUMBER: _ClassVar[int]
     ATTACK_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +108,7 @@ class RunInfo(_message.Message):
     QUERIES_USED_FIELD_NUMBER: _ClassVar[int]
     BEST_DISTANCES_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ATTACK_CONFIG_DIGEST_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     defense: str
     attack: str
@@ -121,15 +122,18 @@ class RunInfo(_message.Message):
     queries_used: _containers.RepeatedScalarFieldContainer[int]
     best_distances: _containers.RepeatedScalarFieldContainer[float]
     started_at: float
-    def __init__(self, run_id: _Optional[str] = ..., defense: _Optional[str] = ..., attack: _Optional[str] = ..., team: _Optional[str] = ..., num_samples: _Optional[int] = ..., budget_per_sample: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., num_classes: _Optional[int] = ..., finished: _Optional[bool] = ..., queries_used: _Optional[_Iterable[int]] = ..., best_distances: _Optional[_Iterable[float]] = ..., started_at: _Optional[float] = ...) -> None: ...
+    attack_config_digest: str
+    def __init__(self, run_id: _Optional[str] = ..., defense: _Optional[str] = ..., attack: _Optional[str] = ..., team: _Optional[str] = ..., num_samples: _Optional[int] = ..., budget_per_sample: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., num_classes: _Optional[int] = ..., finished: _Optional[bool] = ..., queries_used: _Optional[_Iterable[int]] = ..., best_distances: _Optional[_Iterable[float]] = ..., started_at: _Optional[float] = ..., attack_config_digest: _Optional[str] = ...) -> None: ...
 
 class StartRunRequest(_message.Message):
-    __slots__ = ("defense", "attack")
+    __slots__ = ("defense", "attack", "attack_config_digest")
     DEFENSE_FIELD_NUMBER: _ClassVar[int]
     ATTACK_FIELD_NUMBER: _ClassVar[int]
+    ATTACK_CONFIG_DIGEST_FIELD_NUMBER: _ClassVar[int]
     defense: str
     attack: str
-    def __init__(self, defense: _Optional[str] = ..., attack: _Optional[str] = ...) -> None: ...
+    attack_config_digest: str
+    def __init__(self, defense: _Optional[str] = ..., attack: _Optional[str] = ..., attack_config_digest: _Optional[str] = ...) -> None: ...
 
 class StartRunResponse(_message.Message):
     __slots__ = ("run",)

@@ -1,0 +1,106 @@
+"""CGBA guided by surrogate priors throughout the search, not only at the start.
+
+Two ways the surrogates' gradient p (`attackers.surrogates`, the unit ascent direction of their
+margin, taken at the current boundary point x_b) enters every iteration of CGBA
+(`attackers.cgba`):
+1. as the normal itself, while that pays: the semicircular search runs in the plane of
+   (x_b - x0) and p, without a single probe (~8 queries per iteration instead of ~30-200). A
+   sample leaves this phase for good once an iteration shortens its distance by less than
+   `prior_min_gain` (the surrogate's step has collapsed: near the target's own minimum the
+   surrogate's boundary no longer matches);
+2. then as a bias of the Monte Carlo estimate (Brunner et al. 2019, the biased boundary attack):
+   each probe direction is u = sqrt(lambda) p + sqrt(1 - lambda) r, r a low-frequency random
+   direction orthogonalised against p and normalised, lambda = `prior_weight`; the estimate is
+   mean(phi_b u_b), with no baseline (it would cancel the prior's share). Where p is right,
+   the probes' answers agree and the estimate leans on p; where it is not, their signs split
+   and the random part decides.
+The start is CGBA's own, or what a caller hands to `iterate` (LIVIA, `attackers.livia`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import numpy as np
+
+from attackers.base import check_float
+from attackers.cgba import CGBA
+from attackers.kernels import l2_distances
+from attackers.probes import draw_directions, to_image
+from attackers.surrogates import Surrogates
+from attackers.tracker import Tracker
+
+
+class PriorGuidedCGBA(CGBA):
+    name = "prior-cgba"
+
+    def __init__(self, surrogates, *, prior_min_gain: float = 0.01, prior_weight: float = 0.0, **cgba) -> None:
+        super().__init__(**cgba)
+        self.surrogates = surrogates if isinstance(surrogates, Surrogates) else Surrogates(surrogates)
+        self.prior_min_gain = check_float("prior_min_gain", prior_min_gain, 0.0, 1.0, low_open=False)
+        self.prior_weight = check_float("prior_weight", prior_weight, 0.0, 1.0, low_open=False, high_open=True)
+
+    def _params(self) -> dict:
+        cgba = [p for p in inspect.signature(CGBA.__init__).parameters if p != "self"]
+        return {"surrogates": self.surrogates, "prior_min_gain": self.prior_min_gain,
+                "prior_weight": self.prior_weight, **{p: getattr(self, p) for p in cgba}}
+
+    def check_surrogate(self, num_classes: int, image_shape: tuple[int, ...]) -> None:
+        self.surrogates.check(num_classes, image_shape)
+
+    def search(self, tracker: Tracker, positions: np.ndarray, starts: np.ndarray | None,
+               rng: np.random.Generator) -> None:
+        with tracker.timed("surrogate"):
+            self.check_surrogate(tracker.oracle.num_classes, tuple(tracker.originals.shape[1:]))
+        super().search(tracker, positions, starts, rng)
+
+    # ------------------------------------------------------------------ the iterations
+    def iterate(self, tracker: Tracker, pos: np.ndarray, boundary: np.ndarray, rng: np.random.Generator) -> None:
+        x0 = tracker.originals[pos]
+        labels = tracker.labels[pos]
+        x = boundary.astype(np.float32, copy=True)
+        dist = l2_distances(x, x0)
+        # Phase 1: the surrogates' gradient as the normal, while each step gains enough.
+        trusting = dist > 0
+        reserve = self._search_queries()
+        while True:
+            rows = np.flatnonzero(trusting & (tracker.remaining[pos] >= reserve))
+            if rows.size == 0:
+                break
+            with tracker.timed("surrogate"):
+                p = self.surrogates.gradient(x[rows], labels[rows])
+            new_x, new_d = self.boundary_search(tracker, pos[rows], x0[rows], x[rows], dist[rows], p)
+            moved = new_d < dist[rows]
+            trusting[rows[new_d > (1.0 - self.prior_min_gain) * dist[rows]]] = False
+            x[rows[moved]] = new_x[moved]
+            dist[rows[moved]] = new_d[moved]
+        # Phase 2: CGBA's iterations, with the prior biasing the probes (estimate_normal).
+        super().iterate(tracker, pos, x, rng)
+
+    def estimate_normal(self, tracker: Tracker, pos: np.ndarray, x: np.ndarray, rows: np.ndarray,
+                        dist: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Biased sampling (see the module docstring); HopSkipJump's estimate where lambda = 0.
+        Returns full-resolution estimates [k, c*h*w] (not pooled across resolutions)."""
+        if self.prior_weight == 0.0:
+            return to_image(self._estimate(tracker, pos, x, rows, dist, counts, rng), x.shape[1:])
+        k = pos.shape[0]
+        shape = x.shape[1:]
+        with tracker.timed("surrogate"):
+            p = self.surrogates.gradient(x[rows], tracker.labels[pos]).astype(np.float32)
+        m = int(counts.max())
+        r = draw_directions(rng, m, shape, self.probe_resolution).full().reshape(m, -1)
+        a, b = math.sqrt(self.prior_weight), math.sqrt(1.0 - self.prior_weight)
+        lo, hi = tracker.bounds
+        out = np.zeros((k, r.shape[1]), dtype=np.float32)
+        for i in range(k):
+            c = int(counts[i])
+            ri = r[:c] - np.outer(r[:c] @ p[i], p[i])                  # orthogonal to p
+            ri /= np.maximum(np.linalg.norm(ri, axis=1, keepdims=True), 1e-12)
+            u = a * p[i] + b * ri                                      # unit: p and ri are orthonormal
+            probes = np.clip(x[rows[i]].reshape(1, -1) + (self.delta * dist[i]) * u, lo, hi).astype(np.float32)
+            answer = tracker.query(np.full(c, pos[i]), probes.reshape(c, *shape))
+            phi = np.where(answer.adversarial, 1.0, -1.0).astype(np.float32)
+            phi[~answer.answered] = 0.0
+            out[i] = phi @ u / c
+        return out
