@@ -35,10 +35,12 @@ from attackers.bisection import bisect
 from attackers.hopskipjump import MIN_ESTIMATES, HopSkipJump, _unit
 from attackers.kernels import l2_distances
 from attackers.probes import to_image
-from attackers.starting import INITS
+from attackers.starting import INITS, _nearest_other_label, find_starting_points
 from attackers.tracker import Tracker
 
 VARIANTS = ("cgba", "cgba-h")
+# A screened direction is pursued only if it beats the best distance by 5% (one query says so).
+SCREEN = 0.95
 
 
 class CGBA(HopSkipJump):
@@ -59,8 +61,10 @@ class CGBA(HopSkipJump):
         momentum: float = 0.0,
         init: str = "images",
         noise_tries: int = 10,
+        screen_images: int = 0,
         seed: int | None = 0,
     ) -> None:
+        self.screen_images = check_int("screen_images", screen_images, minimum=0)
         self.variant = check_choice("variant", variant, VARIANTS)
         self.init_estimates = check_int("init_estimates", init_estimates, minimum=1)
         self.max_estimates = check_int("max_estimates", max_estimates, minimum=self.init_estimates)
@@ -78,6 +82,39 @@ class CGBA(HopSkipJump):
         self.noise_tries = check_int("noise_tries", noise_tries, minimum=1)
         self.seed = check_seed(seed)
 
+    # ------------------------------------------------------------------ the start
+    def search(self, tracker: Tracker, positions: np.ndarray, starts: np.ndarray | None,
+               rng: np.random.Generator) -> None:
+        """HopSkipJump's start, bisected; then, with `screen_images`, the directions toward that
+        many more of the nearest other-label images, each tried at 0.95 x the best distance so far
+        (one query; bisected toward x0 where adversarial); then the iterations."""
+        points, found = find_starting_points(tracker, positions, rng, starts, init=self.init,
+                                             noise_tries=self.noise_tries)
+        pos = positions[found]
+        if pos.size == 0:
+            return
+        boundary, dist = bisect(tracker, pos, points[found], self.tolerance)
+        if self.screen_images:
+            # (the nearest one was the start: from the second on)
+            ranked = _nearest_other_label(tracker, pos, self.screen_images + 1)[:, 1:]
+            x0 = tracker.originals[pos].reshape(pos.size, -1)
+            for j in range(ranked.shape[1]):
+                rows = np.flatnonzero((ranked[:, j] >= 0) & (tracker.remaining[pos] > 0))
+                if rows.size == 0:
+                    continue
+                direction = tracker.originals[ranked[rows, j]].reshape(rows.size, -1) - x0[rows]
+                scale = SCREEN * dist[rows] / np.maximum(np.linalg.norm(direction, axis=1), 1e-12)
+                probe = (x0[rows] + np.minimum(scale, 1.0)[:, None] * direction).astype(np.float32)
+                answer = tracker.query(pos[rows], probe.reshape(rows.size, *tracker.originals.shape[1:]))
+                hit = rows[answer.adversarial]
+                if hit.size:
+                    new_x, new_d = bisect(tracker, pos[hit], probe[answer.adversarial].reshape(hit.size, *boundary.shape[1:]),
+                                          self.tolerance)
+                    better = new_d < dist[hit]
+                    boundary[hit[better]] = new_x[better]
+                    dist[hit[better]] = new_d[better]
+        self.iterate(tracker, pos, boundary, rng)
+
     # ------------------------------------------------------------------ the iterations
     def iterate(self, tracker: Tracker, pos: np.ndarray, boundary: np.ndarray, rng: np.random.Generator) -> None:
         """CGBA iterations from adversarial points near the boundary until the budgets are spent."""
@@ -89,6 +126,11 @@ class CGBA(HopSkipJump):
         pooled: np.ndarray | None = None        # estimates at the current point, summed until it moves
         pooled_n = np.zeros(x.shape[0])
         for t in range(1, int(tracker.remaining[pos].max(initial=0)) // MIN_ESTIMATES + 2):
+            alive &= tracker.remaining[pos] - reserve >= MIN_ESTIMATES
+            moved = self.before_estimate(tracker, pos, np.flatnonzero(alive), x0, x, dist)
+            if pooled is not None and moved.size:
+                pooled[moved] *= self.momentum
+                pooled_n[moved] *= self.momentum
             n = np.minimum(min(int(round(self.init_estimates * math.sqrt(t))), self.max_estimates),
                            tracker.remaining[pos] - reserve)
             alive &= n >= MIN_ESTIMATES
@@ -102,7 +144,7 @@ class CGBA(HopSkipJump):
                 pooled[rows] += estimate * n[rows, None]
                 pooled_n[rows] += n[rows]
                 estimate = pooled[rows] / pooled_n[rows, None].astype(np.float32)
-            eta = _unit(to_image(estimate, x.shape[1:]), rng)
+            eta = self.adjust_normal(_unit(to_image(estimate, x.shape[1:]), rng), rows)
             new_x, new_d = self.boundary_search(tracker, pos[rows], x0[rows], x[rows], dist[rows], eta)
             moved = new_d < dist[rows]
             x[rows[moved]] = new_x[moved]
@@ -110,6 +152,16 @@ class CGBA(HopSkipJump):
             if pooled is not None:  # a point that moved keeps `momentum` of its past estimates' weight
                 pooled[rows[moved]] *= self.momentum
                 pooled_n[rows[moved]] *= self.momentum
+
+    def before_estimate(self, tracker: Tracker, pos: np.ndarray, rows: np.ndarray, x0: np.ndarray, x: np.ndarray,
+                        dist: np.ndarray) -> np.ndarray:
+        """A hook for a step before each estimate (plain CGBA: none). It may move the points
+        x[rows] (updating x and dist in place) and returns the rows it moved."""
+        return rows[:0]
+
+    def adjust_normal(self, eta: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """A hook on the unit normal estimates of x[rows] before the search (plain CGBA: none)."""
+        return eta
 
     def estimate_normal(self, tracker: Tracker, pos: np.ndarray, x: np.ndarray, rows: np.ndarray,
                         dist: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -35,8 +35,12 @@ from attackers.tracker import Tracker
 class PriorGuidedCGBA(CGBA):
     name = "prior-cgba"
 
-    def __init__(self, surrogates, *, prior_min_gain: float = 0.01, prior_weight: float = 0.0, **cgba) -> None:
+    def __init__(self, surrogates, *, prior_min_gain: float = 0.01, prior_weight: float = 0.0,
+                 interleave: bool = False, **cgba) -> None:
         super().__init__(**cgba)
+        if not isinstance(interleave, bool):
+            raise ValueError(f"interleave must be True or False, got {interleave!r}")
+        self.interleave = interleave
         self.surrogates = surrogates if isinstance(surrogates, Surrogates) else Surrogates(surrogates)
         self.prior_min_gain = check_float("prior_min_gain", prior_min_gain, 0.0, 1.0, low_open=False)
         self.prior_weight = check_float("prior_weight", prior_weight, 0.0, 1.0, low_open=False, high_open=True)
@@ -44,7 +48,7 @@ class PriorGuidedCGBA(CGBA):
     def _params(self) -> dict:
         cgba = [p for p in inspect.signature(CGBA.__init__).parameters if p != "self"]
         return {"surrogates": self.surrogates, "prior_min_gain": self.prior_min_gain,
-                "prior_weight": self.prior_weight, **{p: getattr(self, p) for p in cgba}}
+                "prior_weight": self.prior_weight, "interleave": self.interleave, **{p: getattr(self, p) for p in cgba}}
 
     def check_surrogate(self, num_classes: int, image_shape: tuple[int, ...]) -> None:
         self.surrogates.check(num_classes, image_shape)
@@ -75,8 +79,35 @@ class PriorGuidedCGBA(CGBA):
             trusting[rows[new_d > (1.0 - self.prior_min_gain) * dist[rows]]] = False
             x[rows[moved]] = new_x[moved]
             dist[rows[moved]] = new_d[moved]
-        # Phase 2: CGBA's iterations, with the prior biasing the probes (estimate_normal).
+        # Phase 2: CGBA's iterations; with `interleave`, each starts with a step along the
+        # prior (before_estimate) and searches along the part of the estimate orthogonal to it.
+        self._labels = labels
+        self._prior = {}
         super().iterate(tracker, pos, x, rng)
+
+    def before_estimate(self, tracker, pos, rows, x0, x, dist):
+        if not self.interleave or rows.size == 0:
+            return rows[:0]
+        rows = rows[tracker.remaining[pos[rows]] >= self._search_queries()]
+        with tracker.timed("surrogate"):
+            p = self.surrogates.gradient(x[rows], self._labels[rows])
+        new_x, new_d = self.boundary_search(tracker, pos[rows], x0[rows], x[rows], dist[rows], p)
+        moved = new_d < dist[rows]
+        x[rows[moved]] = new_x[moved]
+        dist[rows[moved]] = new_d[moved]
+        self._prior = dict(zip(rows.tolist(), p))
+        return rows[moved]
+
+    def adjust_normal(self, eta, rows):
+        if not self.interleave:
+            return eta
+        eta = eta.copy()
+        for i, r in enumerate(rows.tolist()):
+            p = self._prior.get(r)
+            if p is not None:  # the prior's direction was just searched: look elsewhere
+                eta[i] -= (eta[i] @ p) * p
+                eta[i] /= max(float(np.linalg.norm(eta[i])), 1e-12)
+        return eta
 
     def estimate_normal(self, tracker: Tracker, pos: np.ndarray, x: np.ndarray, rows: np.ndarray,
                         dist: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
