@@ -2,9 +2,10 @@
 Rony & Sabourin, luizgh/avc_nips_2018), then a surrogate-guided refinement.
 
 1. Directions from white-box surrogates (`attackers.surrogates`; one of them adversarially
-   trained: its adversarials follow more robust, better-transferring features). For each
-   surrogate: the direction of its minimal-norm adversarial (DDN, Rony et al. 2019) and the
-   direction of its margin's gradient at the clean image.
+   trained: its adversarials follow more robust, better-transferring features). First the
+   direction of the minimal-norm adversarial (DDN, Rony et al. 2019) of the surrogates'
+   ensemble (`ensemble`, with several), then for each surrogate: the direction of its own
+   DDN adversarial and of its margin's gradient at the clean image.
 2. Each direction d is searched on the target along the ray x0 + eps * d (clipped to the
    bounds), all samples at once, in at most `line_queries` queries per sample: the first
    direction from the surrogate's own adversarial distance, bracketed by doubling (while not
@@ -38,6 +39,7 @@ class LIVIA(Attack):
         *,
         ddn_steps: int = 100,
         gradient_directions: bool = True,
+        ensemble: bool = True,
         line_queries: int = 20,
         tolerance: float = 1e-3,
         refine_params: dict | None = None,
@@ -48,6 +50,9 @@ class LIVIA(Attack):
         if not isinstance(gradient_directions, bool):
             raise ValueError(f"gradient_directions must be True or False, got {gradient_directions!r}")
         self.gradient_directions = gradient_directions
+        if not isinstance(ensemble, bool):
+            raise ValueError(f"ensemble must be True or False, got {ensemble!r}")
+        self.ensemble = ensemble
         self.line_queries = check_int("line_queries", line_queries, minimum=2)
         self.tolerance = check_float("tolerance", tolerance, 0.0, 0.5)
         self.refine_params = dict(refine_params or {})
@@ -97,7 +102,7 @@ class LIVIA(Attack):
         k = x0.shape[0]
         flat0 = x0.reshape(k, -1)
         out = []
-        ddn = self.surrogates.minimal_adversarials(x0, labels, self.ddn_steps)
+        ddn = self.surrogates.minimal_adversarials(x0, labels, self.ddn_steps, ensemble=self.ensemble)
         for adversarials, ok in ddn:
             d = adversarials.reshape(k, -1) - flat0
             norm = np.linalg.norm(d, axis=1)
@@ -105,7 +110,7 @@ class LIVIA(Attack):
             unit = np.where(ok[:, None], d / np.maximum(norm, 1e-12)[:, None], 0.0).astype(np.float32)
             out.append((unit.reshape(x0.shape), np.where(ok, norm, 1.0)))
         if self.gradient_directions:
-            for model, (_, length) in zip(self.surrogates.models(), out[:len(ddn)]):
+            for model, (_, length) in zip(self.surrogates.models(), out[len(ddn) - len(self.surrogates.sources):]):
                 g = Surrogates([model], self.surrogates.batch_size).gradient(x0, labels)
                 out.append((g.reshape(x0.shape), length))
         return out

@@ -115,13 +115,32 @@ class Surrogates:
                 total[start:start + g.shape[0]] += g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
         return total / np.maximum(np.linalg.norm(total, axis=1, keepdims=True), 1e-12)
 
-    def minimal_adversarials(self, x0: np.ndarray, labels: np.ndarray, steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per surrogate: (adversarials float32 [k, ...], found bool [k]) of DDN with `steps`
-        iterations and a bisection, on that surrogate (not found: the clean image)."""
+    def ensemble(self):
+        """The surrogates as one torch module: the mean of their log-softmax outputs
+        (adversarials of an ensemble transfer better than a single model's, Liu et al. 2017)."""
+        import torch
+
+        models = self.models()
+
+        class Ensemble(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.members = torch.nn.ModuleList(models)
+
+            def forward(self, x):
+                return torch.stack([m(x).log_softmax(dim=1) for m in self.members]).mean(dim=0)
+
+        return Ensemble().eval()
+
+    def minimal_adversarials(self, x0: np.ndarray, labels: np.ndarray, steps: int,
+                             ensemble: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per surrogate (first the ensemble of all, with `ensemble` and several surrogates):
+        (adversarials float32 [k, ...], found bool [k]) of DDN with `steps` iterations and a
+        bisection, on that model (not found: the clean image)."""
         from defenses.whitebox import minimal_l2_adversarials
 
         out = []
-        for model in self.models():
+        for model in ([self.ensemble()] if ensemble and len(self.sources) > 1 else []) + self.models():
             d, adv = minimal_l2_adversarials(model, x0, labels, steps=steps, batch_size=self.batch_size)
             out.append((adv.astype(np.float32), np.isfinite(d) & (d > 0)))
         return out

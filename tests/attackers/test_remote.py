@@ -7,7 +7,7 @@ import grpc
 import numpy as np
 import pytest
 
-from attackers import BoundaryAttack, HopSkipJump, LocalOracle, TransferPGD
+from attackers import CGBA, LIVIA, BoundaryAttack, HopSkipJump, LocalOracle, TransferPGD
 from attackers.oracle import BudgetExceeded
 from attackers.remote import RemoteError, RemoteOracle, RequestIds, RunClient
 from attackers.session import SessionError, attack_remote
@@ -25,7 +25,9 @@ def remote_oracle(client, namespace="t"):
 
 
 @pytest.mark.parametrize("make", [lambda m: HopSkipJump(seed=0), lambda m: BoundaryAttack(seed=0),
-                                  lambda m: TransferPGD(m.surrogate, seed=0)], ids=["hsja", "boundary", "transfer"])
+                                  lambda m: TransferPGD(m.surrogate, seed=0), lambda m: CGBA(seed=0),
+                                  lambda m: LIVIA([m.surrogate], seed=0, ddn_steps=20)],
+                         ids=["hsja", "boundary", "transfer", "cgba", "livia"])
 def test_remote_and_local_oracles_give_the_same_results(make, client, arena_server, models):
     run, oracle = remote_oracle(client)
     x, y = client.samples(run.run_id)
