@@ -65,6 +65,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--repeats", type=int, default=3,
                         help="timed runs of each of our attacks per budget; the overhead is their median (default 3)")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime / torch threads (default: all cores)")
+    parser.add_argument("--no-warmup", action="store_true",
+                        help="skip the untimed warm-up run of each attack (the distances do not change; the "
+                             "overheads then include compiling kernels)")
 
 
 def run(args) -> dict:
@@ -96,7 +99,7 @@ def run(args) -> dict:
     _log(f"{len(y)} samples; models: {where} ({time.perf_counter() - started:.0f}s)")
     with _single_threaded_blas():
         result = measure(target, onnx_bytes, surrogate, x, y, budgets=budgets, attacks=names, seed=args.seed,
-                         threads=args.threads, repeats=args.repeats)
+                         threads=args.threads, repeats=args.repeats, warmup=not args.no_warmup)
     result["figures"]["seconds"] = time.perf_counter() - started
     return result
 
@@ -183,7 +186,7 @@ def pick_samples(onnx_bytes: bytes, count: int, threads: int = 0) -> tuple[np.nd
 # ---------------------------------------------------------------- the measurement
 def measure(target, onnx_bytes: bytes, surrogates, x: np.ndarray, y: np.ndarray, *,
             budgets=BUDGETS, attacks=(*OURS, "art-hsja"), seed: int = 0,
-            threads: int = 0, whitebox_kwargs: dict | None = None, repeats: int = 1) -> dict:
+            threads: int = 0, whitebox_kwargs: dict | None = None, repeats: int = 1, warmup: bool = True) -> dict:
     """Runs everything on (x, y) and returns the bench result {"title", "columns", "rows", "figures"}.
     `surrogates`: a torch model or a list of them (transfer-pgd takes the first)."""
     from attackers import CGBA, LIVIA, BoundaryAttack, HopSkipJump, PriorGuidedCGBA, TransferPGD
@@ -213,7 +216,7 @@ def measure(target, onnx_bytes: bytes, surrogates, x: np.ndarray, y: np.ndarray,
     figures: dict = {"samples": int(len(y)), "whitebox_mean_l2": white_mean, "budgets": list(budgets)}
     per: dict[str, dict[int, dict]] = {}
     t = time.perf_counter()
-    for name in attacks:  # untimed: compiled kernels loaded, heap grown (see the module docstring)
+    for name in attacks if warmup else ():  # untimed: compiled kernels loaded, heap grown (module docstring)
         if name != "art-hsja":
             _run_ours(makers[name](), onnx_bytes, x, y, min(budgets), threads)
     figures["warmup_seconds"] = time.perf_counter() - t

@@ -15,6 +15,12 @@ Rony & Sabourin, luizgh/avc_nips_2018), then a surrogate-guided refinement.
 3. The closest point found is handed to the refinement: CGBA with the same surrogates'
    gradients as priors (`attackers.prior_guided`). A sample no direction works for falls back
    on CGBA's own start.
+
+Measured on the demo model (40 samples, 1000 queries, natural surrogate + PGD-AT surrogate;
+mean l2 / white-box DDN, docs/benchmarks.md): the start reaches 1.84x in ~100 queries (transfer-
+PGD's 2.16x), 1.77x with the ensemble direction first; after the refinement 1.65x, 1.60x with
+the ensemble. DDN with 100 steps instead of `ddn_steps`=30 changes nothing (1.645x vs 1.647x)
+at three times the surrogate work.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ class LIVIA(Attack):
         self,
         surrogates,
         *,
-        ddn_steps: int = 100,
+        ddn_steps: int = 30,
         gradient_directions: bool = True,
         ensemble: bool = True,
         line_queries: int = 20,
