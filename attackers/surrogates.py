@@ -115,6 +115,30 @@ class Surrogates:
                 total[start:start + g.shape[0]] += g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
         return total / np.maximum(np.linalg.norm(total, axis=1, keepdims=True), 1e-12)
 
+    def class_gradients(self, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """float32 [k, m * (C - 1), prod(shape)]: for each surrogate and each class j other than
+        the true one, the unit gradient of z_j - z_y at x (the directions in which each
+        surrogate's boundaries with the other classes lie)."""
+        import torch
+
+        k = x.shape[0]
+        y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        out = []
+        for model in self.models():
+            xb = torch.from_numpy(np.ascontiguousarray(x)).requires_grad_(True)
+            logits = model(xb)
+            true = logits.gather(1, y[:, None])[:, 0]
+            grads = []
+            for j in range(logits.shape[1]):
+                g, = torch.autograd.grad((logits[:, j] - true).sum(), xb, retain_graph=True)
+                grads.append(g.flatten(1).numpy())
+            g = np.stack(grads, axis=1)                                   # [k, C, D]
+            keep = np.ones(g.shape[:2], dtype=bool)
+            keep[np.arange(k), np.asarray(labels)] = False
+            out.append(g[keep].reshape(k, g.shape[1] - 1, -1))
+        g = np.concatenate(out, axis=1)
+        return (g / np.maximum(np.linalg.norm(g, axis=2, keepdims=True), 1e-12)).astype(np.float32)
+
     def ensemble(self):
         """The surrogates as one torch module: the mean of their log-softmax outputs
         (adversarials of an ensemble transfer better than a single model's, Liu et al. 2017)."""
