@@ -23,11 +23,11 @@ margin, taken at the current boundary point x_b) enters every iteration of CGBA
 The start is CGBA's own, or what a caller hands to `iterate` (LIVIA, `attackers.livia`).
 
 Measured as LIVIA's refinement on the demo model (40 samples, 1000 queries, mean l2 /
-white-box DDN; docs/benchmarks.md): no guidance after the start 1.65x (CGBA alone from the
-same start); phase 1 then CGBA 1.59x; biased sampling with lambda=0.1 1.77x (the probes all
-agree with p and the estimate stays on it: `prior_weight` defaults to 0); a prior step before
-every estimate (`interleave`) 1.66x (off); the class-gradient subspace with half the probes
-1.54x (all of them: 1.57x, three quarters 1.56x).
+white-box DDN, from a start at 1.77x; docs/benchmarks.md): phase 1 then CGBA 1.59x; biased
+sampling with lambda=0.1 1.77x (the probes all agree with p and the estimate stays on it:
+`prior_weight` defaults to 0); the class-gradient subspace with half the probes 1.54x (all of
+them 1.57x, three quarters 1.56x). A prior step before every estimate (`interleave`; from a
+start at 1.84x) 1.66x against 1.65x without: off.
 """
 
 from __future__ import annotations
