@@ -4,7 +4,7 @@ In one run, on the same model and the same samples (the first --samples evaluati
 the embedded dataset that the model classifies correctly):
 - the white-box minimum-norm reference: `defenses.whitebox.minimal_l2` (DDN + bisection) on the
   model's torch checkpoint, as `arena evaluate` computes it;
-- for each attack (boundary, hsja, transfer-pgd) and each budget (100, 300, 1000 queries per
+- for each attack (boundary, hsja, cgba, transfer-pgd, prior-cgba, livia) and each budget (100, 300, 1000 queries per
   sample; a separate run per budget, through a LocalOracle with that budget): success rate, mean
   and median l2 (a failed sample counts its worst-case distance ||max(x, 1-x)||_2, the arena's
   rule, so a mean is never flattered by failures), the ratio of the mean to the white-box one;

@@ -95,8 +95,10 @@ def make_attack(spec: str, *, seed: int | None = 0, surrogate=None, **params) ->
             raise ValueError(f"{cls.name} needs surrogate checkpoints (--surrogate CKPT, repeatable, from `arena train`)")
         kwargs["surrogates"] = surrogates
     elif "surrogate" in accepted:
-        if len(surrogates) != 1:
-            raise ValueError(f"{cls.name} needs one surrogate checkpoint (--surrogate CKPT, from `arena train`)")
+        if not surrogates:
+            raise ValueError(f"{cls.name} needs a surrogate checkpoint (--surrogate CKPT, from `arena train`)")
+        if len(surrogates) > 1:
+            raise ValueError(f"{cls.name} takes one surrogate checkpoint, got {len(surrogates)}")
         kwargs["surrogate"] = surrogates[0]
     elif surrogates:
         raise ValueError(f"--surrogate is not used by {cls.name}")
