@@ -84,7 +84,6 @@ class CGBA(HopSkipJump):
             raise ValueError(f"pool must be True or False, got {pool!r}")
         self.pool = pool
         self.momentum = check_float("momentum", momentum, 0.0, 1.0, low_open=False, high_open=True)
-        self.keep_best = False
         self.init = check_choice("init", init, INITS)
         self.noise_tries = check_int("noise_tries", noise_tries, minimum=1)
         self.seed = check_seed(seed)
@@ -133,11 +132,6 @@ class CGBA(HopSkipJump):
         pooled: np.ndarray | None = None        # estimates at the current point, summed until it moves
         pooled_n = np.zeros(x.shape[0])
         for t in range(1, int(tracker.remaining[pos].max(initial=0)) // MIN_ESTIMATES + 2):
-            alive &= tracker.remaining[pos] - reserve >= MIN_ESTIMATES
-            moved = self.before_estimate(tracker, pos, np.flatnonzero(alive), x0, x, dist)
-            if pooled is not None and moved.size:
-                pooled[moved] *= self.momentum
-                pooled_n[moved] *= self.momentum
             n = np.minimum(min(int(round(self.init_estimates * math.sqrt(t))), self.max_estimates),
                            tracker.remaining[pos] - reserve)
             alive &= n >= MIN_ESTIMATES
@@ -151,7 +145,7 @@ class CGBA(HopSkipJump):
                 pooled[rows] += estimate * n[rows, None]
                 pooled_n[rows] += n[rows]
                 estimate = pooled[rows] / pooled_n[rows, None].astype(np.float32)
-            eta = self.adjust_normal(_unit(to_image(estimate, x.shape[1:]), rng), rows)
+            eta = _unit(to_image(estimate, x.shape[1:]), rng)
             new_x, new_d = self.boundary_search(tracker, pos[rows], x0[rows], x[rows], dist[rows], eta)
             moved = new_d < dist[rows]
             x[rows[moved]] = new_x[moved]
@@ -159,16 +153,6 @@ class CGBA(HopSkipJump):
             if pooled is not None:  # a point that moved keeps `momentum` of its past estimates' weight
                 pooled[rows[moved]] *= self.momentum
                 pooled_n[rows[moved]] *= self.momentum
-
-    def before_estimate(self, tracker: Tracker, pos: np.ndarray, rows: np.ndarray, x0: np.ndarray, x: np.ndarray,
-                        dist: np.ndarray) -> np.ndarray:
-        """A hook for a step before each estimate (plain CGBA: none). It may move the points
-        x[rows] (updating x and dist in place) and returns the rows it moved."""
-        return rows[:0]
-
-    def adjust_normal(self, eta: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """A hook on the unit normal estimates of x[rows] before the search (plain CGBA: none)."""
-        return eta
 
     def estimate_normal(self, tracker: Tracker, pos: np.ndarray, x: np.ndarray, rows: np.ndarray,
                         dist: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:

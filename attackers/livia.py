@@ -28,10 +28,9 @@ from __future__ import annotations
 import numpy as np
 
 from attackers.base import Attack, check_float, check_int, check_seed
-from attackers.kernels import l2_distances
+from attackers.bisection import bisect
 from attackers.prior_guided import PriorGuidedCGBA
 from attackers.starting import find_starting_points
-from attackers.bisection import bisect
 from attackers.surrogates import Surrogates
 from attackers.tracker import Tracker
 

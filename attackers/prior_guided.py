@@ -26,8 +26,8 @@ Measured as LIVIA's refinement on the demo model (40 samples, 1000 queries, mean
 white-box DDN, from a start at 1.77x; docs/benchmarks.md): phase 1 then CGBA 1.59x; biased
 sampling with lambda=0.1 1.77x (the probes all agree with p and the estimate stays on it:
 `prior_weight` defaults to 0); the class-gradient subspace with half the probes 1.54x (all of
-them 1.57x, three quarters 1.56x). A prior step before every estimate (`interleave`; from a
-start at 1.84x) 1.66x against 1.65x without: off.
+them 1.57x, three quarters 1.56x). A prior step before every estimate as well (tried, from a
+start at 1.84x) gave 1.66x against 1.65x without: not kept.
 """
 
 from __future__ import annotations
@@ -50,11 +50,8 @@ class PriorGuidedCGBA(CGBA):
     name = "prior-cgba"
 
     def __init__(self, surrogates, *, prior_min_gain: float = 0.01, prior_weight: float = 0.0,
-                 interleave: bool = False, subspace: float = 0.5, **cgba) -> None:
+                 subspace: float = 0.5, **cgba) -> None:
         super().__init__(**cgba)
-        if not isinstance(interleave, bool):
-            raise ValueError(f"interleave must be True or False, got {interleave!r}")
-        self.interleave = interleave
         self.subspace = check_float("subspace", subspace, 0.0, 1.0, low_open=False)
         self.surrogates = surrogates if isinstance(surrogates, Surrogates) else Surrogates(surrogates)
         self.prior_min_gain = check_float("prior_min_gain", prior_min_gain, 0.0, 1.0, low_open=False)
@@ -63,7 +60,7 @@ class PriorGuidedCGBA(CGBA):
     def _params(self) -> dict:
         cgba = [p for p in inspect.signature(CGBA.__init__).parameters if p != "self"]
         return {"surrogates": self.surrogates, "prior_min_gain": self.prior_min_gain,
-                "prior_weight": self.prior_weight, "interleave": self.interleave, "subspace": self.subspace, **{p: getattr(self, p) for p in cgba}}
+                "prior_weight": self.prior_weight, "subspace": self.subspace, **{p: getattr(self, p) for p in cgba}}
 
     def check_surrogate(self, num_classes: int, image_shape: tuple[int, ...]) -> None:
         self.surrogates.check(num_classes, image_shape)
@@ -94,35 +91,8 @@ class PriorGuidedCGBA(CGBA):
             trusting[rows[new_d > (1.0 - self.prior_min_gain) * dist[rows]]] = False
             x[rows[moved]] = new_x[moved]
             dist[rows[moved]] = new_d[moved]
-        # Phase 2: CGBA's iterations; with `interleave`, each starts with a step along the
-        # prior (before_estimate) and searches along the part of the estimate orthogonal to it.
-        self._labels = labels
-        self._prior = {}
+        # Phase 2: CGBA's iterations, the surrogates shaping the probes (estimate_normal).
         super().iterate(tracker, pos, x, rng)
-
-    def before_estimate(self, tracker, pos, rows, x0, x, dist):
-        if not self.interleave or rows.size == 0:
-            return rows[:0]
-        rows = rows[tracker.remaining[pos[rows]] >= self._search_queries()]
-        with tracker.timed("surrogate"):
-            p = self.surrogates.gradient(x[rows], self._labels[rows])
-        new_x, new_d = self.boundary_search(tracker, pos[rows], x0[rows], x[rows], dist[rows], p)
-        moved = new_d < dist[rows]
-        x[rows[moved]] = new_x[moved]
-        dist[rows[moved]] = new_d[moved]
-        self._prior = dict(zip(rows.tolist(), p))
-        return rows[moved]
-
-    def adjust_normal(self, eta, rows):
-        if not self.interleave:
-            return eta
-        eta = eta.copy()
-        for i, r in enumerate(rows.tolist()):
-            p = self._prior.get(r)
-            if p is not None:  # the prior's direction was just searched: look elsewhere
-                eta[i] -= (eta[i] @ p) * p
-                eta[i] /= max(float(np.linalg.norm(eta[i])), 1e-12)
-        return eta
 
     def _subspace_estimate(self, tracker, pos, x, rows, dist, counts, rng):
         """A share `subspace` of the probes drawn in the span of the surrogates' class-boundary
