@@ -88,7 +88,7 @@ class PriorGuidedCGBA(CGBA):
                 p = self.surrogates.gradient(x[rows], labels[rows])
             new_x, new_d = self.boundary_search(tracker, pos[rows], x0[rows], x[rows], dist[rows], p)
             moved = new_d < dist[rows]
-            trusting[rows[new_d > (1.0 - self.prior_min_gain) * dist[rows]]] = False
+            trusting[rows[new_d >= (1.0 - self.prior_min_gain) * dist[rows]]] = False  # 0: until no gain at all
             x[rows[moved]] = new_x[moved]
             dist[rows[moved]] = new_d[moved]
         # Phase 2: CGBA's iterations, the surrogates shaping the probes (estimate_normal).
