@@ -4,8 +4,9 @@ Rony & Sabourin, luizgh/avc_nips_2018), then a surrogate-guided refinement.
 1. Directions from white-box surrogates (`attackers.surrogates`; one of them adversarially
    trained: its adversarials follow more robust, better-transferring features). First the
    direction of the minimal-norm adversarial (DDN, Rony et al. 2019) of the surrogates'
-   ensemble (`ensemble`, with several), then for each surrogate: the direction of its own
-   DDN adversarial and of its margin's gradient at the clean image.
+   ensemble (`ensemble`, with several), then of targeted DDN on the ensemble toward its
+   `targets` most likely wrong classes, then for each surrogate: the direction of its own DDN
+   adversarial and of its margin's gradient at the clean image.
 2. Each direction d is searched on the target along the ray x0 + eps * d (clipped to the
    bounds), all samples at once, in at most `line_queries` queries per sample: the first
    direction from the surrogate's own adversarial distance, bracketed by doubling (while not
@@ -20,7 +21,8 @@ Measured on the demo model (40 samples, 1000 queries, natural surrogate + PGD-AT
 mean l2 / white-box DDN, docs/benchmarks.md): the start reaches 1.84x in ~100 queries (transfer-
 PGD's 2.16x), 1.77x with the ensemble direction first; after the refinement 1.65x, 1.60x with
 the ensemble. DDN with 100 steps instead of `ddn_steps`=30 changes nothing (1.645x vs 1.647x)
-at three times the surrogate work.
+at three times the surrogate work; `targets`=3 targeted directions 1.50x (9: 1.50x); without
+the gradient directions 1.54x; `line_queries` 12: 1.53x.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class LIVIA(Attack):
         ddn_steps: int = 30,
         gradient_directions: bool = True,
         ensemble: bool = True,
+        targets: int = 3,
         line_queries: int = 20,
         tolerance: float = 1e-3,
         refine_params: dict | None = None,
@@ -58,6 +61,7 @@ class LIVIA(Attack):
         if not isinstance(ensemble, bool):
             raise ValueError(f"ensemble must be True or False, got {ensemble!r}")
         self.ensemble = ensemble
+        self.targets = check_int("targets", targets, minimum=0)
         self.line_queries = check_int("line_queries", line_queries, minimum=2)
         self.tolerance = check_float("tolerance", tolerance, 0.0, 0.5)
         self.refine_params = dict(refine_params or {})
@@ -114,8 +118,23 @@ class LIVIA(Attack):
             ok = ok & (norm > 0)
             unit = np.where(ok[:, None], d / np.maximum(norm, 1e-12)[:, None], 0.0).astype(np.float32)
             out.append((unit.reshape(x0.shape), np.where(ok, norm, 1.0)))
+        if self.targets:  # targeted DDN on the ensemble toward its most likely wrong classes
+            import torch
+
+            model = self.surrogates.ensemble()
+            with torch.no_grad():
+                logits = model(torch.from_numpy(x0)).numpy()
+            logits[np.arange(k), labels] = -np.inf
+            ranked = np.argsort(-logits, axis=1, kind="stable")[:, :self.targets]
+            for j in range(ranked.shape[1]):
+                adversarials, ok = self.surrogates.targeted_adversarials(model, x0, ranked[:, j], self.ddn_steps)
+                d = adversarials.reshape(k, -1) - flat0
+                norm = np.linalg.norm(d, axis=1)
+                ok = ok & (norm > 0)
+                unit = np.where(ok[:, None], d / np.maximum(norm, 1e-12)[:, None], 0.0).astype(np.float32)
+                out.append((unit.reshape(x0.shape), np.where(ok, norm, 1.0)))
         if self.gradient_directions:
-            for model, (_, length) in zip(self.surrogates.models(), out[len(ddn) - len(self.surrogates.sources):]):
+            for model, (_, length) in zip(self.surrogates.models(), out[len(ddn) - len(self.surrogates.sources):len(ddn)]):
                 g = Surrogates([model], self.surrogates.batch_size).gradient(x0, labels)
                 out.append((g.reshape(x0.shape), length))
         return out

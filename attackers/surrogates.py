@@ -139,6 +139,42 @@ class Surrogates:
         g = np.concatenate(out, axis=1)
         return (g / np.maximum(np.linalg.norm(g, axis=2, keepdims=True), 1e-12)).astype(np.float32)
 
+    def targeted_adversarials(self, model, x0: np.ndarray, targets: np.ndarray, steps: int,
+                              gamma: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+        """DDN (Rony et al. 2019) toward `targets` on `model`: (the smallest adversarial found
+        per row float32 [k, ...], found bool [k]), adversarial meaning classified as the target."""
+        import math
+
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(x0))
+        t = torch.from_numpy(np.asarray(targets, dtype=np.int64))
+        k = x.shape[0]
+        delta = torch.zeros_like(x)
+        norm = torch.ones(k)
+        best_l2 = torch.full((k,), math.inf)
+        best = x.clone()
+        for i in range(steps + 1):
+            alpha = 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * i / steps))
+            delta.requires_grad_(True)
+            logits = model(x + delta)
+            loss = torch.nn.functional.cross_entropy(logits, t, reduction="sum")
+            grad, = torch.autograd.grad(loss, delta)
+            with torch.no_grad():
+                l2 = delta.flatten(1).norm(dim=1)
+                hit = logits.argmax(1) == t
+                better = hit & (l2 < best_l2)
+                best_l2 = torch.where(better, l2, best_l2)
+                best[better] = (x + delta)[better]
+                if i == steps:
+                    break
+                g = -grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None, None]
+                delta = delta + alpha * g
+                norm = torch.where(hit, norm * (1 - gamma), norm * (1 + gamma))
+                delta = delta * (norm / delta.flatten(1).norm(dim=1).clamp_min(1e-12))[:, None, None, None]
+                delta = (x + delta).clamp(0, 1) - x
+        return best.numpy().astype(np.float32), torch.isfinite(best_l2).numpy()
+
     def ensemble(self):
         """The surrogates as one torch module: the mean of their log-softmax outputs
         (adversarials of an ensemble transfer better than a single model's, Liu et al. 2017)."""
