@@ -153,3 +153,18 @@ def test_livia_refuses_bad_parameters():
         LIVIA(["/no/such.pt"])
     with pytest.raises(ValueError, match="variant"):
         CGBA(variant="sideways")
+
+
+def test_targeted_ddn_reaches_its_targets(models, samples):
+    import torch
+
+    x, y = samples.x[:4], samples.y[:4]
+    targets = (y + 1) % 10
+    surrogates = Surrogates([models.surrogate])
+    adv, found = surrogates.targeted_adversarials(models.surrogate, x, targets, steps=30)
+    assert found.any()
+    with torch.no_grad():
+        labels = models.surrogate(torch.from_numpy(adv)).argmax(1).numpy()
+    np.testing.assert_array_equal(labels[found], targets[found])
+    assert adv.min() >= 0.0 and adv.max() <= 1.0
+    np.testing.assert_array_equal(adv[~found], x[~found])
