@@ -51,6 +51,9 @@ SCREEN = 0.95
 
 
 class CGBA(HopSkipJump):
+    """The curvature-aware geometric boundary attack (see the module docstring): HopSkipJump's
+    normal estimates, then a search on the semicircle through x0 and the boundary point."""
+
     name = "cgba"
 
     def __init__(

@@ -38,6 +38,9 @@ from attackers.tracker import Tracker
 
 
 class LIVIA(Attack):
+    """LIVIA's surrogate-directed start, then prior-guided CGBA (see the module docstring);
+    `surrogates`: checkpoint paths or torch modules (one adversarially trained, ideally)."""
+
     name = "livia"
 
     def __init__(

@@ -1,14 +1,15 @@
 """CGBA guided by surrogate priors throughout the search, not only at the start.
 
-Two ways the surrogates' gradient p (`attackers.surrogates`, the unit ascent direction of their
-margin, taken at the current boundary point x_b) enters every iteration of CGBA
-(`attackers.cgba`):
+The surrogates' gradient p (`attackers.surrogates`, the unit ascent direction of their margin,
+taken at the current boundary point x_b) enters CGBA's iterations (`attackers.cgba`) first as
+the normal itself (1), then in every Monte Carlo estimate, either as a bias (2) or, by default,
+as a subspace (3):
 1. as the normal itself, while that pays: the semicircular search runs in the plane of
    (x_b - x0) and p, without a single probe (~8 queries per iteration instead of ~30-200). A
    sample leaves this phase for good once an iteration shortens its distance by less than
    `prior_min_gain` (the surrogate's step has collapsed: near the target's own minimum the
    surrogate's boundary no longer matches);
-2. then as a bias of the Monte Carlo estimate (Brunner et al. 2019, the biased boundary attack):
+2. (`prior_weight` > 0) as a bias of the Monte Carlo estimate (Brunner et al. 2019, the biased boundary attack):
    each probe direction is u = sqrt(lambda) p + sqrt(1 - lambda) r, r a low-frequency random
    direction orthogonalised against p and normalised, lambda = `prior_weight`; the estimate is
    mean(phi_b u_b), with no baseline (it would cancel the prior's share). Where p is right,
@@ -47,6 +48,10 @@ from attackers.tracker import Tracker
 
 
 class PriorGuidedCGBA(CGBA):
+    """CGBA whose normal estimates lean on white-box surrogates (see the module docstring);
+    `surrogates`: checkpoint paths or torch modules, or a `Surrogates`; the other keyword
+    arguments are CGBA's."""
+
     name = "prior-cgba"
 
     def __init__(self, surrogates, *, prior_min_gain: float = 0.01, prior_weight: float = 0.0,
