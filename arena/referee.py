@@ -7,6 +7,11 @@ them one by one through the ordinary client (`attackers.session.attack_remote`),
 organizer rights (the only identity that may attack the private split before the final phase).
 It is resumable: each evaluation keeps a state file under `state_dir`, so an interrupted referee
 started again replays what it already paid for (free) and carries on; finished ones are skipped.
+
+Budget: the referee is one team (the organizer's) under the same rule as every team, so its
+attacks on a defense and split share one budget of B queries per sample. Each reference attack
+gets an equal share, B // (number of attacks), unless `budget` caps it lower; otherwise the first
+attack would spend everything and the others would run on nothing.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ class Referee:
 
     attacks: Sequence[str] = DEFAULT_ATTACKS
     surrogate: Path | None = None
-    budget: int | None = None             # None: the arena's whole budget
+    budget: int | None = None             # per attack; None: an equal share of the arena's budget
     seed: int = 0
     state_dir: Path = Path("referee-state")
     splits: Sequence[str] = SPLITS
@@ -69,12 +74,14 @@ class Referee:
         if client.get_competition().role != pb.ROLE_ORGANIZER:
             raise PermissionError("the referee needs an organizer token (`arena admin token create --organizer`)")
         todo = self.pending(client)
-        self.log(f"referee: {len(todo)} evaluation(s) to run")
+        share = client.get_competition().budget_per_sample // max(1, len(self.attack_names()))
+        per_attack = share if self.budget is None else min(int(self.budget), share)
+        self.log(f"referee: {len(todo)} evaluation(s) to run, {per_attack} queries per sample each")
         for ev in todo:
             attack = make_attack(ev.attack, seed=self.seed,
                                  surrogate=self.surrogate if ev.attack == "transfer-pgd" else None)
             started = time.perf_counter()
-            outcome = attack_remote(client, defense=ev.defense, attack=attack, budget=self.budget, samples=None,
+            outcome = attack_remote(client, defense=ev.defense, attack=attack, budget=per_attack, samples=None,
                                     state_path=self.state_dir / f"{ev.defense}-{ev.split}-{ev.attack}.json",
                                     progress=progress, log=lambda *_: None, split=ev.split)
             mean = outcome.summary()["mean_l2"]

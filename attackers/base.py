@@ -8,17 +8,30 @@ oracle through the single final entry point
 
 which checks the inputs, wraps the oracle in a `Tracker` (or uses the one given), queries each
 clean image once (a sample the model already misclassifies is done at distance 0), runs the
-subclass's search on the remaining samples and builds the `AttackResult` from the tracker.
-Subclasses implement `_search` only; they query through the tracker, never count anything, build
-what they query with `attackers.kernels` (which clips to the bounds), and stop for a sample when
-its budget is spent.
+subclass's `search` on the remaining samples and builds the `AttackResult` from the tracker.
+
+The extension point (public, documented in docs/write-an-attack.md): a subclass sets `name` and
+implements
+
+    def search(self, tracker, positions, starts, rng) -> None
+
+querying only through `tracker.query(positions, images)` (the tracker counts, enforces the
+budget and keeps each sample's best adversarial), drawing randomness only from `rng`, and
+stopping for a sample when its budget is spent. The base class owns the seed and the generator:
+`rng` is `np.random.default_rng(self.seed)`, and `seed` defaults to 0 on the class, so an attack
+that never sets one is still deterministic (resuming a remote run replays its requests under the
+same ids). `config()` is the attack's configuration (its constructor parameters) and
+`config_digest()` the sha256 of its canonical JSON, which a run records beside the attack's name.
 """
 
 from __future__ import annotations
 
 import abc
+import hashlib
 import inspect
+import json
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, final
@@ -41,7 +54,7 @@ class AttackResult:
     distances: np.ndarray     # float64 [n], +inf where none was found
     success: np.ndarray       # bool [n]
     queries: np.ndarray       # int64 [n], images charged to each sample
-    sample_ids: np.ndarray    # int64 [n], the oracle's id of each sample
+    sample_indices: np.ndarray    # int64 [n], the oracle's id of each sample
 
     @classmethod
     def from_tracker(cls, tracker: Tracker) -> AttackResult:
@@ -51,7 +64,7 @@ class AttackResult:
             distances=np.where(success, tracker.best_distance, np.inf),
             success=success,
             queries=tracker.queries.copy(),
-            sample_ids=tracker.sample_ids.copy(),
+            sample_indices=tracker.sample_indices.copy(),
         )
 
     def __len__(self) -> int:
@@ -83,7 +96,7 @@ class AttackResult:
                 "distance": float(d) if ok else None,
                 "queries": int(q),
             }
-            for s, ok, d, q in zip(self.sample_ids, self.success, self.distances, self.queries)
+            for s, ok, d, q in zip(self.sample_indices, self.success, self.distances, self.queries)
         ]
 
 
@@ -124,14 +137,35 @@ def check_seed(value: Any) -> int | None:
 
 # ---------------------------------------------------------------- the base class
 class Attack(abc.ABC):
-    """Base of every attack: hyper-parameters in, one `run` entry point, `_search` to implement."""
+    """Base of every attack: hyper-parameters in, one `run` entry point, `search` to implement."""
 
     name: ClassVar[str]  # as registered for `arena attack --attack` and ranked on the scoreboard
+    # The generator's seed (None: fresh entropy, not resumable). A class attribute, so that an
+    # attack whose constructor never sets one is still deterministic.
+    seed: int | None = 0
 
     def __repr__(self) -> str:
-        params = inspect.signature(type(self).__init__).parameters
-        args = [f"{p}={getattr(self, p)!r}" for p in params if p != "self" and hasattr(self, p)]
+        args = [f"{p}={v!r}" for p, v in self._params().items()]
         return f"{type(self).__name__}({', '.join(args)})"
+
+    def _params(self) -> dict[str, Any]:
+        """The constructor's parameters as the attack holds them (stored under the same names)."""
+        params = inspect.signature(type(self).__init__).parameters
+        return {p: getattr(self, p) for p, kind in params.items()
+                if p != "self" and kind.kind not in (kind.VAR_POSITIONAL, kind.VAR_KEYWORD) and hasattr(self, p)}
+
+    def config(self) -> dict[str, Any]:
+        """The attack's configuration: its class and constructor parameters, as JSON values
+        (tuples as lists, paths as strings, other objects (e.g. a torch module) by type name)."""
+        params = {**self._params(), "seed": self.seed}
+        return {"attack": self.name, "class": f"{type(self).__module__}.{type(self).__qualname__}",
+                "params": {k: _jsonable(v) for k, v in sorted(params.items())}}
+
+    def config_digest(self) -> str:
+        """sha256 (hex) of `config()` as canonical JSON (sorted keys, no spaces): two runs under
+        one attack name with different configurations are told apart by it."""
+        text = json.dumps(self.config(), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     @final
     def run(
@@ -142,7 +176,7 @@ class Attack(abc.ABC):
         budget: int | None = None,
         *,
         starting_points: np.ndarray | None = None,
-        sample_ids: np.ndarray | None = None,
+        sample_indices: np.ndarray | None = None,
         on_improve: Callable[[Tracker, np.ndarray], None] | None = None,
     ) -> AttackResult:
         """Attacks images (float32 [n,3,64,64] in the oracle's bounds) with true labels (int [n])
@@ -160,8 +194,8 @@ class Attack(abc.ABC):
             if budget is not None:  # can only lower the tracker's budget
                 check_int("budget", budget, minimum=0)
                 tracker.budget[:] = np.minimum(tracker.budget, np.maximum(tracker.queries, budget))
-            if sample_ids is not None or on_improve is not None:
-                raise ValueError("sample_ids and on_improve belong to the tracker when a tracker is given")
+            if sample_indices is not None or on_improve is not None:
+                raise ValueError("sample_indices and on_improve belong to the tracker when a tracker is given")
         else:
             if budget is None:
                 budget = DEFAULT_BUDGET
@@ -171,9 +205,9 @@ class Attack(abc.ABC):
                 if not np.issubdtype(images.dtype, np.floating):
                     raise ValueError(f"images must be floating point in {oracle.bounds}, got {images.dtype}")
                 images = images.astype(np.float32)
-            tracker = Tracker(oracle, images, labels, budget, sample_ids=sample_ids, on_improve=on_improve)
+            tracker = Tracker(oracle, images, labels, budget, sample_indices=sample_indices, on_improve=on_improve)
         starts = self._check_starting_points(starting_points, tracker)
-        rng = np.random.default_rng(getattr(self, "seed", None))
+        rng = np.random.default_rng(self.seed)
 
         # One query per clean image not yet asked about: already misclassified means distance 0.
         fresh = np.flatnonzero((tracker.queries == 0) & (tracker.remaining > 0))
@@ -181,15 +215,21 @@ class Attack(abc.ABC):
             tracker.query(fresh, tracker.originals[fresh])
         todo = np.flatnonzero(~tracker.found & (tracker.remaining > 0))
         if todo.size:
-            self._search(tracker, todo, None if starts is None else starts[todo], rng)
+            self.search(tracker, todo, None if starts is None else starts[todo], rng)
         return AttackResult.from_tracker(tracker)
 
     @abc.abstractmethod
-    def _search(self, tracker: Tracker, positions: np.ndarray, starts: np.ndarray | None,
-                rng: np.random.Generator) -> None:
-        """Searches adversarials for the samples at `positions` (clean image correctly
-        classified, budget left), querying only through `tracker`. `starts`: candidate
-        starting points for those samples (rows of NaN: none), or None."""
+    def search(self, tracker: Tracker, positions: np.ndarray, starts: np.ndarray | None,
+               rng: np.random.Generator) -> None:
+        """Searches adversarials for the samples at `positions` (indices into the tracker's
+        samples whose clean image is correctly classified and that have budget left).
+
+        Query with `tracker.query(positions_of_images, images)` (float32 [m,3,64,64] within
+        `tracker.bounds`; a sample may appear many times); its `Answer` says per image whether
+        it was answered and adversarial. The tracker keeps each sample's best adversarial; the
+        attack returns nothing. `tracker.originals`, `tracker.labels` and `tracker.remaining`
+        (queries left per sample) are the state to read. `starts`: candidate starting points
+        for those samples (rows of NaN: none), or None. `rng`: the only source of randomness."""
 
     @staticmethod
     def _check_starting_points(starts: np.ndarray | None, tracker: Tracker) -> np.ndarray | None:
@@ -211,3 +251,24 @@ class Attack(abc.ABC):
             raise ValueError(f"starting points must lie within [{lo:g}, {hi:g}]")
         return starts
 
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, Attack):
+        return value.config()
+    describe = getattr(value, "describe", None)  # e.g. attackers.surrogates.Surrogates
+    if callable(describe):
+        return _jsonable(describe())
+    return f"<{type(value).__module__}.{type(value).__qualname__}>"

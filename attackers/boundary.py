@@ -52,6 +52,9 @@ class _Window:
 
 
 class BoundaryAttack(BoundaryWalk):
+    """Boundary Attack (Brendel, Rauber and Bethge, 2018): a random walk along the decision boundary
+    from an adversarial start towards the clean image."""
+
     name = "boundary"
 
     def __init__(

@@ -54,6 +54,9 @@ MIN_ESTIMATES = 4
 
 
 class HopSkipJump(BoundaryWalk):
+    """HopSkipJump (Chen, Jordan and Wainwright, 2020), l2: bisect to the boundary, estimate its normal
+    from the signs of random probes, step along it by geometric search, bisect again."""
+
     name = "hsja"
 
     def __init__(

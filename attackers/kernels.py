@@ -3,14 +3,13 @@
 Every query of a decision-based attack is an image made from one or two others, clipped to the
 bounds (a probe x + c * u, a bisection point x0 + m * (x' - x0), a Boundary Attack proposal
 x0 + a * r + b * eta), and every image answered adversarial needs its l2 distance. In numpy each
-of those is three to five passes over 48 KiB per image, with temporaries; on the 2-core machines
-they cost 30-40 us per query, against ~90 us for the demo model's own answer. Here each is one
+of those is three to five passes over 48 KiB per image, with temporaries, which costs a third of
+the demo model's own answer per query (docs/benchmarks.md). Here each is one
 pass that also measures the image's distance as it writes it (exact float64 sums), spread over
 the cores when the batch is big enough to pay for waking the threads.
 
 The cost is memory traffic, not arithmetic: the oracle's run between two queries evicts the
-attack's rows from the caches, so every 48 KiB row a kernel touches comes from memory
-(~2-3 us each here). Hence one pass per image, measuring while writing, and low-resolution
+attack's rows from the caches, so every 48 KiB row a kernel touches comes from memory. Hence one pass per image, measuring while writing, and low-resolution
 directions interpolated on the fly (`step_upsampled`) rather than read at full size.
 
 Arrays are float32, C-contiguous, one image per row of the flattened view; `rows` arguments pick
@@ -25,12 +24,10 @@ import types
 import numpy as np
 from numba import njit, prange
 
-# Below this many values in a call, one thread: waking the pool costs more than it saves
-# (~65 us per launch with OpenMP threads that sleep when idle, OMP_WAIT_POLICY=PASSIVE). Above
-# it, two threads pay: the rows come from memory (the oracle's run in between evicts them from
-# the caches) and two cores fetch more of them at once (measured in `arena bench attack`: 18.1
-# against 21.6 us per query for Boundary, 10.4 against 11.2 for HopSkipJump, at 16 images
-# against 96).
+# Below this many values in a call, one thread: waking the pool (OpenMP threads that sleep when
+# idle, OMP_WAIT_POLICY=PASSIVE) costs more than it saves. Above it, two threads pay: the rows come
+# from memory (the oracle's run in between evicts them from the caches) and two cores fetch more
+# of them at once (the figures: docs/benchmarks.md, "Design measurements").
 PARALLEL_MIN_VALUES = 16 * 3 * 64 * 64
 
 

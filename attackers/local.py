@@ -77,11 +77,11 @@ class LocalOracle(Oracle):
     def num_classes(self) -> int:
         return self._num_classes
 
-    def queries_used(self, sample_ids: np.ndarray | None = None) -> np.ndarray:
-        """Images charged so far, per sample (all known samples when sample_ids is None)."""
-        if sample_ids is None:
+    def queries_used(self, sample_indices: np.ndarray | None = None) -> np.ndarray:
+        """Images charged so far, per sample (all known samples when sample_indices is None)."""
+        if sample_indices is None:
             return self._used.copy()
-        ids = np.asarray(sample_ids, dtype=np.int64)
+        ids = np.asarray(sample_indices, dtype=np.int64)
         out = np.zeros(ids.shape, dtype=np.int64)
         known = ids < self._used.shape[0]
         out[known] = self._used[ids[known]]
@@ -94,8 +94,8 @@ class LocalOracle(Oracle):
             return np.zeros((0, self._num_classes), np.float32)
         return self.defense.logits(images)
 
-    def labels(self, images: np.ndarray, sample_ids: np.ndarray) -> np.ndarray:
-        images, ids = check_request(images, sample_ids, self.image_shape, self.bounds)
+    def labels(self, images: np.ndarray, sample_indices: np.ndarray) -> np.ndarray:
+        images, ids = check_request(images, sample_indices, self.image_shape, self.bounds)
         if self.num_samples is not None and ids.size and ids.max() >= self.num_samples:
             raise InvalidRequest(f"sample id {int(ids.max())} out of range: the run has {self.num_samples} samples")
         if ids.size == 0:

@@ -1,7 +1,7 @@
 """The oracle contract: the one thing an attack may ask of a model is the labels of a batch.
 
 An oracle has `bounds` (always (0, 1) in the arena), `num_classes`, `image_shape` and
-`labels(images, sample_ids)`, which classifies a batch of float32 images [n,3,64,64] and
+`labels(images, sample_indices)`, which classifies a batch of float32 images [n,3,64,64] and
 charges each image to the evaluation sample it names. Two implementations behave identically:
 `attackers.local.LocalOracle` (an ONNX file in-process) and `attackers.remote.RemoteOracle` (the
 arena's Predict on a run).
@@ -33,11 +33,11 @@ class InvalidRequest(OracleError, ValueError):
 class BudgetExceeded(OracleError):
     """The request would take samples past their budget; it was refused whole and charged nothing.
 
-    `sample_ids` names the offending samples where the oracle knows them (else it is empty)."""
+    `sample_indices` names the offending samples where the oracle knows them (else it is empty)."""
 
-    def __init__(self, message: str, sample_ids: Sequence[int] = ()) -> None:
+    def __init__(self, message: str, sample_indices: Sequence[int] = ()) -> None:
         super().__init__(message)
-        self.sample_ids = tuple(int(i) for i in sample_ids)
+        self.sample_indices = tuple(int(i) for i in sample_indices)
 
 
 class Oracle(abc.ABC):
@@ -57,8 +57,8 @@ class Oracle(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def labels(self, images: np.ndarray, sample_ids: np.ndarray) -> np.ndarray:
-        """int64 [n] labels of float32 images [n, *image_shape], image k charged to sample_ids[k].
+    def labels(self, images: np.ndarray, sample_indices: np.ndarray) -> np.ndarray:
+        """int64 [n] labels of float32 images [n, *image_shape], image k charged to sample_indices[k].
 
         Raises BudgetExceeded or InvalidRequest (nothing charged), or OracleError."""
 
@@ -72,18 +72,18 @@ class Oracle(abc.ABC):
         self.close()
 
 
-def check_request(images: np.ndarray, sample_ids: np.ndarray, image_shape: tuple[int, ...],
+def check_request(images: np.ndarray, sample_indices: np.ndarray, image_shape: tuple[int, ...],
                   bounds: tuple[float, float] = BOUNDS) -> tuple[np.ndarray, np.ndarray]:
     """The request checks both oracles apply before charging anything: returns (images as
-    C-contiguous float32, sample_ids as int64) or raises InvalidRequest naming what is wrong."""
+    C-contiguous float32, sample_indices as int64) or raises InvalidRequest naming what is wrong."""
     images = np.asarray(images)
-    ids = np.asarray(sample_ids)
+    ids = np.asarray(sample_indices)
     if images.dtype != np.float32:
         raise InvalidRequest(f"images must be float32, got {images.dtype}")
     if images.ndim != 1 + len(image_shape) or tuple(images.shape[1:]) != tuple(image_shape):
         raise InvalidRequest(f"images must have shape [n,{','.join(map(str, image_shape))}], got {list(images.shape)}")
     if ids.ndim != 1 or ids.shape[0] != images.shape[0]:
-        raise InvalidRequest(f"need one sample id per image: {images.shape[0]} images, sample_ids of shape {list(ids.shape)}")
+        raise InvalidRequest(f"need one sample id per image: {images.shape[0]} images, sample_indices of shape {list(ids.shape)}")
     if ids.size and not np.issubdtype(ids.dtype, np.integer):
         raise InvalidRequest(f"sample ids must be integers, got {ids.dtype}")
     if ids.size and ids.min() < 0:

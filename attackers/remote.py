@@ -71,8 +71,8 @@ class RemoteOracle(Oracle):
     def max_batch(self) -> int:
         return self._max_batch
 
-    def labels(self, images: np.ndarray, sample_ids: np.ndarray) -> np.ndarray:
-        images, ids = check_request(images, sample_ids, self.image_shape, self.bounds)
+    def labels(self, images: np.ndarray, sample_indices: np.ndarray) -> np.ndarray:
+        images, ids = check_request(images, sample_indices, self.image_shape, self.bounds)
         if ids.size and ids.max() >= self.num_samples:
             raise InvalidRequest(f"sample id {int(ids.max())} out of range: the run has {self.num_samples} samples")
         if ids.size == 0:

@@ -48,6 +48,9 @@ class SessionError(RuntimeError):
 # ---------------------------------------------------------------- the state file
 @dataclass
 class SessionState:
+    """What `arena attack` saves to resume a run: the configuration (a different one is refused), the
+    run id and the request counter."""
+
     server: str
     defense: str
     attack: str                 # the attack's repr: its full configuration
@@ -103,7 +106,7 @@ class Submitter:
 
     def collect(self, tracker: Tracker, positions: np.ndarray) -> None:
         for p in positions:
-            sample = int(tracker.sample_ids[p])
+            sample = int(tracker.sample_indices[p])
             distance = float(tracker.best_distance[p])
             if distance < self.verified[sample]:     # nothing to gain re-submitting (e.g. on replay)
                 self.pending[sample] = (tracker.best[p].copy(), distance)
@@ -144,8 +147,8 @@ class _Watched(Oracle):
     def max_batch(self):
         return self.inner.max_batch
 
-    def labels(self, images, sample_ids):
-        out = self.inner.labels(images, sample_ids)
+    def labels(self, images, sample_indices):
+        out = self.inner.labels(images, sample_indices)
         self.after()
         return out
 
@@ -298,7 +301,7 @@ def attack_remote(
     submitter = Submitter(client, run.run_id, oracle.max_batch, verified, submit_interval)
     watched = _Watched(oracle)
     bar = Progress(progress, f"{attack.name} vs {defense}")
-    tracker = Tracker(watched, x, y, per_sample, sample_ids=np.arange(count), on_improve=submitter.collect)
+    tracker = Tracker(watched, x, y, per_sample, sample_indices=np.arange(count), on_improve=submitter.collect)
     bar.attach(tracker)
     watched.after = bar.update
     interrupted: BaseException | None = None
@@ -370,4 +373,4 @@ def check_defense(client: ArenaClient, defense: str):
 
 def _start_run(client: ArenaClient, defense: str, attack: Attack, split: str | None = None):
     check_defense(client, defense)
-    return client.start_run(defense, attack.name, split=split)
+    return client.start_run(defense, attack.name, split=split, config_digest=attack.config_digest())

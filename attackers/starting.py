@@ -106,7 +106,7 @@ class BoundaryWalk(Attack):
     noise_tries: int
     tolerance: float
 
-    def _search(self, tracker: Tracker, positions: np.ndarray, starts: np.ndarray | None,
+    def search(self, tracker: Tracker, positions: np.ndarray, starts: np.ndarray | None,
                 rng: np.random.Generator) -> None:
         points, found = find_starting_points(tracker, positions, rng, starts, init=self.init,
                                              noise_tries=self.noise_tries)

@@ -46,7 +46,7 @@ class Tracker:
     """Per-sample query accounting and best adversarials for one set of samples.
 
     images: float32 [n, *oracle.image_shape] clean images; labels: int [n] true labels;
-    budget: queries per sample (int or int array [n]); sample_ids: the oracle's id of each
+    budget: queries per sample (int or int array [n]); sample_indices: the oracle's id of each
     sample (default 0..n-1)."""
 
     def __init__(
@@ -56,7 +56,7 @@ class Tracker:
         labels: np.ndarray,
         budget: int | np.ndarray,
         *,
-        sample_ids: np.ndarray | None = None,
+        sample_indices: np.ndarray | None = None,
         on_improve: Callable[[Tracker, np.ndarray], None] | None = None,
     ) -> None:
         images = np.asarray(images)
@@ -77,15 +77,15 @@ class Tracker:
         budgets = np.broadcast_to(np.asarray(budget), (n,))
         if budgets.size and (not np.issubdtype(budgets.dtype, np.integer) or budgets.min() < 0):
             raise ValueError(f"budget must be non-negative integers, got {budget!r}")
-        ids = np.arange(n, dtype=np.int64) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64)
+        ids = np.arange(n, dtype=np.int64) if sample_indices is None else np.asarray(sample_indices, dtype=np.int64)
         if ids.shape != (n,):
-            raise ValueError(f"sample_ids must have shape [{n}], got {list(ids.shape)}")
+            raise ValueError(f"sample_indices must have shape [{n}], got {list(ids.shape)}")
 
         self.oracle = oracle
         self.originals = np.ascontiguousarray(images)
         self.originals.setflags(write=False)
         self.labels = labels.astype(np.int64)
-        self.sample_ids = ids
+        self.sample_indices = ids
         self.budget = budgets.astype(np.int64).copy()
         self.queries = np.zeros(n, dtype=np.int64)
         self.best = self.originals.copy()  # the clean image until an adversarial is found
@@ -179,13 +179,13 @@ class Tracker:
             start = time.perf_counter()
             try:
                 got = self.oracle.labels(images if everything else images[send],
-                                         self.sample_ids[positions if everything else positions[send]])
+                                         self.sample_indices[positions if everything else positions[send]])
             except BudgetExceeded as error:
                 # The oracle's count disagrees with ours (e.g. a server that was charged by an
                 # earlier client). Believe it: those samples are done; retry without them.
-                over = np.flatnonzero(np.isin(self.sample_ids, error.sample_ids))
+                over = np.flatnonzero(np.isin(self.sample_indices, error.sample_indices))
                 mine = np.isin(over, positions[send])
-                if not error.sample_ids or not mine.any():
+                if not error.sample_indices or not mine.any():
                     raise
                 self.budget[over] = self.queries[over]
                 answered &= ~np.isin(positions, over)

@@ -33,6 +33,7 @@ from attackers.bisection import bisect
 from attackers.boundary import BoundaryAttack
 from attackers.hopskipjump import HopSkipJump
 from attackers.starting import find_starting_points
+from attackers.surrogates import SurrogateError
 from attackers.tracker import Tracker
 
 REFINERS = {"hsja": HopSkipJump, "boundary": BoundaryAttack}
@@ -42,11 +43,10 @@ DEFAULT_RADII = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 REFINE_DEFAULTS = {"hsja": {"init_estimates": 50, "keep_best": True}}
 
 
-class SurrogateError(ValueError):
-    """The surrogate cannot serve this oracle (unreadable, other input size or class count)."""
-
-
 class TransferPGD(Attack):
+    """Transfer attack: PGD on a white-box surrogate gives the start directions, then a label-only
+    refinement on the target."""
+
     name = "transfer-pgd"
 
     def __init__(
@@ -140,7 +140,7 @@ class TransferPGD(Attack):
         return state
 
     # ------------------------------------------------------------------ search
-    def _search(self, tracker: Tracker, positions: np.ndarray, starts: np.ndarray | None,
+    def search(self, tracker: Tracker, positions: np.ndarray, starts: np.ndarray | None,
                 rng: np.random.Generator) -> None:
         x0 = tracker.originals[positions]
         with tracker.timed("surrogate"):  # one-off white-box work, reported apart by the benchmark

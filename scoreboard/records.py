@@ -12,6 +12,9 @@ import numpy as np
 
 @dataclass(frozen=True)
 class DefenseRecord:
+    """An accepted defense as the scoring needs it: name, team, submission time, clean correctness per
+    sample."""
+
     name: str
     team: str
     submitted_at: float          # unix seconds; ties break on the earlier submission
@@ -24,6 +27,9 @@ class DefenseRecord:
 
 @dataclass(frozen=True)
 class RunRecord:
+    """A run as the scoring needs it: who attacked what with which attack, finished or not, its best
+    distances and queries."""
+
     run_id: str
     defense: str
     attack: str
@@ -36,6 +42,8 @@ class RunRecord:
 
 @dataclass(frozen=True)
 class EvaluationSet:
+    """The evaluated split as the scoring needs it: each clean image's worst-case distance."""
+
     worst_case: np.ndarray       # float64 [N]: ||max(x, 1 - x)||_2 per clean image
 
     @property

@@ -56,6 +56,8 @@ class Uncertainty:
 
 @dataclass(frozen=True)
 class DefenseScore:
+    """One row of the defense board (docs/rules.md section 6), with its interval (section 7)."""
+
     rank: int                                        # 1 = most robust
     name: str
     team: str
@@ -81,6 +83,8 @@ class DefenseScore:
 
 @dataclass(frozen=True)
 class AttackScore:
+    """One row of the attack board: an attack of one team, its mean over the defenses, its interval."""
+
     rank: int                        # 1 = strongest; 0 = unranked (has not faced every listed defense)
     attack: str
     mean_l2: float                   # mean over the defenses it faced of its own mean distance
@@ -107,6 +111,8 @@ class AttackScore:
 
 @dataclass(frozen=True)
 class Leaderboard:
+    """Both boards of one split, ranked, with the radii and resamples they were computed with."""
+
     defenses: tuple[DefenseScore, ...]   # in rank order
     attacks: tuple[AttackScore, ...]     # ranked ones in rank order, then the unranked ones
     num_samples: int

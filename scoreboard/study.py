@@ -66,6 +66,9 @@ class StudyModel:
 
 @dataclass(frozen=True)
 class Finding:
+    """One of the papers' findings checked on the study's models: its claim, the figures and the
+    verdict."""
+
     claim: str
     verdict: str        # "reproduced", "not reproduced", or "not shown at this sample size"
     evidence: str

@@ -4,13 +4,18 @@
                  [--samples N] [--seed 0] [--out results.json] [--state PATH]
     arena attack --attack transfer-pgd --surrogate runs/mine/checkpoint.pt --server ... --defense ...
     arena attack --local model.onnx --data {demo | tiny-imagenet-200/ | samples.npz} --attack hsja
+    arena attack --attack livia --surrogate runs/a/checkpoint.pt --surrogate runs/robust/checkpoint.pt ...
+    arena attack --attack my_package.attacks:MyAttack --param steps=50 --param mode=fast ...
 
 Remote: starts a run, attacks with a progress bar, submits each sample's adversarial as it
 improves (the arena verifies every one), finishes the run and prints its summary. Interrupted
 (Ctrl-C, a crash, a lost connection), the same command resumes the same run without paying
 twice: see `attackers.session` (a state file next to --out, or --state, holds the run id and
 the request counter; the attack is replayed under the same request ids, which the arena
-answers free). `--out` writes per-sample results (distance, success, queries used; remote: the
+answers free). `--attack` takes a built-in attack's name, a name an installed package registers
+in the entry-point group `robustness_arena.attacks`, or `package.module:ClassName` (see
+docs/write-an-attack.md); `--param NAME=VALUE` sets its constructor's parameters (VALUE read as
+JSON, else as a string). `--out` writes per-sample results (distance, success, queries used; remote: the
 arena's verified distance too) in both modes.
 """
 
@@ -21,6 +26,7 @@ import sys
 
 def register(sub) -> None:
     from attackers import ATTACKS  # no torch, no grpc: cheap
+    from attackers.registry import ENTRY_POINT_GROUP
 
     parser = sub.add_parser(
         "attack",
@@ -32,8 +38,14 @@ def register(sub) -> None:
     where.add_argument("--local", metavar="MODEL.onnx", help="attack this ONNX file offline instead")
     parser.add_argument("--token", help="bearer token of your team (default: $ARENA_TOKEN)")
     parser.add_argument("--defense", help="name of the defense to attack (with --server)")
-    parser.add_argument("--attack", required=True, choices=sorted(ATTACKS), help="the attack")
-    parser.add_argument("--surrogate", metavar="CKPT", help="surrogate checkpoint from `arena train` (transfer-pgd)")
+    parser.add_argument("--attack", required=True, metavar="NAME | package.module:Class",
+                        help=f"the attack: {', '.join(ATTACKS)}, one registered in the entry-point group "
+                             f"{ENTRY_POINT_GROUP}, or package.module:ClassName")
+    parser.add_argument("--param", action="append", metavar="NAME=VALUE",
+                        help="a constructor parameter of the attack (repeatable; VALUE as JSON, else a string)")
+    parser.add_argument("--surrogate", metavar="CKPT", action="append",
+                        help="surrogate checkpoint from `arena train` (transfer-pgd: one; prior-cgba, livia: "
+                             "repeat for several)")
     parser.add_argument("--budget", type=int, default=None,
                         help="queries per sample (default: the run's budget; locally 1000); can only lower the arena's")
     parser.add_argument("--samples", type=int, default=None, help="attack only the first N samples")
@@ -58,10 +70,11 @@ def _run(args) -> int:
         raise CommandError(f"--samples must be >= 1, got {args.samples}")
     if args.seed < 0:
         raise CommandError(f"--seed must be >= 0, got {args.seed}")
-    from attackers import SurrogateError, make_attack
+    from attackers import SurrogateError
+    from attackers.registry import make_attack, parse_params
 
     try:
-        attack = make_attack(args.attack, seed=args.seed, surrogate=args.surrogate)
+        attack = make_attack(args.attack, seed=args.seed, surrogate=args.surrogate, **parse_params(args.param))
     except ValueError as error:
         raise CommandError(str(error)) from None
     try:
@@ -96,7 +109,7 @@ def _local(args, attack) -> int:
         attack.check_surrogate(oracle.num_classes, oracle.image_shape)
     outcome = attack_local(oracle, attack, x, y, budget, progress=not args.no_progress)
     header = {"mode": "local", "model": args.local, "data": args.data, "attack": attack.name,
-              "config": repr(attack), "budget": budget, "seed": args.seed}
+              "config": repr(attack), "config_digest": attack.config_digest(), "budget": budget, "seed": args.seed}
     _report(outcome, header, args.out)
     return 0
 
@@ -136,7 +149,7 @@ def _remote(args, attack) -> int:
     finally:
         client.close()
     header = {"mode": "remote", "server": args.server, "defense": args.defense, "attack": attack.name,
-              "config": repr(attack), "budget": int(outcome.run.budget_per_sample) if args.budget is None else args.budget,
+              "config": repr(attack), "config_digest": attack.config_digest(), "budget": int(outcome.run.budget_per_sample) if args.budget is None else args.budget,
               "seed": args.seed, "run_id": outcome.run.run_id}
     _report(outcome, header, args.out)
     state_path.unlink(missing_ok=True)  # the run is finished: nothing left to resume

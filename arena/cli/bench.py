@@ -51,5 +51,7 @@ def _run(module: str, args) -> int:
     result = importlib.import_module(module).run(args)
     print(result["title"])
     print(format_table(result["columns"], result["rows"]))
+    for note in result.get("notes", ()):  # e.g. goals, met or not
+        print(note)
     print(json.dumps(result["figures"], sort_keys=True, default=float))
     return 0

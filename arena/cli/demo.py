@@ -240,7 +240,8 @@ def _attack_all(address: str, token: str, defenses: list[str], attacks: list[str
     with ArenaClient(address, token, timeout=120.0) as client:
         for defense in defenses:
             for name in attacks:
-                attack = make_attack(name, seed=args.seed, surrogate=surrogate if name == "transfer-pgd" else None)
+                # another seed than the referee's: the team's run is its own, not the referee's replayed
+                attack = make_attack(name, seed=args.seed + 1, surrogate=surrogate if name == "transfer-pgd" else None)
                 started = time.perf_counter()
                 outcome = attack_remote(client, defense=defense, attack=attack, budget=args.budget, samples=None,
                                         state_path=state_dir / f"{defense}-{name}.json",

@@ -26,7 +26,7 @@ def test_over_budget_request_is_refused_whole_and_charges_nothing(models, sample
     with pytest.raises(BudgetExceeded) as refused:
         # sample 1 could afford it, sample 0 cannot: nothing is charged to either
         oracle.labels(np.stack([x[1], x[0], x[0]]), np.array([1, 0, 0]))
-    assert refused.value.sample_ids == (0,)
+    assert refused.value.sample_indices == (0,)
     np.testing.assert_array_equal(oracle.queries_used(np.array([0, 1])), [2, 0])
     oracle.labels(x[:1], np.array([0]))                               # exactly the budget: fine
     assert oracle.queries_used(np.array([0]))[0] == 3
@@ -63,8 +63,8 @@ class CountingOracle(Oracle):
     def num_classes(self) -> int:
         return 2
 
-    def labels(self, images, sample_ids):
-        ids = np.asarray(sample_ids)
+    def labels(self, images, sample_indices):
+        ids = np.asarray(sample_indices)
         if self.budget is not None:
             wanted = np.bincount(ids, minlength=16)
             over = np.flatnonzero(self.used + wanted > self.budget)

@@ -7,7 +7,7 @@ import grpc
 import numpy as np
 import pytest
 
-from attackers import BoundaryAttack, HopSkipJump, LocalOracle, TransferPGD
+from attackers import CGBA, LIVIA, BoundaryAttack, HopSkipJump, LocalOracle, TransferPGD
 from attackers.oracle import BudgetExceeded
 from arena.client import ArenaCallError, ArenaClient, BudgetRefused
 from attackers.remote import RemoteOracle, RequestIds
@@ -27,7 +27,9 @@ def remote_oracle(client, namespace="t"):
 
 
 @pytest.mark.parametrize("make", [lambda m: HopSkipJump(seed=0), lambda m: BoundaryAttack(seed=0),
-                                  lambda m: TransferPGD(m.surrogate, seed=0)], ids=["hsja", "boundary", "transfer"])
+                                  lambda m: TransferPGD(m.surrogate, seed=0), lambda m: CGBA(seed=0),
+                                  lambda m: LIVIA([m.surrogate], seed=0, ddn_steps=20)],
+                         ids=["hsja", "boundary", "transfer", "cgba", "livia"])
 def test_remote_and_local_oracles_give_the_same_results(make, client, arena_server, models):
     run, oracle = remote_oracle(client)
     x, y = client.samples(run.run_id)
@@ -81,7 +83,7 @@ def test_budget_is_refused_whole_locally_and_by_the_server(client, arena_server)
     big = np.repeat(x[:1], budget + 1, axis=0)
     with pytest.raises(BudgetExceeded) as refused:       # refused before anything is sent
         oracle.labels(big, np.zeros(budget + 1, dtype=np.int64))
-    assert refused.value.sample_ids == (0,) and oracle.calls == 0
+    assert refused.value.sample_indices == (0,) and oracle.calls == 0
     oracle.labels(big[:budget], np.zeros(budget, dtype=np.int64))   # split into max_batch requests
     assert list(client.get_run(run.run_id).queries_used)[0] == budget
     with pytest.raises(BudgetExceeded):
