@@ -347,29 +347,10 @@ class PostgresStore(Store):
         row = self._read("SELECT value FROM meta WHERE key = 'evaluation'").fetchone()
         if row is None:
             return None
-        d = json.loads(row[0])
-        return EvaluationMeta(
-            fingerprint=d["fingerprint"],
-            num_samples=int(d["num_samples"]),
-            labels=np.asarray(d["labels"], dtype=np.int64),
-            worst_case=np.asarray(d["worst_case"], dtype=np.float64),
-            class_names=tuple(d["class_names"]),
-            images_blob=d["images_blob"],
-            source=d["source"],
-            num_public=d.get("num_public"),
-        )
+        return EvaluationMeta.from_json(row[0])
 
     def init_evaluation(self, meta: EvaluationMeta) -> None:
-        value = json.dumps({
-            "fingerprint": meta.fingerprint,
-            "num_samples": meta.num_samples,
-            "labels": [int(v) for v in meta.labels],
-            "worst_case": [float(v) for v in meta.worst_case],
-            "class_names": list(meta.class_names),
-            "images_blob": meta.images_blob,
-            "source": meta.source,
-            "num_public": meta.num_public,
-        })
+        value = meta.to_json()
         with self._transaction() as conn:
             conn.execute("INSERT INTO meta(key, value) VALUES ('evaluation', %s) ON CONFLICT DO NOTHING", (value,))
         pinned = self.evaluation()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,24 @@ class EvaluationMeta:
     images_blob: str             # sha256 of the raw float32 [N,3,64,64] bytes
     source: str                  # what --data said, for humans
     num_public: int | None = None  # samples [0, num_public) are the public split, the rest private
+
+    def to_json(self) -> str:
+        """As the stores keep it (one meta row, the same text in every backend)."""
+        return json.dumps({
+            "fingerprint": self.fingerprint, "num_samples": self.num_samples,
+            "labels": [int(v) for v in self.labels], "worst_case": [float(v) for v in self.worst_case],
+            "class_names": list(self.class_names), "images_blob": self.images_blob, "source": self.source,
+            "num_public": self.num_public,
+        })
+
+    @classmethod
+    def from_json(cls, text: str) -> EvaluationMeta:
+        d = json.loads(text)
+        return cls(fingerprint=d["fingerprint"], num_samples=int(d["num_samples"]),
+                   labels=np.asarray(d["labels"], dtype=np.int64),
+                   worst_case=np.asarray(d["worst_case"], dtype=np.float64),
+                   class_names=tuple(d["class_names"]), images_blob=d["images_blob"], source=d["source"],
+                   num_public=d.get("num_public"))
 
 
 @dataclass(frozen=True)
