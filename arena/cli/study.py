@@ -27,7 +27,7 @@ def register(sub) -> None:
                         help="working folder; checkpoints and models are cached there per configuration, shared with "
                              "`arena demo`; the study's store, results and page go in OUT/study (default demo-out)")
     parser.add_argument("--betas", default="0.5,1,3,6,10", help="TRADES betas (default 0.5,1,3,6,10)")
-    parser.add_argument("--samples", type=int, default=80, help="evaluation samples the arena holds (default 80, as the demo)")
+    parser.add_argument("--samples", type=int, default=80, help="evaluation samples the arena holds (default 80)")
     parser.add_argument("--budget", type=int, default=1000, help="queries per sample (default 1000, the rules')")
     parser.add_argument("--attacks", default=",".join(ATTACKS), help=f"comma-separated attacks (default {','.join(ATTACKS)})")
     parser.add_argument("--whitebox-samples", type=int, default=500,
