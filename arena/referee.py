@@ -50,31 +50,31 @@ class Referee:
     log: Callable[[str], None] = print
     done: list[tuple[Evaluation, float | None]] = field(default_factory=list)
 
-    def attack_names(self) -> list[str]:
-        names = list(self.attacks)
-        if "transfer-pgd" in names and self.surrogate is None:
+    def __post_init__(self) -> None:
+        self.names = list(self.attacks)       # the attacks it runs
+        if "transfer-pgd" in self.names and self.surrogate is None:
             self.log("referee: no --surrogate given: transfer-pgd is left out")
-            names.remove("transfer-pgd")
-        return names
+            self.names.remove("transfer-pgd")
 
-    def pending(self, client: ArenaClient) -> list[Evaluation]:
-        competition = client.get_competition()
+    def pending(self, client: ArenaClient, competition: pb.Competition | None = None) -> list[Evaluation]:
+        competition = competition or client.get_competition()
         sizes = {"public": competition.public_samples, "private": competition.private_samples}
         finished = {(r.defense, split_name(r.split), r.attack) for r in client.list_runs()
                     if r.finished and r.team == competition.team}
         defenses = [d.name for d in client.list_defenses()
                     if d.status == pb.DEFENSE_STATUS_ACCEPTED and not d.disqualified_reason]
         return [Evaluation(d, s, a) for d in defenses for s in self.splits if sizes[s] > 0
-                for a in self.attack_names() if (d, s, a) not in finished]
+                for a in self.names if (d, s, a) not in finished]
 
     def run(self, client: ArenaClient, progress: bool = False) -> list[tuple[Evaluation, float | None]]:
         from attackers import make_attack
         from attackers.session import attack_remote
 
-        if client.get_competition().role != pb.ROLE_ORGANIZER:
+        competition = client.get_competition()
+        if competition.role != pb.ROLE_ORGANIZER:
             raise PermissionError("the referee needs an organizer token (`arena admin token create --organizer`)")
-        todo = self.pending(client)
-        share = client.get_competition().budget_per_sample // max(1, len(self.attack_names()))
+        todo = self.pending(client, competition)
+        share = competition.budget_per_sample // max(1, len(self.names))
         per_attack = share if self.budget is None else min(int(self.budget), share)
         self.log(f"referee: {len(todo)} evaluation(s) to run, {per_attack} queries per sample each")
         for ev in todo:

@@ -53,6 +53,7 @@ from arena.server.errors import (
     Unavailable,
 )
 from arena.server.evaluation import EvaluationData
+from arena.server.leaderboard_wire import SPLITS
 from arena.server.ledger import Account, AlreadyAnswered, Charging, RunState, make_account
 from arena.server.metrics import Metrics
 from arena.server.registry import DefenseRegistry
@@ -67,6 +68,7 @@ from arena.server.store import (
     AdversarialRecord,
     DefenseRow,
     FinishRun,
+    NameTaken,
     PhaseClosed,
     QueryRecord,
     RequestRecord,
@@ -416,28 +418,38 @@ class Arena:
             state.best = np.minimum(state.best, self.store.best_distances(state.row.run_id, state.num_samples))
         state.finishing = state.finishing or state.row.finished
 
-    def run_info(self, state: RunState, *, detail: bool = True) -> pb.RunInfo:
-        if state.shared and detail:
-            self._refresh(state)
+    async def current_info(self, state: RunState) -> pb.RunInfo:
+        """RunInfo with a shared run's figures read from the store first (off the event loop)."""
+        if state.shared:
+            await self._io(self._refresh, state)
+        return self.run_info(state)
+
+    @staticmethod
+    def _run_header(row: RunRow) -> pb.RunInfo:
+        """What a run's row alone says (ListRuns gives only this)."""
+        return pb.RunInfo(
+            run_id=row.run_id, defense=row.defense, attack=row.attack, team=row.team,
+            num_samples=row.num_samples, budget_per_sample=row.budget, finished=row.finished,
+            started_at=row.started_at, split=SPLITS[row.split],
+            attack_config_digest=row.attack_config_digest, disqualified_reason=row.disqualified_reason)
+
+    def run_info(self, state: RunState) -> pb.RunInfo:
         row = state.row
         if state.num_classes is None:
             defense = self.store.get_defense(row.defense)
             state.num_classes = defense.num_classes if defense else 0
-        info = pb.RunInfo(
-            run_id=row.run_id, defense=row.defense, attack=row.attack, team=row.team,
-            num_samples=row.num_samples, budget_per_sample=state.budget, max_batch=self.config.max_batch,
-            max_message_bytes=self.config.max_message_bytes, num_classes=state.num_classes, finished=row.finished,
-            started_at=row.started_at, split=pb.SPLIT_PUBLIC if row.split == PUBLIC else pb.SPLIT_PRIVATE,
-            attack_config_digest=row.attack_config_digest, disqualified_reason=row.disqualified_reason,
-        )
-        if detail:
-            with state.lock:
-                used = state.account.used.copy()
-                spent = state.spent.copy()
-            info.queries_used.extend(int(v) for v in used)
-            info.remaining.extend(int(v) for v in np.maximum(state.budget - used, 0))
-            info.run_queries.extend(int(v) for v in spent)
-            info.best_distances.extend(float(v) for v in state.best)
+        info = self._run_header(row)
+        info.budget_per_sample = state.budget
+        info.max_batch = self.config.max_batch
+        info.max_message_bytes = self.config.max_message_bytes
+        info.num_classes = state.num_classes
+        with state.lock:
+            used = state.account.used.copy()
+            spent = state.spent.copy()
+        info.queries_used.extend(int(v) for v in used)
+        info.remaining.extend(int(v) for v in np.maximum(state.budget - used, 0))
+        info.run_queries.extend(int(v) for v in spent)
+        info.best_distances.extend(float(v) for v in state.best)
         return info
 
     def run_samples(self, state: RunState, offset: int, limit: int) -> pb.GetRunSamplesResponse:
@@ -460,11 +472,7 @@ class Arena:
         for row in rows:
             if role != ORGANIZER and row.team != team:
                 continue
-            out.append(pb.RunInfo(
-                run_id=row.run_id, defense=row.defense, attack=row.attack, team=row.team,
-                num_samples=row.num_samples, budget_per_sample=row.budget, finished=row.finished,
-                started_at=row.started_at, split=pb.SPLIT_PUBLIC if row.split == PUBLIC else pb.SPLIT_PRIVATE,
-                attack_config_digest=row.attack_config_digest, disqualified_reason=row.disqualified_reason))
+            out.append(self._run_header(row))
         return out
 
     async def finish_run(self, state: RunState) -> RunState:
@@ -723,7 +731,10 @@ class Arena:
         if role not in ROLES:
             raise BadRequest("role: must be ROLE_TEAM or ROLE_ORGANIZER")
         action = self._action(organizer, "create_token", f"{team} ({role})", reason)
-        return await self._io(lambda: create_token(self.store, team, role=role, action=action))
+        try:
+            return await self._io(lambda: create_token(self.store, team, role=role, action=action))
+        except NameTaken as error:
+            raise AlreadyExists(f"team: {error}") from None
 
     async def revoke_tokens(self, organizer: str, team: str, reason: str) -> int:
         if not TEAM_PATTERN.match(team):

@@ -18,7 +18,8 @@ from hashlib import sha256
 import numpy as np
 
 from arena.contract import IMAGE_SHAPE, worst_case_distances
-from arena.server.store import PRIVATE, PUBLIC, SPLITS, EvaluationMeta, Store, StoreError
+from arena.server.store import EvaluationMeta, Store, StoreError
+from arena.server.store.rows import split_slice
 
 SPLIT_SEED = 2018   # the permutation that deals samples into the public and private splits
 
@@ -39,12 +40,7 @@ class EvaluationData:
         return int(self.labels.shape[0])
 
     def split_slice(self, split: str) -> slice:
-        public = self.num_samples if self.num_public is None else int(self.num_public)
-        if split == PUBLIC:
-            return slice(0, public)
-        if split == PRIVATE:
-            return slice(public, self.num_samples)
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return split_slice(self.num_samples, self.num_public, split)
 
     def split_size(self, split: str) -> int:
         part = self.split_slice(split)

@@ -61,9 +61,6 @@ class Account:
     def name(self) -> str:
         return account_key(*self.key)
 
-    def remaining(self) -> np.ndarray:
-        return np.maximum(self.budget - self.used, 0)
-
     def _refuse(self, over: np.ndarray, taken: np.ndarray, field: str) -> None:
         budget = self.budget
         left = {int(s): int(max(budget - taken[s], 0)) for s in over[:10]}

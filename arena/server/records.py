@@ -25,12 +25,6 @@ def _store(store: Store | str | Path) -> tuple[Store, bool]:
     return open_store(store), True
 
 
-def split_slice(meta, split: str) -> slice:
-    """The split's samples in the store's evaluation set (public first)."""
-    public = meta.num_samples if meta.num_public is None else int(meta.num_public)
-    return slice(0, public) if split == PUBLIC else slice(public, meta.num_samples)
-
-
 def build_records(store: Store | str | Path, split: str = PUBLIC
                   ) -> tuple[list[DefenseRecord], list[RunRecord], EvaluationSet]:
     """Accepted, not disqualified defenses (with per-sample clean correctness on the split), the
@@ -45,7 +39,7 @@ def build_records(store: Store | str | Path, split: str = PUBLIC
             n, part = 0, slice(0, 0)
             evaluation = EvaluationSet(worst_case=np.zeros(0))
         else:
-            part = split_slice(meta, split)
+            part = meta.split_slice(split)
             n = part.stop - part.start
             evaluation = EvaluationSet(worst_case=np.asarray(meta.worst_case, dtype=np.float64)[part])
         defenses = [

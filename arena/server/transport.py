@@ -24,7 +24,7 @@ from arena.server.core import Arena
 from arena.server.errors import ArenaError, BadRequest, BudgetExceeded, PermissionDenied
 from arena.server.images import parse_with_images
 from arena.server.leaderboard import compute, report_html
-from arena.server.leaderboard_wire import to_proto
+from arena.server.leaderboard_wire import SPLITS, to_proto
 from arena.server.records import disqualified
 from arena.server.store import FINAL, OPEN, ORGANIZER, PRIVATE, PUBLIC, TEAM, StoreError
 from protos import arena_v1_pb2 as pb
@@ -32,7 +32,7 @@ from protos import arena_v1_pb2_grpc as pb_grpc
 
 log = logging.getLogger("arena.server")
 
-SPLIT_NAMES = {pb.SPLIT_PUBLIC: PUBLIC, pb.SPLIT_PRIVATE: PRIVATE}
+SPLIT_NAMES = {value: name for name, value in SPLITS.items()}
 PHASE_NAMES = {pb.PHASE_OPEN: OPEN, pb.PHASE_FINAL: FINAL}
 ROLE_NAMES = {pb.ROLE_TEAM: TEAM, pb.ROLE_ORGANIZER: ORGANIZER}
 
@@ -130,7 +130,7 @@ class RunServicer(pb_grpc.RunServiceServicer):
     @_status
     async def GetRun(self, request, context):
         state = await self.arena.run(current_team.get(), request.run_id)
-        return pb.GetRunResponse(run=self.arena.run_info(state))
+        return pb.GetRunResponse(run=await self.arena.current_info(state))
 
     @_status
     async def GetRunSamples(self, request, context):
@@ -149,7 +149,7 @@ class RunServicer(pb_grpc.RunServiceServicer):
     async def FinishRun(self, request, context):
         state = await self.arena.run(current_team.get(), request.run_id)
         state = await self.arena.finish_run(state)
-        return pb.FinishRunResponse(run=self.arena.run_info(state))
+        return pb.FinishRunResponse(run=await self.arena.current_info(state))
 
     @_status
     async def ListRuns(self, request, context):

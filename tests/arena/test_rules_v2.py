@@ -325,3 +325,18 @@ def test_the_organizer_cli(competition, tmp_path, capsys):
     assert "boss" in capsys.readouterr().out                    # the referee's entry on the official board
     assert main(["leaderboard", "--store", str(store), "--split", "public", "--json"]) == 0
     assert '"team": "boss"' in capsys.readouterr().out
+
+
+def test_a_team_token_under_the_organizers_name_is_refused(competition):
+    """A team is one identity: a team token named like the organizer's team would read the
+    organizer's runs (the private split's, in the open phase)."""
+    with competition.client("organizer") as organizer:
+        secret = organizer.start_run("honest", "reference", split="private")
+        error = rpc_error(organizer.create_token, "organizer", "same name, team role")
+        assert error.code() == StatusCode.ALREADY_EXISTS and "another role" in error.details()
+        error = rpc_error(organizer.create_token, "red", "red as organizer", organizer=True)
+        assert error.code() == StatusCode.ALREADY_EXISTS
+    with pytest.raises(StoreError, match="another role"):
+        create_token(competition.server.arena.store, "organizer")       # nor offline
+    with competition.client("red") as red:
+        assert rpc_error(red.get_run, secret.run_id).code() == StatusCode.NOT_FOUND

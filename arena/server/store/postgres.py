@@ -38,6 +38,7 @@ from arena.server.store.rows import (
     SCHEMA_VERSION,
     TEAM,
     Action,
+    NameTaken,
     PhaseClosed,
     RunSpend,
     AdversarialRecord,
@@ -362,6 +363,9 @@ class PostgresStore(Store):
 
     def add_token(self, team: str, token_sha256: str, role: str = TEAM, action: Action | None = None) -> None:
         with self._transaction() as conn:
+            # a team is one identity: a token of another role under its name would read its runs
+            if conn.execute("SELECT 1 FROM tokens WHERE team = %s AND role <> %s", (team, role)).fetchone():
+                raise NameTaken(f"team {team!r} already exists with another role")
             conn.execute("INSERT INTO tokens(token_sha256, team, created_at, role) VALUES (%s, %s, %s, %s)",
                          (token_sha256, team, time.time(), role))
             self._record(conn, action)

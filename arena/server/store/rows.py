@@ -17,6 +17,10 @@ class StoreError(RuntimeError):
     """The store cannot be opened or does not match this server's configuration."""
 
 
+class NameTaken(StoreError):
+    """A team name that already belongs to an identity of another role."""
+
+
 class PhaseClosed(StoreError):
     """A write that the current phase forbids (a submission after the final phase began)."""
 
@@ -44,6 +48,9 @@ class EvaluationMeta:
     images_blob: str             # sha256 of the raw float32 [N,3,64,64] bytes
     source: str                  # what --data said, for humans
     num_public: int | None = None  # samples [0, num_public) are the public split, the rest private
+
+    def split_slice(self, split: str) -> slice:
+        return split_slice(self.num_samples, self.num_public, split)
 
     def to_json(self) -> str:
         """As the stores keep it (one meta row, the same text in every backend)."""
@@ -207,6 +214,16 @@ class RunSpend:
 
 
 WriteOp = Charge | RunSpend | RequestRecord | QueryRecord | AdversarialRecord | FinishRun
+
+
+def split_slice(num_samples: int, num_public: int | None, split: str) -> slice:
+    """A split's samples in an evaluation set kept public first (num_public None: all public)."""
+    public = num_samples if num_public is None else int(num_public)
+    if split == PUBLIC:
+        return slice(0, public)
+    if split == PRIVATE:
+        return slice(public, num_samples)
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 
 
 def account_key(team: str, defense: str, split: str) -> str:
