@@ -59,8 +59,13 @@ def start(device: torch.device) -> Context:
     return Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def stop(context: Context) -> None:
+def stop(context: Context, synchronize: bool = True) -> None:
+    """Leave the process group. After a normal run every rank first meets the others at a
+    barrier: a rank that tears its gloo pairs down while a peer (rank 0 saving the checkpoint)
+    still holds them open can abort at exit ("terminate called without an active exception")."""
     if context.distributed and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
 
 

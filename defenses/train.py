@@ -60,8 +60,10 @@ def train(
     ctx = distributed.start(dev)
     try:
         Trainer(config, dev, ctx, progress and ctx.is_main).run(out, state, stop_after)
-    finally:
-        distributed.stop(ctx)
+    except BaseException:
+        distributed.stop(ctx, synchronize=False)     # a peer may never reach a barrier now
+        raise
+    distributed.stop(ctx)
     return ckpt_path
 
 
