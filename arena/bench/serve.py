@@ -560,7 +560,7 @@ def _hostile(args, clients: _Clients, model: bytes, images, labels, threads: int
 
     defaults = ArenaConfig()
     hostile = {
-        "slow": toy_models.slow_cnn(depth=160).SerializeToString(),        # ~0.5 s an image, 1 thread
+        "slow": toy_models.slow_cnn(depth=400).SerializeToString(),  # ~0.5 s an image idle (1 thread): 5x the limit
         "bomb": toy_models.memory_bomb(copies=16384).SerializeToString(),  # 768 MiB an image, 2 KB file
     }
     served = _Served(model, images, labels, durability=args.durability, max_batch=64, threads=threads, runs=1,
