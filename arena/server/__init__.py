@@ -16,7 +16,7 @@ Modules, one concept each:
               validation runs in one
 - workers     served defenses in worker processes, images and logits in shared memory
 - writer      the group-commit writer thread
-- store       the storage layer: domain rows, the Store interface, SQLite, blobs
+- store       the storage layer: domain rows, the Store interface, blobs, the shared SQL, SQLite, PostgreSQL
 - evaluation  the evaluation set, pinned in the store
 - records / leaderboard / leaderboard_wire / http_report   boards from the store, proto, live HTML
 - auth        team tokens (sha256 in the store) and the server interceptor

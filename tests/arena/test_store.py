@@ -314,3 +314,19 @@ def test_postgres_request_claims(postgres_url):
     assert not reserve("z", b"dz", samples=(2,), budget=0).granted
     assert reserve("z", b"dz", samples=(2,)).granted and store.budget_usage("r", 3).tolist() == [2, 2, 1]
     store.close()
+
+
+def test_one_commit_merges_charges_and_spends_per_run_and_sample():
+    """group_ops (what both SQL backends commit): charges add up per (run, sample) and go to the
+    budget account too; a shared-ledger spend only to the run's own usage; unknown ops are refused."""
+    from arena.server.store import RunSpend
+    from arena.server.store.sql import group_ops
+
+    grouped = group_ops([Charge("r", 1, 2), Charge("r", 1, 3), Charge("r", 2, 1), RunSpend("r", 1, 4),
+                         RunSpend("q", 0, 7), FinishRun("r", 5.0)])
+    assert grouped.charges == {("r", 1): 5, ("r", 2): 1}
+    assert grouped.spends == {("r", 1): 4, ("q", 0): 7}
+    assert grouped.spent() == {("r", 1): 9, ("r", 2): 1, ("q", 0): 7}
+    assert grouped.finishes == [(5.0, "r")]
+    with pytest.raises(TypeError, match="unknown write operation"):
+        group_ops([("r", 1, 2)])

@@ -1,6 +1,6 @@
 """The arena's durable state: domain rows (`rows`), the `Store` interface and `open_store`
-(`base`), content-addressed blobs (`blobs`) and the backends (`sqlite`, the embedded default;
-`postgres`, for several replicas)."""
+(`base`), content-addressed blobs (`blobs`), the statements both SQL backends share (`sql`) and
+the backends (`sqlite`, the embedded default; `postgres`, for several replicas)."""
 
 from arena.server.store.base import Store, default_url, open_store
 from arena.server.store.blobs import BlobStore

@@ -11,8 +11,10 @@ process's memory:
   replica reaches them with no shared file system to configure, and they are backed up and
   restored with the rest of the database (`pg_dump`).
 
-The code runs parallel to `sqlite.py`, method for method: adding a table or a method means one
-migration in `_MIGRATIONS` and the same SQL with `%s` placeholders and `ON CONFLICT` clauses.
+What reads and writes the same in both databases is written once, in `sql.py` (with `?`
+placeholders, rewritten to `%s` here); this module holds the schema, the connections and what
+PostgreSQL does its own way (budget reservations shared by replicas, the pipelined group commit).
+Adding a table means one migration in `_MIGRATIONS` and the same table in `sqlite.py`'s schema.
 
 Schema versions: `_MIGRATIONS[v]` takes a database from version v-1 to v; they run at open under
 a transaction-scoped advisory lock, so replicas starting together migrate once.
@@ -20,9 +22,8 @@ a transaction-scoped advisory lock, so replicas starting together migrate once.
 
 from __future__ import annotations
 
-import json
+import functools
 import threading
-import time
 from contextlib import contextmanager
 from hashlib import sha256
 from urllib.parse import urlparse
@@ -30,32 +31,18 @@ from urllib.parse import urlparse
 import numpy as np
 import psycopg
 
-from arena.contract import DefenseStatus
-from arena.server.store.base import Store
 from arena.server.store.rows import (
     OPEN,
-    PHASES,
     SCHEMA_VERSION,
-    TEAM,
-    Action,
-    NameTaken,
-    PhaseClosed,
-    RunSpend,
-    AdversarialRecord,
-    AdversarialRow,
-    Charge,
     DefenseRow,
     EvaluationMeta,
-    FinishRun,
-    QueryRecord,
-    RequestRecord,
+    PhaseClosed,
     Reservation,
-    RunRow,
-    StoredRequest,
     StoreError,
     WriteOp,
     merged_counts,
 )
+from arena.server.store.sql import DEFENSE_COLUMNS, SqlStore, defense_values, group_ops, placeholders
 
 _MIGRATION_LOCK = 0x4152454E41  # pg_advisory_xact_lock key: "ARENA"
 
@@ -200,6 +187,12 @@ INSERT INTO meta(key, value) VALUES ('phase', 'open') ON CONFLICT DO NOTHING;
 }
 
 
+@functools.lru_cache(maxsize=256)
+def _placeholders(sql: str) -> str:
+    """The shared statements' `?` placeholders as psycopg's `%s` (none of them holds a literal ? or %)."""
+    return sql.replace("?", "%s")
+
+
 def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
@@ -234,11 +227,12 @@ class PostgresBlobs:
         return data
 
 
-class PostgresStore(Store):
+class PostgresStore(SqlStore):
     """PostgreSQL: one connection per thread (autocommit; writes in explicit transactions), so a
     replica holds about as many connections as it has threads touching the store (up to ~20)."""
 
     shared_ledger = True
+    _ACTIONS_ORDER = "id"
 
     def __init__(self, url: str, *, durability: str = "full") -> None:
         if durability not in ("full", "normal"):
@@ -311,6 +305,9 @@ class PostgresStore(Store):
             self._local.conn = None
             raise StoreError(f"{self._display}: {_one_line(error)}") from None
 
+    def _sql(self, sql: str) -> str:
+        return _placeholders(sql)
+
     def _statement(self, sql: str, params) -> tuple:
         """One statement, atomic on its own (one round trip): its first row."""
         return self._read(sql, params).fetchone()
@@ -342,13 +339,7 @@ class PostgresStore(Store):
                     pass
             self._connections.clear()
 
-    # -------------------------------------------------------------- evaluation set
-
-    def evaluation(self) -> EvaluationMeta | None:
-        row = self._read("SELECT value FROM meta WHERE key = 'evaluation'").fetchone()
-        if row is None:
-            return None
-        return EvaluationMeta.from_json(row[0])
+    # -------------------------------------------------------------- what PostgreSQL does its own way
 
     def init_evaluation(self, meta: EvaluationMeta) -> None:
         value = meta.to_json()
@@ -358,85 +349,6 @@ class PostgresStore(Store):
         if pinned.fingerprint != meta.fingerprint:  # another replica pinned another set meanwhile
             raise StoreError(f"this store was created with another evaluation set ({pinned.num_samples} samples "
                              f"from {pinned.source!r})")
-
-    # -------------------------------------------------------------- tokens
-
-    def add_token(self, team: str, token_sha256: str, role: str = TEAM, action: Action | None = None) -> None:
-        with self._transaction() as conn:
-            # a team is one identity: a token of another role under its name would read its runs
-            if conn.execute("SELECT 1 FROM tokens WHERE team = %s AND role <> %s", (team, role)).fetchone():
-                raise NameTaken(f"team {team!r} already exists with another role")
-            conn.execute("INSERT INTO tokens(token_sha256, team, created_at, role) VALUES (%s, %s, %s, %s)",
-                         (token_sha256, team, time.time(), role))
-            self._record(conn, action)
-
-    def team_for_token(self, token_sha256: str) -> str | None:
-        identity = self.token_identity(token_sha256)
-        return None if identity is None else identity[0]
-
-    def token_identity(self, token_sha256: str) -> tuple[str, str] | None:
-        row = self._read("SELECT team, role FROM tokens WHERE token_sha256 = %s AND revoked_at IS NULL",
-                         (token_sha256,)).fetchone()
-        return None if row is None else (row[0], row[1])
-
-    def revoke_tokens(self, team: str, action: Action | None = None) -> int:
-        with self._transaction() as conn:
-            count = conn.execute("UPDATE tokens SET revoked_at = %s WHERE team = %s AND revoked_at IS NULL",
-                                 (time.time(), team)).rowcount
-            self._record(conn, action)
-        return int(count)
-
-    # -------------------------------------------------------------- competition (rules v2)
-
-    def phase(self) -> str:
-        row = self._read("SELECT value FROM meta WHERE key = 'phase'").fetchone()
-        return OPEN if row is None else row[0]
-
-    def set_phase(self, phase: str, action: Action | None = None) -> None:
-        if phase not in PHASES:
-            raise StoreError(f"phase must be one of {PHASES}, got {phase!r}")
-        with self._transaction() as conn:
-            conn.execute("INSERT INTO meta(key, value) VALUES ('phase', %s)"
-                         " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (phase,))
-            self._record(conn, action)
-
-    def budget(self) -> int | None:
-        row = self._read("SELECT value FROM meta WHERE key = 'budget'").fetchone()
-        return None if row is None else int(row[0])
-
-    def set_budget(self, budget: int, action: Action | None = None) -> None:
-        with self._transaction() as conn:
-            conn.execute("INSERT INTO meta(key, value) VALUES ('budget', %s)"
-                         " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(int(budget)),))
-            self._record(conn, action)
-
-    def disqualify(self, kind: str, name: str, reason: str, action: Action | None = None) -> bool:
-        table, key = {"defense": ("defenses", "name"), "run": ("runs", "run_id")}[kind]
-        with self._transaction() as conn:
-            found = conn.execute(f"UPDATE {table} SET disqualified_reason = %s WHERE {key} = %s",
-                                 (reason, name)).rowcount
-            if found:
-                self._record(conn, action)
-        return bool(found)
-
-    def actions(self) -> list[Action]:
-        rows = self._read("SELECT at, organizer, action, target, reason FROM actions ORDER BY id")
-        return [Action(float(a), o, act, t, r) for a, o, act, t, r in rows]
-
-    @staticmethod
-    def _record(conn, action: Action | None) -> None:
-        if action is not None:
-            conn.execute("INSERT INTO actions(at, organizer, action, target, reason) VALUES (%s, %s, %s, %s, %s)",
-                         (action.at, action.organizer, action.action, action.target, action.reason))
-
-    def budget_usage(self, account: str, num_samples: int) -> np.ndarray:
-        used = np.zeros(num_samples, dtype=np.int64)
-        for sample, count in self._read("SELECT sample, used FROM budget_usage WHERE account = %s", (account,)):
-            if sample < num_samples:
-                used[sample] = count
-        return used
-
-    # -------------------------------------------------------------- defenses
 
     def put_defense(self, row: DefenseRow, require_open: bool = False) -> None:
         """Inserts a defense; replaces an existing one only if it was rejected (same name). With
@@ -451,105 +363,17 @@ class PostgresStore(Store):
             old = conn.execute("SELECT status FROM defenses WHERE name = %s FOR UPDATE", (row.name,)).fetchone()
             if old is not None and old[0] != "rejected":
                 raise StoreError(f"defense {row.name!r} already exists")
-            values = (row.name, row.team, DefenseStatus(row.status).value, row.description, row.sha256, int(row.size_bytes),
-                      int(row.num_classes), float(row.clean_accuracy),
-                      np.asarray(row.clean_correct, dtype=np.bool_).tobytes(),
-                      json.dumps(list(row.rejection_reasons)), row.serving_mode, float(row.submitted_at),
-                      row.disqualified_reason)
             written = conn.execute(
-                f"INSERT INTO defenses({self._DEFENSE_COLUMNS}) VALUES ({', '.join(['%s'] * 13)})"
+                self._sql(f"INSERT INTO defenses({DEFENSE_COLUMNS}) VALUES ({placeholders(13)})"
                 " ON CONFLICT (name) DO UPDATE SET team = excluded.team, status = excluded.status,"
                 " description = excluded.description, sha256 = excluded.sha256,"
                 " size_bytes = excluded.size_bytes, num_classes = excluded.num_classes,"
                 " clean_accuracy = excluded.clean_accuracy, clean_correct = excluded.clean_correct,"
                 " rejection_reasons = excluded.rejection_reasons, serving_mode = excluded.serving_mode,"
-                " submitted_at = excluded.submitted_at WHERE defenses.status = 'rejected' RETURNING 1",
-                values).fetchone()
+                " submitted_at = excluded.submitted_at WHERE defenses.status = 'rejected' RETURNING 1"),
+                defense_values(row)).fetchone()
             if written is None:  # accepted meanwhile by another replica
                 raise StoreError(f"defense {row.name!r} already exists")
-
-    @staticmethod
-    def _defense(r) -> DefenseRow:
-        return DefenseRow(
-            name=r[0], team=r[1], status=DefenseStatus(r[2]), description=r[3], sha256=r[4], size_bytes=int(r[5]),
-            num_classes=int(r[6]), clean_accuracy=float(r[7]),
-            clean_correct=np.frombuffer(bytes(r[8]), dtype=np.bool_).copy(),
-            rejection_reasons=tuple(json.loads(r[9])), serving_mode=r[10], submitted_at=float(r[11]),
-            disqualified_reason=r[12],
-        )
-
-    _DEFENSE_COLUMNS = ("name, team, status, description, sha256, size_bytes, num_classes, clean_accuracy,"
-                        " clean_correct, rejection_reasons, serving_mode, submitted_at, disqualified_reason")
-
-    def get_defense(self, name: str) -> DefenseRow | None:
-        r = self._read(f"SELECT {self._DEFENSE_COLUMNS} FROM defenses WHERE name = %s",
-                                   (name,)).fetchone()
-        return None if r is None else self._defense(r)
-
-    def list_defenses(self) -> list[DefenseRow]:
-        rows = self._read(f"SELECT {self._DEFENSE_COLUMNS} FROM defenses ORDER BY submitted_at, name")
-        return [self._defense(r) for r in rows.fetchall()]
-
-    # -------------------------------------------------------------- runs
-
-    _RUN_COLUMNS = ("run_id, team, defense, attack, num_samples, budget, started_at, finished_at, split,"
-                    " attack_config_digest, disqualified_reason")
-
-    def create_run(self, row: RunRow) -> None:
-        with self._transaction() as conn:
-            conn.execute(
-                f"INSERT INTO runs({self._RUN_COLUMNS}) VALUES ({', '.join(['%s'] * 11)})",
-                (row.run_id, row.team, row.defense, row.attack, row.num_samples, row.budget,
-                 row.started_at, row.finished_at, row.split, row.attack_config_digest, row.disqualified_reason),
-            )
-
-    @staticmethod
-    def _run(r) -> RunRow:
-        return RunRow(run_id=r[0], team=r[1], defense=r[2], attack=r[3], num_samples=int(r[4]),
-                      budget=int(r[5]), started_at=float(r[6]), finished_at=None if r[7] is None else float(r[7]),
-                      split=r[8], attack_config_digest=r[9], disqualified_reason=r[10])
-
-    def get_run(self, run_id: str) -> RunRow | None:
-        r = self._read(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE run_id = %s", (run_id,)).fetchone()
-        return None if r is None else self._run(r)
-
-    def list_runs(self) -> list[RunRow]:
-        rows = self._read(f"SELECT {self._RUN_COLUMNS} FROM runs ORDER BY started_at, run_id")
-        return [self._run(r) for r in rows.fetchall()]
-
-    def usage(self, run_id: str, num_samples: int) -> np.ndarray:
-        used = np.zeros(num_samples, dtype=np.int64)
-        for sample, count in self._read("SELECT sample, used FROM usage WHERE run_id = %s", (run_id,)):
-            if sample < num_samples:
-                used[sample] = count
-        return used
-
-    def best_distances(self, run_id: str, num_samples: int) -> np.ndarray:
-        best = np.full(num_samples, np.inf)
-        for sample, distance in self._read(
-                "SELECT sample, distance FROM adversarials WHERE run_id = %s", (run_id,)):
-            best[sample] = distance
-        return best
-
-    def adversarials(self, run_id: str) -> list[AdversarialRow]:
-        rows = self._read(
-            "SELECT sample, distance, label, image, found_at FROM adversarials WHERE run_id = %s ORDER BY sample",
-            (run_id,))
-        return [AdversarialRow(int(s), float(d), int(lab), bytes(img), float(t)) for s, d, lab, img, t in rows]
-
-    def get_request(self, run_id: str, request_id: str) -> StoredRequest | None:
-        r = self._read(
-            "SELECT digest, labels, remaining FROM requests WHERE run_id = %s AND request_id = %s"
-            " AND labels IS NOT NULL",
-            (run_id, request_id)).fetchone()
-        if r is None:
-            return None
-        return StoredRequest(bytes(r[0]), np.frombuffer(bytes(r[1]), dtype="<i4").copy(),
-                             np.frombuffer(bytes(r[2]), dtype="<u4").copy())
-
-    def request_ids(self, run_id: str) -> set[str]:
-        rows = self._read("SELECT request_id FROM requests WHERE run_id = %s AND labels IS NOT NULL", (run_id,))
-        return {r[0] for r in rows}
 
     def query_labels(self, run_id: str, keys: list[tuple[int, bytes]]) -> dict[tuple[int, bytes], int]:
         keys = list(set(keys))
@@ -589,61 +413,6 @@ class PostgresStore(Store):
     # -------------------------------------------------------------- the write path
 
     def write(self, ops: list[WriteOp]) -> None:
-        charges: dict[tuple[str, int], int] = {}
-        spends: dict[tuple[str, int], int] = {}
-        requests, queries, adversarials, finishes = [], [], [], []
-        for op in ops:
-            if isinstance(op, Charge):
-                key = (op.run_id, int(op.sample))
-                charges[key] = charges.get(key, 0) + int(op.count)
-            elif isinstance(op, RunSpend):
-                key = (op.run_id, int(op.sample))
-                spends[key] = spends.get(key, 0) + int(op.count)
-            elif isinstance(op, RequestRecord):
-                requests.append((op.run_id, op.request_id, op.digest, op.labels, op.remaining, op.created_at))
-            elif isinstance(op, QueryRecord):
-                queries.append((op.run_id, int(op.sample), op.image_sha256, int(op.label)))
-            elif isinstance(op, AdversarialRecord):
-                adversarials.append((op.run_id, int(op.sample), float(op.distance), int(op.label), op.image,
-                                     float(op.found_at)))
-            elif isinstance(op, FinishRun):
-                finishes.append((op.finished_at, op.run_id))
-            else:
-                raise TypeError(f"unknown write operation {op!r}")
+        grouped = group_ops(ops)
         with self._transaction(pipeline=True) as conn, conn.cursor() as cur:
-            if charges:  # (a server with its ledger in memory); sorted: the same lock order as arena_reserve
-                cur.executemany(
-                    "INSERT INTO budget_usage(account, sample, used)"
-                    " SELECT team || '/' || defense || '/' || split, %s, %s FROM runs WHERE run_id = %s"
-                    " ON CONFLICT (account, sample) DO UPDATE SET used = budget_usage.used + excluded.used",
-                    [(s, c, r) for (r, s), c in sorted(charges.items())])
-            spent = {key: spends.get(key, 0) + charges.get(key, 0) for key in spends.keys() | charges.keys()}
-            if spent:
-                cur.executemany(
-                    "INSERT INTO usage(run_id, sample, used) VALUES (%s, %s, %s)"
-                    " ON CONFLICT (run_id, sample) DO UPDATE SET used = usage.used + excluded.used",
-                    [(r, s, c) for (r, s), c in sorted(spent.items())])
-            if requests:  # sorted: two replicas answering crossed claims lock in one order
-                cur.executemany(
-                    "INSERT INTO requests(run_id, request_id, digest, labels, remaining, created_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s)"
-                    # fills the claim; an attempt that answered first (a retry on another replica
-                    # adopting the claim, or its original) stays the answer replayed
-                    " ON CONFLICT (run_id, request_id) DO UPDATE SET labels = excluded.labels,"
-                    " remaining = excluded.remaining, created_at = excluded.created_at"
-                    " WHERE requests.labels IS NULL", sorted(requests))
-            if queries:
-                cur.executemany(
-                    "INSERT INTO queries(run_id, sample, image_sha256, label) VALUES (%s, %s, %s, %s)"
-                    " ON CONFLICT DO NOTHING", queries)
-            if adversarials:
-                cur.executemany(
-                    "INSERT INTO adversarials(run_id, sample, distance, label, image, found_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, sample) DO UPDATE SET"
-                    " distance = excluded.distance, label = excluded.label, image = excluded.image,"
-                    " found_at = excluded.found_at WHERE excluded.distance < adversarials.distance",
-                    adversarials)
-            if finishes:
-                cur.executemany("UPDATE runs SET finished_at = %s WHERE run_id = %s AND finished_at IS NULL",
-                                finishes)
-
+            self._apply(lambda sql, rows: cur.executemany(self._sql(sql), rows), grouped)
