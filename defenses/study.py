@@ -29,7 +29,7 @@ class WhiteBox:
     pgd_l2_accuracy: float         # PGD-`steps` at the study's l2 radius
     mean_l2: float                 # DDN minimal l2, scored as the arena scores (0 / worst case)
     edge_correlations: np.ndarray  # per gradient image: corr(|grad|, Sobel edges of the image)
-    gradient_maps: np.ndarray      # float32 [k,H,W]: |grad| summed over channels, of the gradient images
+    gradient_maps: np.ndarray      # float32 [m,H,W]: |grad| summed over channels, of the first m of them
 
     @property
     def edge_correlation(self) -> float:
@@ -42,6 +42,7 @@ def whitebox_study(
     y: np.ndarray,
     *,
     gradient_images: int = 8,
+    maps_kept: int = 8,
     pgd_steps: int = 20,
     ddn_steps: int = 100,
     linf_eps: float = 8 / 255,
@@ -49,7 +50,8 @@ def whitebox_study(
     device: str | None = None,
 ) -> WhiteBox:
     """Evaluates the checkpoint in `folder` on (x, y); the first `gradient_images` images are the
-    ones whose gradient maps are kept and measured (the same for every model)."""
+    ones whose input gradients are measured (the same for every model), and the maps of the first
+    `maps_kept` of them are kept for the page."""
     model, _ = load_checkpoint(folder)
     model = prepare_model(model, resolve_device(device))
     report = evaluate(model, torch.from_numpy(x), torch.from_numpy(y), linf_eps=linf_eps, l2_eps=l2_eps,
@@ -63,5 +65,5 @@ def whitebox_study(
         pgd_l2_accuracy=report[f"pgd{pgd_steps}_l2_accuracy"],
         mean_l2=report["mean_l2"],
         edge_correlations=correlations,
-        gradient_maps=maps.astype(np.float32),
+        gradient_maps=maps[:maps_kept].astype(np.float32),
     )

@@ -34,8 +34,9 @@ def register(sub) -> None:
                         help="validation images of the white-box evaluation (default 500)")
     parser.add_argument("--ddn-steps", type=int, default=100, help="DDN iterations of the minimal l2 (default 100)")
     parser.add_argument("--pgd-steps", type=int, default=20, help="PGD iterations (default 20)")
-    parser.add_argument("--gradient-images", type=int, default=32,
-                        help="images whose input gradients are measured (default 32; the first 4 are drawn)")
+    parser.add_argument("--gradient-images", type=int, default=500,
+                        help="white-box images whose input gradients are measured (default 500, i.e. all of them "
+                             "at the default --whitebox-samples; the first 4 are drawn)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the attacks and the bootstrap (default 0)")
     parser.add_argument("--device", default=None, help="training and white-box device (default: cuda if available, else cpu)")
     parser.add_argument("--epochs-scale", type=float, default=1.0, help="multiply the preset's epochs (default 1)")
