@@ -123,10 +123,15 @@ def _run(args) -> int:
 
 
 def _black_box(study_dir: Path, onnx: dict[str, Path], attacks: list[str], args, surrogate: Path | None):
-    """A fresh arena holding every model; the attacks against each; the board with per-sample detail."""
+    """A fresh arena holding every model; the attacks against each; the board with per-sample detail.
+
+    Each attack is its own team ("study-<attack>"): under the rules a team's budget is shared by
+    all its runs on a defense, so attacks run by one team would split it (the first one spent it
+    all); here each attack gets the full `--budget` per sample, as a reference evaluation should."""
     from arena.client import ArenaClient
     from arena.server import ServerConfig, start_server
     from arena.server.auth import create_token
+    from arena.server.core import ArenaConfig
     from arena.server.leaderboard import compute
     from arena.server.store import open_store
 
@@ -136,19 +141,20 @@ def _black_box(study_dir: Path, onnx: dict[str, Path], attacks: list[str], args,
     store = open_store(store_dir)
     try:
         defender_token = create_token(store, "defenders")
-        attacker_token = create_token(store, "attackers")
+        attacker_tokens = {name: create_token(store, f"study-{name}") for name in attacks}
     finally:
         store.close()
     # one split is enough for a study: its runs attack the public split of an open arena
     server = start_server(ServerConfig(store=store_dir, data="demo", public_samples=args.samples, private_samples=0,
-                                       port=0))
+                                       port=0, arena=ArenaConfig(budget=args.budget)))
     try:
         with ArenaClient(server.address, defender_token) as client:
             for role, model in onnx.items():
                 defense = client.submit_defense(model.read_bytes(), name=role, description=f"study, {role}")
                 print(f"  submitted {role}: clean accuracy {defense.clean_accuracy:.1%}", flush=True)
         run_args = SimpleNamespace(seed=args.seed, out=study_dir, budget=args.budget)
-        _attack_all(server.address, attacker_token, list(onnx), attacks, run_args, surrogate)
+        for name in attacks:
+            _attack_all(server.address, attacker_tokens[name], list(onnx), [name], run_args, surrogate)
     finally:
         server.stop()
     store = open_store(store_dir)

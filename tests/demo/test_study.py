@@ -1,17 +1,21 @@
 """`arena study` end to end at smoke scale: every stage runs, the page and the results come out,
-and the models are cached per configuration (a second run trains nothing)."""
+every attack gets the whole budget on every model, and the models are cached per configuration
+(a second run trains nothing)."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from arena.cli import main
+from arena.server.store import open_store
 
 
 def test_study_end_to_end_and_cached(tmp_path, capsys):
     out = tmp_path / "study"
-    argv = ["study", "--out", str(out), "--epochs-scale", "0.01", "--train-size", "256", "--samples", "4",
-            "--budget", "40", "--attacks", "hsja", "--betas", "1,6", "--whitebox-samples", "12", "--ddn-steps", "4",
+    argv = ["study", "--out", str(out), "--epochs-scale", "0.25", "--train-size", "1024", "--samples", "8",
+            "--budget", "40", "--attacks", "boundary,hsja", "--betas", "1,6", "--whitebox-samples", "12", "--ddn-steps", "4",
             "--pgd-steps", "2", "--gradient-images", "4"]
     assert main(argv) == 0
     first = capsys.readouterr().out
@@ -21,12 +25,29 @@ def test_study_end_to_end_and_cached(tmp_path, capsys):
     names = [m["name"] for m in results["models"]]
     assert names == ["natural", "pgd-at", "mart", "trades-b1", "trades"]
     for m in results["models"]:
-        assert len(m["arena_distances"]) == 4 and m["arena_ci"][0] <= m["arena_mean_l2"] <= m["arena_ci"][1]
+        assert len(m["arena_distances"]) == 8 and m["arena_ci"][0] <= m["arena_mean_l2"] <= m["arena_ci"][1]
         assert 0.0 <= m["clean_accuracy"] <= 1.0 and -1.0 <= m["edge_correlation"] <= 1.0
     page = (out / "study" / "report.html").read_text()
     assert page.count("data:image/png;base64") == 2 and "TRADES \u03b2=1" in page
     assert "At matched clean accuracy" in first and "TRADES beats PGD-AT" in first
     assert len(list((out / "checkpoints").iterdir())) == 5
+    # Each attack ran with the whole budget: on every model it found an adversarial for every
+    # sample (misclassified ones at 0), spending on each sample it attacked.
+    store = open_store(out / "study" / "store")
+    try:
+        runs = store.list_runs()
+        # one team per attack: a team's budget is shared by its runs on a defense (rules v2), so
+        # attacks of one team at the arena's budget would leave the later ones nothing
+        assert sorted((r.team, r.attack, r.defense) for r in runs) == sorted(
+            (f"study-{a}", a, d) for a in ("boundary", "hsja") for d in names)
+        best = {(r.attack, r.defense): store.best_distances(r.run_id, r.num_samples) for r in runs}
+        spent = {(r.attack, r.defense): int(store.usage(r.run_id, r.num_samples).sum()) for r in runs}
+    finally:
+        store.close()
+    assert all(np.isfinite(d).all() for d in best.values()), best
+    assert any((d > 0).any() for d in best.values())          # some correct sample was attacked
+    for key, distances in best.items():
+        assert spent[key] > 40 * (distances > 0).sum() * 0.5, (key, spent[key])
 
     assert main(argv) == 0
     second = capsys.readouterr().out
