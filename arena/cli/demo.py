@@ -45,7 +45,8 @@ def register(sub) -> None:
     parser.add_argument("--defenses", default=",".join(DEFENSES),
                         help=f"comma-separated training methods to submit (default {','.join(DEFENSES)}; also: mart)")
     parser.add_argument("--attacks", default=",".join(TEAM_ATTACKS),
-                        help=f"the attackers' team's attacks on the private split (default {','.join(TEAM_ATTACKS)})")
+                        help=f"the attackers' team's attacks on the private split, in order; as the rules say, "
+                             f"they share the team's budget (default {','.join(TEAM_ATTACKS)})")
     parser.add_argument("--referee-attacks", default=",".join(REFEREE_ATTACKS),
                         help="the organizer's reference attacks on both splits (default "
                              f"{','.join(REFEREE_ATTACKS)}; `arena referee` also runs boundary by default)")
