@@ -6,6 +6,8 @@ named preset's value with --preset; explicit flags win. Under torchrun, every pr
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 # flag -> (TrainConfig field, type, help); defaults live in TrainConfig and the presets only.
@@ -87,4 +89,12 @@ def _run(args) -> int:
         stop_after=args.stop_after,
     )
     print(f"checkpoint: {path}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Under torchrun the process group is gone and the checkpoint is written, yet the C++
+        # teardown at interpreter exit aborts now and then ("terminate called without an active
+        # exception", a joinable std::thread destroyed; measured: 1 run in 15-40 under load, after
+        # `destroy_process_group` had returned on both ranks). Nothing is left to run: leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
