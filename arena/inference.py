@@ -154,7 +154,8 @@ class SessionCache:
             model = self._loader(name)
             with self._lock:
                 self._entries[name] = _Entry(model, int(model.size_bytes * self._factor) + (1 << 20))
-                self._evict()
+                dropped = self._evict()
+            self._dropped(*dropped)
             return model
         finally:
             with self._lock:
@@ -165,14 +166,20 @@ class SessionCache:
         with self._lock:
             self._entries[model.name] = _Entry(model, int(model.size_bytes * self._factor) + (1 << 20))
             self._entries.move_to_end(model.name)
-            self._evict()
+            dropped = self._evict()
+        self._dropped(*dropped)
 
-    def _evict(self) -> None:
+    def _evict(self) -> list:
+        """Drops least recently used models over the budget (under the lock); returns them, for
+        the caller to close after releasing it: closing a worker may wait on that defense's own
+        lock (a worker starting), which must not hold up every other defense's `get`."""
         total = sum(e.cost for e in self._entries.values())
+        dropped = []
         while total > self._budget and len(self._entries) > 1:
             _, entry = self._entries.popitem(last=False)
             total -= entry.cost
-            self._dropped(entry.model)
+            dropped.append(entry.model)
+        return dropped
 
     def evict(self, name: str) -> None:
         with self._lock:
@@ -180,9 +187,10 @@ class SessionCache:
         if entry is not None:
             self._dropped(entry.model)
 
-    def _dropped(self, model) -> None:
+    def _dropped(self, *models) -> None:
         if self._on_evict is not None:
-            self._on_evict(model)
+            for model in models:
+                self._on_evict(model)
 
     def loaded(self) -> list[str]:
         with self._lock:

@@ -89,14 +89,6 @@ def mean_intervals(values: np.ndarray, resamples: Resamples, level: float = LEVE
     return [Interval(float(v.mean()), float(lo), float(hi)) for v, lo, hi in zip(values, lows, highs)]
 
 
-def neighbour_differences(values: np.ndarray, resamples: Resamples, level: float = LEVEL) -> list[Interval]:
-    """Paired intervals of row i minus row i+1 (rows in board order), per-sample differences."""
-    values = np.atleast_2d(np.asarray(values, dtype=np.float64))
-    if values.shape[0] < 2:
-        return []
-    return mean_intervals(values[:-1] - values[1:], resamples, level)
-
-
 def _percentiles(means: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     if not 0 < level < 1:
         raise ValueError(f"confidence level must be in (0, 1), got {level}")

@@ -25,6 +25,7 @@ change), and the verdict says so.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import re
@@ -215,7 +216,9 @@ class Arena:
             status=pb.DEFENSE_STATUS_ACCEPTED if row.status == DefenseStatus.ACCEPTED else pb.DEFENSE_STATUS_REJECTED,
             description=row.description, sha256=row.sha256, size_bytes=row.size_bytes,
             num_classes=row.num_classes,
-            clean_accuracy=float(correct[public].mean()) if accepted and public.stop > 0 else row.clean_accuracy,
+            clean_accuracy=(float(correct[public].mean()) if accepted and public.stop > public.start
+                            else 0.0 if accepted and not show_private and private.stop > private.start
+                            else row.clean_accuracy),   # the whole set's figure would tell the private split's
             clean_accuracy_private=float(correct[private].mean()) if show_private else 0.0,
             rejection_reasons=list(row.rejection_reasons), submitted_at=row.submitted_at,
             disqualified_reason=row.disqualified_reason,
@@ -531,9 +534,10 @@ class Arena:
         indices = wire.check_sample_indices(request.sample_indices, images.shape[0], state.num_samples)
         counts = np.bincount(indices, minlength=state.num_samples)
         charging = Charging(state, counts, request_id=request_id)
+        digest = functools.cache(lambda: request_digest(indices, images))   # shared claim and replay record
         claim = state.pending[request_id] = _Claim()   # duplicates wait for this attempt from here on
         try:
-            await self._reserve(charging, lambda: request_digest(indices, images))
+            await self._reserve(charging, digest)
         except BaseException as error:
             state.pending.pop(request_id, None)
             claim.settle(None)
@@ -555,7 +559,7 @@ class Arena:
             labels = result.labels.astype("<i4")
             answer["remaining"] = remaining
             ops: list = charging.ops()
-            ops.append(RequestRecord(run_id, request_id, request_digest(indices, images), labels.tobytes(),
+            ops.append(RequestRecord(run_id, request_id, digest(), labels.tobytes(),
                                      remaining.tobytes(), time.time()))
             # what verification may take for free: the images answered adversarial (see above)
             adversarial = np.flatnonzero(labels != true_labels[indices])

@@ -292,11 +292,11 @@ class WorkerDefense:
         except OSError:
             answer = None
         if answer is None:
+            detail = tail(child.stderr) if not child.stderr.closed else ""   # before _lost closes it
             self._lost(child)
             if child.blamed is not None and child.blamed != slot:
                 raise _WorkerLost("the worker was ended for another run's time-out")
             how = describe_exit(child.proc.poll())
-            detail = tail(child.stderr) if not child.stderr.closed else ""
             kind = "out of memory" if is_allocation_failure(detail) else "crashed"
             log.warning("defense %s: worker %s (%s) %s", self.name, kind, how, detail)
             raise _WorkerLost(f"the worker {kind} ({how})")

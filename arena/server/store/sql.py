@@ -4,8 +4,8 @@ operations (`group_ops`).
 
 A backend supplies its connections (`_read`: one autocommit statement; `_transaction`: a write
 transaction yielding a connection), its placeholder (`_sql` rewrites `?`), and what differs between
-the databases: the schema, budget reservations, `put_defense`, `query_labels` and the write path's
-conflict handling.
+the databases: the schema, budget reservations, `put_defense`, `query_labels`, and how the group
+commit's statements are sent (`write` hands `_apply` its executemany).
 """
 
 from __future__ import annotations
