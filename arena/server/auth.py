@@ -9,6 +9,7 @@ and `current_role` set.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hashlib
 import re
@@ -59,11 +60,19 @@ class TokenCache:
         self._ttl = ttl
         self._known: dict[str, tuple[str, str, float]] = {}
 
-    def identity(self, token: str) -> tuple[str, str] | None:
-        now = time.monotonic()
+    def cached(self, token: str) -> tuple[str, str] | None:
+        """The identity if it was read from the store less than the TTL ago (no I/O), else None."""
         known = self._known.get(token)
-        if known is not None and now - known[2] < self._ttl:
+        if known is not None and time.monotonic() - known[2] < self._ttl:
             return known[0], known[1]
+        return None
+
+    def identity(self, token: str) -> tuple[str, str] | None:
+        """The token's identity, from the store when not cached (blocking: off the event loop)."""
+        cached = self.cached(token)
+        if cached is not None:
+            return cached
+        now = time.monotonic()
         identity = self._store.token_identity(hash_token(token))
         if identity is None:
             self._known.pop(token, None)
@@ -103,7 +112,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or handler_call_details.method.startswith(OPEN_SERVICES):
             return handler
         token = _token_from(handler_call_details.invocation_metadata)
-        identity = self._tokens.identity(token) if token else None
+        identity = self._tokens.cached(token) if token else None
+        if token and identity is None:
+            # a store read (a network round trip with PostgreSQL): off the event loop, so that a
+            # flood of unknown tokens cannot stall every other call
+            identity = await asyncio.get_running_loop().run_in_executor(None, self._tokens.identity, token)
         if identity is None:
             reason = ("missing bearer token: send metadata 'authorization: Bearer <token>'" if token is None
                       else "unknown or revoked token")
