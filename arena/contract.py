@@ -26,6 +26,8 @@ IMAGE_VALUES = 3 * 64 * 64            # 12,288
 IMAGE_BYTES = IMAGE_VALUES * 4        # 49,152 (float32)
 BOUNDS: tuple[float, float] = (0.0, 1.0)
 DEFAULT_BUDGET = 1000
+# Serving (section 3): a defense only ever runs on batches of power-of-two sizes up to this one.
+DEFAULT_MAX_CHUNK = 64
 FAILED_LABEL = -1
 
 

@@ -23,9 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from arena.contract import labels_from_logits
+from arena.contract import DEFAULT_MAX_CHUNK, labels_from_logits
 
-DEFAULT_MAX_CHUNK = 64                 # the largest batch handed to ONNX Runtime (a power of two)
 SERVING_BATCHED = "batched"
 SERVING_PER_IMAGE = "per_image"
 

@@ -22,8 +22,6 @@ import asyncio
 import logging
 import signal
 import threading
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -31,8 +29,9 @@ from grpc_reflection.v1alpha import reflection
 
 from arena.server import evaluation as evaluation_module
 from arena.server.auth import AuthInterceptor, TokenCache
-from arena.server.core import Arena, ArenaConfig
+from arena.server.core import Arena
 from arena.server.evaluation import EvaluationData
+from arena.server.settings import ServerConfig
 from arena.server.store import Store, open_store
 from arena.server.transport import add_services
 from arena.tuning import tune_malloc
@@ -43,25 +42,6 @@ log = logging.getLogger("arena.server")
 SERVICE_NAMES = tuple(service.full_name for service in pb.DESCRIPTOR.services_by_name.values())
 REPORT_SEND_LIMIT = 256 << 20
 SHUTDOWN_MARGIN_S = 2.0                        # of the grace period, kept for closing after children end
-
-
-@dataclass
-class ServerConfig:
-    """Everything `arena serve` needs: the store, the evaluation splits, the address, durability and
-    the core's settings."""
-
-    store: str | Path = "arena-store"
-    data: str = "demo"
-    public_samples: int = 100                  # the open phase's split (docs/rules.md section 4)
-    private_samples: int = 100                 # the final phase's (official) split
-    evaluation: EvaluationData | None = None   # given arrays instead of --data (tests)
-    database_url: str | None = None            # default: sqlite:///<store>/arena.db
-    host: str = "127.0.0.1"
-    port: int = 50051                          # 0: an ephemeral port
-    http_port: int | None = None               # serve the HTML report live on this port
-    durability: str = "full"
-    grace_s: float = 10.0
-    arena: ArenaConfig = field(default_factory=ArenaConfig)
 
 
 class ArenaServer:

@@ -32,12 +32,12 @@ import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
-from arena.contract import DEFAULT_BUDGET, FAILED_LABEL, IMAGE_BYTES, DefenseStatus, l2_distances
-from arena.inference import DEFAULT_MAX_CHUNK, default_threads
+from arena.contract import FAILED_LABEL, IMAGE_BYTES, DefenseStatus, l2_distances
+from arena.inference import default_threads
 from arena.server import images as wire
 from arena.server import sandbox, validation
 from arena.server.auth import TEAM_PATTERN, create_token
@@ -58,6 +58,7 @@ from arena.server.leaderboard_wire import SPLITS
 from arena.server.ledger import Account, AlreadyAnswered, Charging, RunState, make_account
 from arena.server.metrics import Metrics
 from arena.server.registry import DefenseRegistry
+from arena.server.settings import MESSAGE_SLACK, ArenaConfig
 from arena.server.store import (
     FINAL,
     OPEN,
@@ -88,40 +89,7 @@ ATTACK_PATTERN = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
 REQUEST_ID_MAX = 128
 DESCRIPTION_MAX = 1000
 DEFAULT_PAGE_BYTES = 4 << 20          # GetRunSamples(limit=0) fits gRPC's default receive limit
-MESSAGE_SLACK = 1 << 20               # room for everything but the image bytes
 VALIDATION_NICE = 10                  # validations yield the cores to serving
-
-
-@dataclass(frozen=True)
-class ArenaConfig:
-    """The server core's settings (`arena serve` flags): budget, batch and message limits, inference
-    and validation limits."""
-
-    budget: int = DEFAULT_BUDGET      # queries per sample, team, defense and split (the store's, once set, wins)
-    max_batch: int = 256              # images per Predict / SubmitAdversarials (published)
-    max_chunk: int = DEFAULT_MAX_CHUNK  # largest batch handed to ORT; a power of two (arena.inference)
-    batch_wait_ms: float = 0.0        # how long a lone request waits for company in the batcher
-    latency_ms: float = 100.0         # per-image latency budget of a submission
-    max_upload_mb: float = 100.0      # ONNX size limit
-    session_cache_mb: float = 2048.0  # memory budget of loaded sessions
-    threads: int | None = None        # ORT intra-op threads (default: all cores)
-    inference_timeout_s: float = 30.0  # a model run taking longer is a defense failure
-    concurrent_runs: int = 2          # model runs in flight per defense
-    # Limits on submitted models (docs/rules.md). isolate=False runs them in this process
-    # (no limits but the latency budget and inference_timeout_s: benchmarks only).
-    isolate: bool = True              # validation and serving in child processes
-    validation_timeout_s: float = 240.0   # wall clock of one validation, loading included
-    validation_memory_mb: float = 4096.0  # address space of a validation child
-    worker_memory_mb: float = 4096.0      # address space of a serving worker (one per defense)
-    concurrent_validations: int = 2   # submissions validated at once (at most one per team)
-
-    @property
-    def max_message_bytes(self) -> int:
-        return self.max_batch * IMAGE_BYTES + MESSAGE_SLACK
-
-    @property
-    def max_upload_bytes(self) -> int:
-        return int(self.max_upload_mb * (1 << 20))
 
 
 class Arena:
