@@ -95,3 +95,53 @@ def test_the_checker_sees_lazy_imports(rule, tmp_path, monkeypatch):
         assert rule() == ["arena/server/_layout_probe.py: attackers"]
     finally:
         probe.unlink()
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """{module: the modules of ours it imports}, lazy imports included; a module's import of a
+    package it sits in is left out (Python loads that package first in any case)."""
+    names = {}
+    for package in OURS:
+        for path, imported in imports_of(package).items():
+            module = path[:-3].replace("/", ".").removesuffix(".__init__")
+            names[module] = imported
+
+    def resolve(name: str) -> str | None:
+        while name and name not in names:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    return {m: {r for n in imported if (r := resolve(n)) and r != m and not m.startswith(r + ".")}
+            for m, imported in names.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle (its modules in order), or []."""
+    state: dict[str, int] = {}          # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        state[node] = 2
+        path.pop()
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return []
+
+
+def test_no_import_cycles():
+    assert find_cycle(_module_graph()) == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) == []

@@ -89,7 +89,7 @@ class _Replica:
 
 @dataclass
 class _Target:
-    """What `_Clients.grpc` needs: an address (a comma-separated list), a token, run ids."""
+    """What `Clients.grpc` needs: an address (a comma-separated list), a token, run ids."""
     address: str
     token: str
     run_ids: list[str]
@@ -148,7 +148,7 @@ def _configuration(name, url, replicas, data, model, clients, args, threads, loc
 
 def run(args) -> dict:
     from arena.bench import toy_models
-    from arena.bench.serve import _Clients
+    from arena.bench.clients import Clients
     from arena.inference import default_threads, make_session
 
     n = int(args.replicas)
@@ -170,7 +170,7 @@ def run(args) -> dict:
 
     pg = None
     tmp = tempfile.TemporaryDirectory(prefix="arena-bench-replicas-")
-    clients = _Clients(args.bench_clients, images)
+    clients = Clients(args.bench_clients, images)
     rows, figures = [], {}
     try:
         data = Path(tmp.name) / "eval.npz"

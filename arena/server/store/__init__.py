@@ -1,8 +1,9 @@
-"""The arena's durable state: domain rows (`rows`), the `Store` interface and `open_store`
-(`base`), content-addressed blobs (`blobs`), the statements both SQL backends share (`sql`) and
+"""The arena's durable state: domain rows (`rows`), the `Store` interface (`base`), `open_store`
+(`opening`), content-addressed blobs (`blobs`), the statements both SQL backends share (`sql`) and
 the backends (`sqlite`, the embedded default; `postgres`, for several replicas)."""
 
-from arena.server.store.base import Store, default_url, open_store
+from arena.server.store.base import Store
+from arena.server.store.opening import default_url, open_store
 from arena.server.store.blobs import BlobStore
 from arena.server.store.rows import (
     DB_NAME,

@@ -1,4 +1,4 @@
-"""The storage interface every backend implements (`Store`), and `open_store(url)`.
+"""The storage interface every backend implements (`Store`); `opening.open_store(url)` picks one.
 
 Callers only use the `Store` methods and the write operations of `rows` (`Charge`,
 `RequestRecord`, `QueryRecord`, `AdversarialRecord`, `FinishRun`).
@@ -13,14 +13,11 @@ durable.
 from __future__ import annotations
 
 import abc
-from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 
 from arena.server.store.blobs import BlobStore
 from arena.server.store.rows import (
-    DB_NAME,
     TEAM,
     Action,
     AdversarialRow,
@@ -29,7 +26,6 @@ from arena.server.store.rows import (
     Reservation,
     RunRow,
     StoredRequest,
-    StoreError,
     WriteOp,
     account_key,
 )
@@ -132,28 +128,3 @@ class Store(abc.ABC):
     def write(self, ops: list[WriteOp]) -> None: ...
     @abc.abstractmethod
     def close(self) -> None: ...
-
-
-def open_store(url: str | Path, *, durability: str = "full") -> Store:
-    """Opens (creating if needed) the store at a database URL (sqlite:///..., postgresql://...), or at
-    a store folder (-> SQLite)."""
-    text = str(url)
-    if "://" not in text:
-        folder = Path(text)
-        folder.mkdir(parents=True, exist_ok=True)
-        text = f"sqlite:///{(folder / DB_NAME).resolve()}"
-    parsed = urlparse(text)
-    if parsed.scheme == "sqlite":
-        from arena.server.store.sqlite import SqliteStore
-
-        return SqliteStore(text, durability=durability)
-    if parsed.scheme in ("postgresql", "postgres"):
-        from arena.server.store.postgres import PostgresStore
-
-        return PostgresStore(text, durability=durability)
-    raise StoreError(f"database URL {parsed.scheme}://...: unsupported scheme {parsed.scheme!r} "
-                     "(supported: sqlite:///path, postgresql://user@host/dbname)")
-
-
-def default_url(store_dir: str | Path) -> str:
-    return f"sqlite:///{(Path(store_dir) / DB_NAME).resolve()}"
