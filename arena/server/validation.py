@@ -359,19 +359,20 @@ def _checked_run(model: DefenseModel, batch: np.ndarray, num_classes: int, reaso
     return out
 
 
-def _probe_batches(model: DefenseModel, probes: np.ndarray, alone: np.ndarray, companions: np.ndarray,
-                   num_classes: int, limits: Limits, rng: np.random.Generator, reasons: list[str]) -> _BatchProbe:
+def _probe_batches(model: DefenseModel, probes: np.ndarray, alone: np.ndarray, num_classes: int, limits: Limits,
+                   rng: np.random.Generator, reasons: list[str]) -> _BatchProbe:
     """Every probe at every size the arena runs (2, 4, ... max_chunk), at varying positions among
-    filler images A; the first batch of each size run twice (an identical repeated run); every
-    batch run once more with half its probes kept at their positions and every other image
-    replaced (fillers B): the same size and position, other content. At size 2, every probe next
-    to black and next to white: content coupling moves labels most next to the most different
-    images, and the boundary pairs at the slightest. About twice the model runs of the probe
-    that only compared sizes (docs/benchmarks.md)."""
+    noise images (fillers A); the first batch of each size run twice (an identical repeated run);
+    every batch run once more with half its probes kept at their positions and every other image
+    replaced by a flat grey one (fillers B): the same size and position, other content. At size 2,
+    every probe next to black and next to white: content coupling moves labels most next to the
+    most different images, and the boundary pairs at the slightest. No evaluation image is a
+    companion (a verdict must not depend on a private one). About twice the model runs of the
+    probe that only compared sizes (docs/benchmarks.md)."""
     found = _BatchProbe()
     for size in chunk_sizes(limits.max_chunk)[1:]:
         filler_a = rng.random((size, *IMAGE_SHAPE), dtype=np.float32)
-        filler_b = companions[rng.integers(0, len(companions), size)]
+        filler_b = np.broadcast_to(rng.random((size, 1, 1, 1), dtype=np.float32), (size, *IMAGE_SHAPE))
         for j, idx in enumerate(_arrangements(len(probes), size, rng)):
             real = idx >= 0
             batch = filler_a.copy()
@@ -447,9 +448,8 @@ def check_runtime(model: DefenseModel, evaluation_x: np.ndarray, evaluation_y: n
     # reject; only labels that change on an identical repeated run, or with the content of the
     # other images at the same size and position, are. Logits bit-identical everywhere: served
     # batched; otherwise served one image at a time, whose labels are those of run1.
-    companions = evaluation_x if len(evaluation_x) else rng.random((4, *IMAGE_SHAPE), dtype=np.float32)
     try:
-        found = _probe_batches(model, probes, run1, companions, result.num_classes, limits, rng, reasons)
+        found = _probe_batches(model, probes, run1, result.num_classes, limits, rng, reasons)
     except _ModelError:
         return
     if np.any(labels_from_logits(run1) != labels_from_logits(run2)) or found.unstable:
