@@ -5,9 +5,10 @@ ONNX Runtime may pick different kernels for different batch shapes, so the arena
 a defense at the batch sizes in `chunk_sizes(max_chunk)` (powers of two): a batch of n images is
 cut into chunks along n's binary digits (n = 100 -> 64 + 32 + 4; no padding, no copies: views).
 Submission validation (`arena.server.validation`) checks, for every one of those sizes and with images
-at different positions among different neighbours, that every image's logits are bit-identical
-to its logits alone; a defense that passes is served "batched", one whose logits differ (while
-labels agree) is served "per_image" (batch size 1 only, invariant by construction).
+at different positions among different neighbours, whether every image's logits are bit-identical
+to its logits alone; a defense whose are is served "batched", any other accepted one (logits that
+differ between sizes, e.g. by GEMM blocking) is served "per_image" (batch size 1 only, so an
+image's label never depends on the batch it arrives in).
 On this project's CPU build conv/gemm models are bit-identical at every batch size and thread
 count we measured (docs/benchmarks.md, "Design measurements"), so defenses are normally served
 batched.

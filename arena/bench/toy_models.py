@@ -131,6 +131,90 @@ def small_preact_resnet(num_classes: int = 10, widths: tuple[int, ...] = (32, 64
     return g.model(_head(g, x, cin, num_classes), num_classes)
 
 
+def _linear(g: _Graph, x: str, din: int, dout: int) -> str:
+    w = g.const((g.rng.standard_normal((din, dout)) / np.sqrt(din)).astype(np.float32))
+    return g.node("Add", [g.node("MatMul", [x, w]), g.const((0.02 * g.rng.standard_normal(dout)).astype(np.float32))])
+
+
+def _layer_norm(g: _Graph, x: str, dim: int) -> str:
+    scale = g.const((1.0 + 0.1 * g.rng.standard_normal(dim)).astype(np.float32))
+    bias = g.const((0.1 * g.rng.standard_normal(dim)).astype(np.float32))
+    return g.node("LayerNormalization", [x, scale, bias], axis=-1, epsilon=1e-5)
+
+
+def _gelu(g: _Graph, x: str) -> str:
+    """x * 0.5 * (1 + erf(x / sqrt 2)), as torch.onnx exports GELU below opset 20."""
+    erf = g.node("Erf", [g.node("Div", [x, g.const(np.array(np.sqrt(2.0), np.float32))])])
+    half = g.node("Mul", [x, g.const(np.array(0.5, np.float32))])
+    return g.node("Mul", [half, g.node("Add", [erf, g.const(np.array(1.0, np.float32))])])
+
+
+def mlp_mixer(num_classes: int = 10, dim: int = 32, patch: int = 8, blocks: int = 2, seed: int = 0,
+              initializers_as_inputs: bool = False) -> onnx.ModelProto:
+    """A patch-embedding MLP-mixer (LayerNorm, GELU as erf, token and channel MLPs), the kind of
+    model another toolchain exports: its MatMuls run on [N*tokens, dim] rows, so ONNX Runtime's
+    GEMM blocking may change the last bits of the logits with N. `initializers_as_inputs` writes
+    it as legacy exporters did (IR 3: every weight also listed as a graph input)."""
+    g = _Graph(seed)
+    tokens = (IMAGE_SHAPE[1] // patch) * (IMAGE_SHAPE[2] // patch)
+    x = _normalise(g, INPUT)
+    w = g.const((g.rng.standard_normal((dim, 3, patch, patch)) * np.sqrt(2.0 / (3 * patch * patch))).astype(np.float32))
+    x = g.node("Conv", [x, w], kernel_shape=[patch, patch], strides=[patch, patch])         # [N,D,h,w]
+    x = g.node("Reshape", [x, g.const(np.array([0, dim, tokens], np.int64), "shape")])       # [N,D,T]
+    x = g.node("Transpose", [x], perm=[0, 2, 1])                                             # [N,T,D]
+    for _ in range(blocks):
+        y = g.node("Transpose", [_layer_norm(g, x, dim)], perm=[0, 2, 1])                    # [N,D,T]
+        y = _linear(g, _gelu(g, _linear(g, y, tokens, 2 * tokens)), 2 * tokens, tokens)
+        x = g.node("Add", [x, g.node("Transpose", [y], perm=[0, 2, 1])])
+        y = _linear(g, _gelu(g, _linear(g, _layer_norm(g, x, dim), dim, 2 * dim)), 2 * dim, dim)
+        x = g.node("Add", [x, y])
+    x = g.node("ReduceMean", [_layer_norm(g, x, dim)], axes=[1], keepdims=0)                 # [N,D]
+    head = g.const((g.rng.standard_normal((dim, num_classes)) / np.sqrt(dim)).astype(np.float32))
+    g.node("Gemm", [x, head, g.const((g.rng.standard_normal(num_classes) * 0.1).astype(np.float32))])
+    model = g.model(g.nodes[-1].output[0], num_classes)
+    if initializers_as_inputs:
+        model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                                 for t in model.graph.initializer)
+        model.ir_version = 3
+        onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def batch_ulps(num_classes: int = 10, width: int = 8, step: float = 2.0 ** -21, by: str = "size",
+               seed: int = 0) -> onnx.ModelProto:
+    """tiny_cnn whose logits move by a few float32 ulps with the batch: logits + t * step * [0, 1,
+    ..., C-1], with t = N - 1 (`by="size"`) or t = 8 x the mean value of the whole batch
+    (`by="content"`). "size" stands for the last-bit differences GEMM blocking makes between
+    batch sizes: deterministic at each size and not coupled to the other images, but points on
+    the decision boundary change label between sizes. "content" is coupled to the other images,
+    by as little: only points on the boundary show it."""
+    if by not in ("size", "content"):
+        raise ValueError(f"by must be 'size' or 'content', got {by!r}")
+    g = _Graph(seed)
+    x = g.node("Relu", [g.conv(_normalise(g, INPUT), 3, width, stride=2)])
+    logits = _head(g, x, width, num_classes)
+    if by == "size":
+        n = g.node("Cast", [g.node("Shape", [INPUT], start=0, end=1)], to=TensorProto.FLOAT)      # [1]
+        t = g.node("Sub", [n, g.const(np.array([1.0], np.float32))])
+    else:
+        t = g.node("Mul", [g.node("ReduceMean", [INPUT], keepdims=0), g.const(np.array(8.0, np.float32))])
+    offset = g.node("Mul", [t, g.const((step * np.arange(num_classes)).astype(np.float32))])      # [C]
+    g.node("Add", [logits, offset])
+    return g.model(g.nodes[-1].output[0], num_classes)
+
+
+def batch_stats_cnn(num_classes: int = 10, width: int = 8, seed: int = 0) -> onnx.ModelProto:
+    """tiny_cnn normalised with the batch's own statistics (per channel, over the batch and the
+    pixels, as batch normalisation in training mode): every label depends on the other images."""
+    g = _Graph(seed)
+    mean = g.node("ReduceMean", [INPUT], axes=[0, 2, 3], keepdims=1)
+    centred = g.node("Sub", [INPUT, mean])
+    var = g.node("ReduceMean", [g.node("Mul", [centred, centred])], axes=[0, 2, 3], keepdims=1)
+    std = g.node("Sqrt", [g.node("Add", [var, g.const(np.array(1e-5, np.float32))])])
+    x = g.node("Relu", [g.conv(g.node("Div", [centred, std]), 3, width, stride=2)])
+    return g.model(_head(g, x, width, num_classes), num_classes)
+
+
 def to_bytes(model: onnx.ModelProto) -> bytes:
     return model.SerializeToString()
 
