@@ -2,6 +2,7 @@
 
     arena serve --store arena-store --data demo [--host 127.0.0.1] [--port 50051]
                 [--public-samples 100] [--private-samples 100]
+                [--private-data DIR | --private-from-public]
 
 Runs until SIGTERM or SIGINT, then shuts down gracefully (health NOT_SERVING, in-flight calls
 finish). Prints one line `arena serve: listening on HOST:PORT` once it accepts calls.
@@ -29,7 +30,15 @@ def register(sub) -> None:
                    help="samples of the public split, attacked in the open phase (default: 100)")
     p.add_argument("--private-samples", type=int, default=100, metavar="N",
                    help="samples of the private split, the official board's, attacked in the final phase "
-                        "(default: 100); both are drawn from the validation samples by a fixed permutation")
+                        "(default: 100). With --data demo they are generated from a secret seed drawn when "
+                        "the store is created; otherwise give --private-data or --private-from-public")
+    private = p.add_mutually_exclusive_group()
+    private.add_argument("--private-data", default=None, metavar="DIR",
+                         help="the organizer's own held-out images for the private split: a folder in the "
+                              "tiny-imagenet-200 layout (its val/ split) or an .npz, with --data's classes")
+    private.add_argument("--private-from-public", action="store_true",
+                         help="deal the private split from --data's public validation samples (rules v2): any "
+                              "team can rebuild it, so this is a demo, not a competition, and every board says so")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=50051, help="gRPC port; 0 picks a free one (default: 50051)")
     p.add_argument("--http-port", type=int, default=None, metavar="PORT",
@@ -98,6 +107,10 @@ def config_from_args(args):
         raise ValueError("--private-samples must be >= 0")
     if args.budget >= 2**32:
         raise ValueError("--budget must be below 2**32")
+    from arena.server.evaluation import Source
+
+    Source(args.data, args.public_samples, args.private_samples, args.private_data,
+           args.private_from_public).private_source()   # refuses a private split from public data, unasked
     arena = ArenaConfig(
         budget=args.budget, max_batch=args.max_batch, max_chunk=args.max_chunk, batch_wait_ms=args.batch_wait_ms,
         latency_ms=args.latency_ms, max_upload_mb=args.max_upload_mb, session_cache_mb=args.session_cache_mb,
@@ -108,7 +121,8 @@ def config_from_args(args):
     )
     return ServerConfig(
         store=args.store, data=args.data, public_samples=args.public_samples,
-        private_samples=args.private_samples, database_url=args.database_url,
+        private_samples=args.private_samples, private_data=args.private_data,
+        private_from_public=args.private_from_public, database_url=args.database_url,
         host=args.host, port=args.port, http_port=args.http_port, durability=args.durability,
         grace_s=args.grace_s, arena=arena,
     )

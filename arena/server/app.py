@@ -54,6 +54,8 @@ class ServerConfig:
     data: str = "demo"
     public_samples: int = 100                  # the open phase's split (docs/rules.md section 4)
     private_samples: int = 100                 # the final phase's (official) split
+    private_data: str | None = None            # the organizer's held-out images (--private-data)
+    private_from_public: bool = False          # deal the private split from --data: a demo
     evaluation: EvaluationData | None = None   # given arrays instead of --data (tests)
     database_url: str | None = None            # default: sqlite:///<store>/arena.db
     host: str = "127.0.0.1"
@@ -83,20 +85,22 @@ class ArenaServer:
         tune_malloc()
         evaluation = cfg.evaluation
         loop = asyncio.get_running_loop()
-        if evaluation is None:
-            evaluation = await loop.run_in_executor(None, evaluation_module.load, cfg.data, cfg.public_samples,
-                                                    cfg.private_samples)
-        source = cfg.data if cfg.evaluation is None else "arrays given in-process"
         self.store = open_store(cfg.database_url or cfg.store, durability=cfg.durability)
         try:
             self.store.claim_serving()
-            evaluation_module.pin(self.store, evaluation, source)
+            if evaluation is None:
+                source = evaluation_module.Source(cfg.data, cfg.public_samples, cfg.private_samples,
+                                                  cfg.private_data, cfg.private_from_public)
+                evaluation = await loop.run_in_executor(None, evaluation_module.for_store, self.store, source)
+            else:
+                evaluation_module.pin(self.store, evaluation, "arrays given in-process")
         except BaseException:
             self.store.close()
             raise
         self.arena = Arena(self.store, evaluation, cfg.arena)
         try:
             await self._listen(evaluation)
+            self.arena.measure_pending_private()
         except BaseException:
             if self._server is not None:
                 await self._server.stop(0)
@@ -142,8 +146,12 @@ class ArenaServer:
 
             self._http = ReportServer(self.store, cfg.host, cfg.http_port, metrics=self.arena.metrics)
             self.http_address = self._http.address
-        log.info("arena serving on %s (public split %d samples, private %d; phase %s)", self.address,
-                 evaluation.split_size("public"), evaluation.split_size("private"), self.arena.phase)
+        log.info("arena serving on %s (public split %d samples, private %d from %s; phase %s)", self.address,
+                 evaluation.split_size("public"), evaluation.split_size("private"), evaluation.private_source,
+                 self.arena.phase)
+        if evaluation.demo:
+            log.warning("the private split comes from public data (--private-from-public): this is a demo, "
+                        "not a competition, and every board says so")
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful: health NOT_SERVING, no new calls, in-flight calls finish, commits land."""
@@ -162,6 +170,8 @@ class ArenaServer:
                 self.arena.kill_children()
 
         timer = loop.call_at(deadline, end_children)
+        if self.arena is not None:
+            self.arena.cancel_private()
         try:
             await self._health.enter_graceful_shutdown()
             await self._server.stop(grace)

@@ -15,6 +15,12 @@ runtime ONNX Runtime loads it; output [n,C] with C >= 2; per-image latency under
         probe images at different positions among different neighbours: clean evaluation
         images, noise-blended images and points a hair apart across the decision boundary
         (bisection), logits compared bit for bit; clean accuracy on the evaluation set.
+What a team sees (rules v3): validation runs the model on the public split's images and on probes
+made from them and from seeded noise, never on a private image (the private split's clean
+correctness is measured after acceptance: `arena.server.private_accuracy`), and a rejection names
+the rules that failed and their limits, never runtime text or values the model can influence
+(ONNX Runtime's error text, shapes or counts the model produced, measured times): those go to
+`Validation.details`, which the server logs for the operator only.
 Labels come from `arena.contract.labels_from_logits` everywhere: logits that are not all finite
 are a failure (FAILED_LABEL), which counts as misclassified (docs/rules.md section 5).
 The server runs all of this in a child process under limits (`arena.server.sandbox`).
@@ -73,6 +79,13 @@ class Validation:
     clean_accuracy: float = 0.0
     serving_mode: str = ""
     model: DefenseModel | None = None       # the loaded defense, ready to serve when accepted
+    details: list[str] = field(default_factory=list)   # runtime text: the operator's log only, never a team's
+
+    def fail(self, reason: str, detail: object = None) -> None:
+        """A failed rule, as the team sees it; `detail` (runtime text, model-made values) is for the log."""
+        self.reasons.append(reason)
+        if detail is not None:
+            self.details.append(f"{reason.split(':')[0]}: {_short(detail) if isinstance(detail, BaseException) else detail}")
 
     @property
     def accepted(self) -> bool:
@@ -249,9 +262,7 @@ def check_latency(model: DefenseModel, image: np.ndarray, limits: Limits) -> str
         over += elapsed > budget_s
         under += elapsed <= budget_s
     if over >= majority:
-        median_ms = float(np.median(times)) * 1e3
-        return (f"latency: one image takes {median_ms:.1f} ms (median of {len(times)} runs, runs stopped at "
-                f"{cap_s * 1e3:.0f} ms), the limit is {limits.latency_ms:g} ms")
+        return f"latency: one image takes longer than the limit; the limit is {limits.latency_ms:g} ms"
     return None
 
 
@@ -333,22 +344,22 @@ def check_runtime(model: DefenseModel, evaluation_x: np.ndarray, evaluation_y: n
     try:
         single = _capped_run(model, first, max(WARMUP_FACTOR * limits.latency_ms, WARMUP_MIN_MS) / 1e3)
     except _CutOff as cut:
-        reasons.append(f"latency: one image takes more than {cut.seconds * 1e3:.0f} ms (the first run was "
-                       f"stopped there), the limit is {limits.latency_ms:g} ms")
+        result.fail(f"latency: one image takes longer than the limit (its first run was stopped at "
+                    f"{cut.seconds * 1e3:.0f} ms); the limit is {limits.latency_ms:g} ms")
         return
     except Exception as error:
-        reasons.append(f"runtime: the model fails on a valid image: {_short(error)}")
+        result.fail("runtime: the model fails on a valid image", error)
         return
     if single.ndim != 2 or single.shape[0] != 1 or single.shape[1] < 2:
-        reasons.append(f"output: must be logits [N,C] with C >= 2, got shape {list(single.shape)} for N=1")
+        result.fail("output: must be logits [N,C] with C >= 2", f"shape {list(single.shape)} for N=1")
         return
     if single.dtype != np.float32:
-        reasons.append(f"output: must be float32, got {single.dtype}")
+        result.fail("output: must be float32", single.dtype)
         return
     result.num_classes = int(single.shape[1])
     latency = check_latency(model, first, limits)
     if latency is not None:
-        reasons.append(latency)
+        result.fail(latency)
         return
     if limits.nice_after_latency:
         os.nice(limits.nice_after_latency)   # the long probes below yield to serving
@@ -359,15 +370,16 @@ def check_runtime(model: DefenseModel, evaluation_x: np.ndarray, evaluation_y: n
         run1 = np.concatenate([model.session.run(None, {model.input_name: p[None]})[0] for p in probes])
         run2 = np.concatenate([model.session.run(None, {model.input_name: p[None]})[0] for p in probes])
     except Exception as error:
-        reasons.append(f"runtime: the model fails on a valid image: {_short(error)}")
+        result.fail("runtime: the model fails on a valid image", error)
         return
     if run1.shape != (len(probes), result.num_classes):
-        reasons.append(f"output: batch of 1 gives shape {list(run1.shape[1:])}, inconsistent with C={result.num_classes}")
+        result.fail("output: the number of classes C changes from one image to another", list(run1.shape))
         return
     reference = labels_from_logits(run1)
     changed = int(np.sum(reference != labels_from_logits(run2)))
     if changed:
-        reasons.append(f"determinism: {changed} of {len(probes)} probe images got another label on a repeated run")
+        result.fail("determinism: probe images got another label on a repeated run",
+                    f"{changed} of {len(probes)} probe images")
 
     bit_identical = _same_bits(run1, run2)
     label_changes: list[str] = []
@@ -381,10 +393,11 @@ def check_runtime(model: DefenseModel, evaluation_x: np.ndarray, evaluation_y: n
             try:
                 out = model.session.run(None, {model.input_name: batch})[0]
             except Exception as error:
-                reasons.append(f"runtime: the model fails on a batch of {size} valid images: {_short(error)}")
+                result.fail(f"runtime: the model fails on a batch of {size} valid images", error)
                 return
             if out.shape != (size, result.num_classes):
-                reasons.append(f"output: a batch of {size} gives shape {list(out.shape)}, expected [{size},{result.num_classes}]")
+                result.fail(f"output: a batch of {size} images must give logits [{size},C] with the same C",
+                            f"shape {list(out.shape)}")
                 return
             got = out[real]
             want = run1[idx[real]]
@@ -394,8 +407,8 @@ def check_runtime(model: DefenseModel, evaluation_x: np.ndarray, evaluation_y: n
         if moved:
             label_changes.append(f"{moved} in batches of {size}")
     if label_changes:
-        reasons.append("batch invariance: labels change with the batch size (probe images whose label differs "
-                       f"from their label alone: {', '.join(label_changes)})")
+        result.fail("batch invariance: labels change with the batch size",
+                    f"probe images whose label differs from their label alone: {', '.join(label_changes)}")
     result.serving_mode = SERVING_BATCHED if bit_identical else SERVING_PER_IMAGE
     model.mode = result.serving_mode
     model.max_chunk = limits.max_chunk if bit_identical else 1
@@ -404,7 +417,7 @@ def check_runtime(model: DefenseModel, evaluation_x: np.ndarray, evaluation_y: n
         try:
             labels = model.labels(evaluation_x)
         except Exception as error:
-            reasons.append(f"runtime: the model fails on the evaluation images: {_short(error)}")
+            result.fail("runtime: the model fails on the public split's images", error)
             return
         result.clean_correct = labels.astype(np.int64) == evaluation_y
         result.clean_accuracy = float(np.mean(result.clean_correct))
@@ -427,7 +440,7 @@ def validate(name: str, data: bytes, evaluation_x: np.ndarray, evaluation_y: np.
     try:
         model = onnx.load_model_from_string(data)
     except Exception as error:
-        reasons.append(f"file: not an ONNX model (it does not parse; truncated or corrupt?): {_short(error)}")
+        result.fail("file: not an ONNX model (it does not parse; truncated or corrupt?)", error)
         return result
     if not model.HasField("graph") or not model.graph.node:
         reasons.append("file: not an ONNX model (no graph; truncated, corrupt or another format?)")
@@ -444,7 +457,7 @@ def validate(name: str, data: bytes, evaluation_x: np.ndarray, evaluation_y: np.
     try:
         session = make_session(data, limits.threads)
     except Exception as error:
-        reasons.append(f"onnxruntime: the model cannot be loaded: {_short(error)}")
+        result.fail("onnxruntime: the model cannot be loaded", error)
         return result
     defense = DefenseModel(name, session, SERVING_BATCHED, limits.max_chunk, len(data))
     check_runtime(defense, evaluation_x, evaluation_y, limits, result)

@@ -42,7 +42,7 @@ class Replica:
 
     def __init__(self, url: str, data: Path, budget: int) -> None:
         cmd = [sys.executable, "-m", "arena", "serve", "--database-url", url, "--data", str(data),
-               "--public-samples", str(SAMPLES), "--private-samples", str(PRIVATE), "--port", "0", "--http-port", "0", "--budget", str(budget),
+               "--public-samples", str(SAMPLES), "--private-samples", str(PRIVATE), "--private-from-public", "--port", "0", "--http-port", "0", "--budget", str(budget),
                "--max-chunk", "16", "--grace-s", "5", "--log-level", "WARNING", "--threads", "1"]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -80,7 +80,7 @@ def setup(tmp_path, postgres_url):
     y = model_labels(tiny, x).astype(np.int64)
     data = tmp_path / "eval.npz"
     np.savez(data, x=x, y=y)
-    ev = evaluation.load(str(data), SAMPLES, PRIVATE)          # the splits the replicas will deal
+    ev = evaluation.load(str(data), SAMPLES, PRIVATE, private_from_public=True)   # the replicas' splits
     store = open_store(postgres_url)
     token = create_token(store, "alpha")
     store.close()

@@ -86,6 +86,10 @@ class Store(abc.ABC):
     def get_defense(self, name: str) -> DefenseRow | None: ...
     @abc.abstractmethod
     def list_defenses(self) -> list[DefenseRow]: ...
+    @abc.abstractmethod
+    def set_clean_correct(self, name: str, clean_correct: np.ndarray) -> None:
+        """Completes an accepted defense's per-sample clean correctness (its private part is
+        measured after acceptance: `arena.server.private_accuracy`)."""
     # runs
     @abc.abstractmethod
     def create_run(self, row: RunRow) -> None: ...

@@ -218,6 +218,11 @@ class SqlStore(Store):
         rows = self._query(f"SELECT {DEFENSE_COLUMNS} FROM defenses ORDER BY submitted_at, name")
         return [self._defense(r) for r in rows.fetchall()]
 
+    def set_clean_correct(self, name: str, clean_correct: np.ndarray) -> None:
+        with self._transaction() as conn:
+            self._exec(conn, "UPDATE defenses SET clean_correct = ? WHERE name = ? AND status = 'accepted'",
+                       (np.asarray(clean_correct, dtype=np.bool_).tobytes(), name))
+
     # -------------------------------------------------------------- runs
 
     def create_run(self, row: RunRow) -> None:
