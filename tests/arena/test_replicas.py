@@ -64,8 +64,10 @@ class Replica:
                 self.proc.wait()
 
 
-def charged_queries(replica: Replica) -> float:
-    with urllib.request.urlopen(f"http://{replica.http}/metrics", timeout=10) as response:
+def charged_queries(replica: Replica, organizer_token: str) -> float:
+    request = urllib.request.Request(f"http://{replica.http}/metrics",
+                                     headers={"Authorization": f"Bearer {organizer_token}"})   # the operator's
+    with urllib.request.urlopen(request, timeout=10) as response:
         text = response.read().decode()
     return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
                if sample.name == "arena_charged_queries_total" and sample.labels.get("call") == "Predict")
@@ -157,14 +159,14 @@ def test_two_replicas_eight_clients_never_overdraw(setup, replicas):
     assert used.tolist() == answered.tolist()          # every answered image charged, nothing else
     assert (used == budget).all(), used                # spent to the last query, never past it
     # both replicas served, and their metrics add up to what the clients got
-    served = [charged_queries(r) for r in (a, b)]
+    store = open_store(url)
+    beta, organizer = create_token(store, "beta"), create_token(store, "boss", "organizer")
+    store.close()
+    served = [charged_queries(r, organizer) for r in (a, b)]
     assert min(served) > 0 and sum(served) == answered.sum(), served
 
     # a request id answered by one replica replays on the other, for free (another team: alpha's
     # budget on the defense is spent)
-    store = open_store(url)
-    beta, organizer = create_token(store, "beta"), create_token(store, "boss", "organizer")
-    store.close()
     with ArenaClient(a.address, beta, timeout=30) as ca, ArenaClient(b.address, beta, timeout=30) as cb:
         run2 = ca.start_run("tiny", "replay")
         first = ca.predict_raw(run2.run_id, x[:3], [0, 1, 2], request_id="same")
