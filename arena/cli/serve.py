@@ -15,6 +15,10 @@ import sys
 
 from arena.contract import DEFAULT_BUDGET
 
+# The organizer's caps a competition runs with unless it says otherwise (docs/rules.md section 3).
+DEFAULT_MAX_DEFENSES_PER_TEAM = 3
+DEFAULT_MAX_SUBMISSIONS_PER_DAY = 5
+
 MIN_CHILD_MEMORY_MB = 512
 
 
@@ -62,6 +66,14 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     p.add_argument("--inference-timeout-s", type=float, default=30.0,
                    help="a model run taking longer counts as a defense failure (default: 30)")
+    caps = p.add_argument_group('the organizer\'s caps (docs/rules.md section 3; the organizer\'s own submissions '
+                                'are exempt; 0: no cap)')
+    caps.add_argument("--max-defenses-per-team", type=int, default=DEFAULT_MAX_DEFENSES_PER_TEAM, metavar="N",
+                      help=f"accepted defenses a team may have, disqualified ones not counted "
+                           f"(default: {DEFAULT_MAX_DEFENSES_PER_TEAM})")
+    caps.add_argument("--max-submissions-per-day", type=int, default=DEFAULT_MAX_SUBMISSIONS_PER_DAY, metavar="N",
+                      help=f"submissions a team may make per UTC day, rejected ones included "
+                           f"(default: {DEFAULT_MAX_SUBMISSIONS_PER_DAY})")
     limits = p.add_argument_group('limits on submitted models (docs/rules.md, "Limits on submitted models")')
     limits.add_argument("--validation-timeout-s", type=float, default=240.0, metavar="S",
                         help="wall clock of one submission's validation, loading included (default: 240)")
@@ -103,8 +115,9 @@ def config_from_args(args):
         if not (value == 0 or value >= MIN_CHILD_MEMORY_MB):
             raise ValueError(f"--{name.replace('_', '-')} must be 0 (unlimited) or at least {MIN_CHILD_MEMORY_MB} "
                              f"(ONNX Runtime alone needs about 300 MiB of address space), got {value:g}")
-    if args.private_samples < 0:
-        raise ValueError("--private-samples must be >= 0")
+    for name in ("private_samples", "max_defenses_per_team", "max_submissions_per_day"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
     if args.budget >= 2**32:
         raise ValueError("--budget must be below 2**32")
     from arena.server.evaluation import Source
@@ -118,6 +131,7 @@ def config_from_args(args):
         concurrent_runs=args.concurrent_runs, isolate=not args.in_process,
         validation_timeout_s=args.validation_timeout_s, validation_memory_mb=args.validation_memory_mb,
         worker_memory_mb=args.worker_memory_mb, concurrent_validations=args.concurrent_validations,
+        max_defenses_per_team=args.max_defenses_per_team, max_submissions_per_day=args.max_submissions_per_day,
     )
     return ServerConfig(
         store=args.store, data=args.data, public_samples=args.public_samples,

@@ -50,6 +50,8 @@ from arena.server.errors import (
     FailedPrecondition,
     FinishedRun,
     NotFound,
+    OverCap,
+    Rejected,
     PermissionDenied,
     Unavailable,
 )
@@ -68,6 +70,7 @@ from arena.server.store import (
     ROLES,
     Action,
     AdversarialRecord,
+    CapReached,
     DefenseRow,
     FinishRun,
     NameTaken,
@@ -116,6 +119,10 @@ class ArenaConfig:
     validation_memory_mb: float = 4096.0  # address space of a validation child
     worker_memory_mb: float = 4096.0      # address space of a serving worker (one per defense)
     concurrent_validations: int = 2   # submissions validated at once (at most one per team)
+    # The organizer's caps (docs/rules.md section 3); 0: none, as for in-process servers (tests,
+    # benchmarks); `arena serve` sets the rules' defaults. The organizer's own submissions are exempt.
+    max_defenses_per_team: int = 0    # accepted defenses (not disqualified) per team
+    max_submissions_per_day: int = 0  # submissions per team per UTC day, rejected ones included
 
     @property
     def max_message_bytes(self) -> int:
@@ -238,10 +245,10 @@ class Arena:
             raise NotFound(f"name: no defense {name!r}")
         return row
 
-    async def submit_defense(self, team: str, messages) -> DefenseRow:
+    async def submit_defense(self, team: str, messages, role: str = "team") -> DefenseRow:
         """`messages`: async iterator of SubmitDefenseRequest (metadata first, then chunks).
         Returns the accepted defense; raises BadRequest with every failed rule when rejected
-        (the rejection is recorded and visible in ListDefenses)."""
+        (the rejection is recorded and visible in ListDefenses), OverCap at a cap."""
         first = None
         async for first in messages:
             break
@@ -263,15 +270,44 @@ class Arena:
             raise AlreadyExists(f"metadata.name: a defense named {name!r} is being validated right now")
         if team in self._validating_teams:
             raise Busy(f"team {team!r} already has a submission being validated; submit again once it is done")
+        capped = role != ORGANIZER
+        if capped:
+            await self._check_defense_cap(team)
         self._submitting.add(name)
         self._validating_teams.add(team)
+        day, counted = utc_day(), False
         try:
-            return await self._receive_and_validate(team, name, meta.description, messages)
+            counted = capped and await self._count_submission(team, day)
+            row = await self._receive_and_validate(team, name, meta.description, messages, capped)
+            counted = False   # a verdict: the submission stays counted
+            return row
+        except (Rejected, OverCap):
+            counted = False   # rejected (recorded), or validated and then over the cap: counts
+            raise
         finally:
             self._submitting.discard(name)
             self._validating_teams.discard(team)
+            if counted:       # no verdict (bad stream, shutdown): not a submission
+                await self._io(self.store.return_submission, team, day)
 
-    async def _receive_and_validate(self, team: str, name: str, description: str, messages) -> DefenseRow:
+    async def _check_defense_cap(self, team: str) -> None:
+        cap = self.config.max_defenses_per_team
+        if cap and sum(1 for d in await self._io(self.store.list_defenses) if d.team == team
+                       and d.status == DefenseStatus.ACCEPTED and not d.disqualified_reason) >= cap:
+            raise OverCap(_defense_cap_message(team, cap))
+
+    async def _count_submission(self, team: str, day: str) -> bool:
+        cap = self.config.max_submissions_per_day
+        if not cap:
+            return False
+        if not await self._io(self.store.take_submission, team, day, cap):
+            raise OverCap(f"cap: team {team!r} has made {cap} submissions on {day} (UTC), the most a team may "
+                          "make in a day (`arena serve --max-submissions-per-day`); rejected ones count. "
+                          "Submit again after midnight UTC")
+        return True
+
+    async def _receive_and_validate(self, team: str, name: str, description: str, messages,
+                                    capped: bool = True) -> DefenseRow:
         limit = self.config.max_upload_bytes
         chunks: list[bytes] = []
         size = 0
@@ -289,7 +325,7 @@ class Arena:
             reasons = [f"file: the upload exceeds the size limit of {limit} bytes"]
             row = self._rejected(name, team, description, "", size, reasons, now)
             await self._io(self.store.put_defense, row)
-            raise BadRequest(_rejection_message(name, reasons))
+            raise Rejected(_rejection_message(name, reasons))
         data = b"".join(chunks)
         chunks.clear()
         digest = hashlib.sha256(data).hexdigest()
@@ -315,7 +351,7 @@ class Arena:
         if not result.accepted:
             row = self._rejected(name, team, description, digest, len(data), result.reasons, now)
             await self._io(self.store.put_defense, row)
-            raise BadRequest(_rejection_message(name, result.reasons))
+            raise Rejected(_rejection_message(name, result.reasons))
         await self._io(self.store.blobs.put, data)
         row = DefenseRow(
             name=name, team=team, status=DefenseStatus.ACCEPTED, description=description, sha256=digest,
@@ -323,10 +359,13 @@ class Arena:
             clean_correct=result.clean_correct, rejection_reasons=(), serving_mode=result.serving_mode,
             submitted_at=now,
         )
+        cap = self.config.max_defenses_per_team if capped else 0
         try:
-            await self._io(self.store.put_defense, row, True)
+            await self._io(self.store.put_defense, row, True, cap or None)
         except PhaseClosed as error:   # the final phase began while it was validated
             raise FailedPrecondition(str(error)) from None
+        except CapReached:             # another replica accepted one of the team's meanwhile
+            raise OverCap(_defense_cap_message(team, cap)) from None
         except StoreError as error:
             raise AlreadyExists(f"metadata.name: {error}") from None
         if result.model is not None:
@@ -839,6 +878,16 @@ class _Claim:
         if self._job is None:
             raise Unavailable("the first attempt with this request id failed before running")
         return await self._job.wait()
+
+
+def utc_day() -> str:
+    """Today in UTC ("YYYY-MM-DD"): the day the cap on submissions counts in."""
+    return time.strftime("%Y-%m-%d", time.gmtime())
+
+
+def _defense_cap_message(team: str, cap: int) -> str:
+    return (f"cap: team {team!r} already has {cap} accepted defenses, the most a team may have "
+            "(`arena serve --max-defenses-per-team`)")
 
 
 def _rejection_message(name: str, reasons: list[str]) -> str:

@@ -264,3 +264,106 @@ def test_a_rejection_names_the_rule_not_the_runtime_text(tmp_path):
     assert "runtime: the model fails on a valid image" in error.details()
     for text in (error.details(), *row.rejection_reasons):
         assert "idx" not in text and "ONNXRuntimeError" not in text and "Gather" not in text, text
+
+
+# ---------------------------------------------------------------- exploit 6: the metrics are the operator's
+
+
+def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_metrics_tell_a_team_nothing(tmp_path):
+    """The issue's exploit 6: another team's Predict showed on /metrics (+1 run, +8 images on that
+    defense) and the model's run time for a team's own query. Now no token and a team token get
+    nothing; the organizer's token gets the metrics."""
+    honest = toy_models.tiny_cnn(seed=0)
+    images = synthetic_images(PUBLIC, seed=13)
+    labels = model_labels(honest.SerializeToString(), images).astype(np.int64)
+    with _serve(tmp_path, evaluation=evaluation.from_arrays(images, labels), http_port=0) as server:
+        store = server.arena.store
+        red, blue = create_token(store, "red"), create_token(store, "blue")
+        organizer = create_token(store, "organizer", "organizer")
+        with ArenaClient(server.address, blue) as client:
+            client.submit_defense(honest.SerializeToString(), "honest")
+            run = client.start_run("honest", "probe")
+            client.predict(run.run_id, images, list(range(PUBLIC)))
+        url = f"http://{server.http_address}/metrics"
+        answers = {who: _get(url, token) for who, token in
+                   (("nobody", None), ("red", red), ("blue", blue), ("wrong", "not-a-token"),
+                    ("organizer", organizer))}
+        assert _get(f"http://{server.http_address}/healthz") == (200, b"ok")
+    for who in ("nobody", "red", "blue", "wrong"):
+        code, body = answers[who]
+        assert code == (403 if who in ("red", "blue") else 401), (who, code)
+        assert b"arena_" not in body and b"honest" not in body, (who, body)
+    code, body = answers["organizer"]
+    assert code == 200 and b'arena_inference_seconds_count{defense="honest"}' in body
+
+
+# ---------------------------------------------------------------- caps (exploit 4's part)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_organizers_caps_on_defenses_and_daily_submissions(tmp_path, monkeypatch, request, backend):
+    """Accepted defenses per team and submissions per team per UTC day (a rejected one counts),
+    refused with RESOURCE_EXHAUSTED naming the cap; kept in the store across a restart; the
+    organizer is exempt; a disqualified defense frees its place; a new UTC day a new quota."""
+    from arena.server import core
+
+    honest = toy_models.tiny_cnn(seed=0)
+    images = synthetic_images(PUBLIC, seed=14)
+    labels = model_labels(honest.SerializeToString(), images).astype(np.int64)
+    good = [toy_models.tiny_cnn(seed=s).SerializeToString() for s in range(4)]
+    caps = dict(max_defenses_per_team=2, max_submissions_per_day=3)
+    config = dict(evaluation=evaluation.from_arrays(images, labels), arena=caps,
+                  database_url=request.getfixturevalue("postgres").new_database() if backend == "postgresql" else None)
+    with _serve(tmp_path, **config) as server:
+        store = server.arena.store
+        red, blue = create_token(store, "red"), create_token(store, "blue")
+        organizer = create_token(store, "organizer", "organizer")
+        with ArenaClient(server.address, red) as client:
+            client.submit_defense(good[0], "red-a")
+            assert rpc_error(client.submit_defense, b"not onnx", "red-bad").code().name == "INVALID_ARGUMENT"
+            client.submit_defense(good[1], "red-b")                       # 3 submissions today
+        with ArenaClient(server.address, blue) as client:
+            client.submit_defense(good[0], "blue-a")
+            client.submit_defense(good[1], "blue-b")
+            over = rpc_error(client.submit_defense, good[2], "blue-c")    # a third accepted one
+            assert over.code().name == "RESOURCE_EXHAUSTED" and "--max-defenses-per-team" in over.details()
+        with ArenaClient(server.address, organizer) as client:            # exempt
+            for i, model in enumerate(good):
+                client.submit_defense(model, f"reference-{i}")
+            client.disqualify("a test of the cap", defense="red-a")
+    with _serve(tmp_path, **config) as server:                             # the count is in the store
+        with ArenaClient(server.address, red) as client:
+            daily = rpc_error(client.submit_defense, good[2], "red-c")
+            assert daily.code().name == "RESOURCE_EXHAUSTED", daily
+            assert "--max-submissions-per-day" in daily.details() and "3 submissions" in daily.details()
+            monkeypatch.setattr(core, "utc_day", lambda: "2999-01-01")    # tomorrow: a new quota
+            assert client.submit_defense(good[2], "red-c").status == pb.DEFENSE_STATUS_ACCEPTED  # red-a freed its place
+            over = rpc_error(client.submit_defense, good[3], "red-d")
+            assert over.code().name == "RESOURCE_EXHAUSTED" and "2 accepted defenses" in over.details()
+        with ArenaClient(server.address, blue) as client:
+            names = sorted(d.name for d in client.list_defenses())
+    assert names == ["blue-a", "blue-b", "red-a", "red-b", "red-bad", "red-c",
+                     "reference-0", "reference-1", "reference-2", "reference-3"]
+
+
+def test_arena_serve_caps_by_default():
+    from arena.cli import build_parser
+    from arena.cli.serve import config_from_args
+
+    args = build_parser().parse_args(["serve", "--store", "s"])
+    assert (config_from_args(args).arena.max_defenses_per_team, config_from_args(args).arena.max_submissions_per_day) \
+        == (3, 5)
+    with pytest.raises(ValueError, match="--max-submissions-per-day"):
+        config_from_args(build_parser().parse_args(["serve", "--store", "s", "--max-submissions-per-day", "-1"]))

@@ -25,6 +25,10 @@ class PhaseClosed(StoreError):
     """A write that the current phase forbids (a submission after the final phase began)."""
 
 
+class CapReached(StoreError):
+    """A team is at a cap the organizer set (accepted defenses per team)."""
+
+
 PUBLIC, PRIVATE = "public", "private"
 SPLITS = (PUBLIC, PRIVATE)
 OPEN, FINAL = "open", "final"
