@@ -176,6 +176,7 @@ def _run(args) -> int:
             for role, model in models.items():
                 defense = client.submit_defense(model.read_bytes(), name=role, description=f"demo preset, {role}")
                 print(f"  submitted {role}: clean accuracy {defense.clean_accuracy:.1%} on the public split", flush=True)
+        server.call(server.arena.private.measured())   # the private clean accuracy, measured after acceptance
 
         stage(f"referee: the organizer's reference attacks ({', '.join(referee_attacks)}) on both splits")
         from arena.referee import Referee

@@ -100,7 +100,7 @@ class ArenaServer:
         self.arena = Arena(self.store, evaluation, cfg.arena)
         try:
             await self._listen(evaluation)
-            self.arena.measure_pending_private()
+            self.arena.private.resume()
         except BaseException:
             if self._server is not None:
                 await self._server.stop(0)
@@ -171,7 +171,7 @@ class ArenaServer:
 
         timer = loop.call_at(deadline, end_children)
         if self.arena is not None:
-            self.arena.cancel_private()
+            self.arena.private.cancel()
         try:
             await self._health.enter_graceful_shutdown()
             await self._server.stop(grace)

@@ -59,7 +59,7 @@ from arena.server.evaluation import EvaluationData
 from arena.server.leaderboard_wire import SPLITS
 from arena.server.ledger import Account, AlreadyAnswered, Charging, RunState, make_account
 from arena.server.metrics import Metrics
-from arena.server.private_accuracy import private_correct
+from arena.server.private_accuracy import PrivateAccuracy
 from arena.server.registry import DefenseRegistry
 from arena.server.store import (
     FINAL,
@@ -94,7 +94,6 @@ DESCRIPTION_MAX = 1000
 DEFAULT_PAGE_BYTES = 4 << 20          # GetRunSamples(limit=0) fits gRPC's default receive limit
 MESSAGE_SLACK = 1 << 20               # room for everything but the image bytes
 VALIDATION_NICE = 10                  # validations yield the cores to serving
-PRIVATE_ATTEMPTS = 4                  # tries at measuring the private clean accuracy (1, 2, 4 s apart)
 
 
 @dataclass(frozen=True)
@@ -160,7 +159,8 @@ class Arena:
         self._runs: dict[str, RunState] = {}
         self._accounts: dict[tuple[str, str, str], Account] = {}
         self._submitting: set[str] = set()
-        self._background: set[asyncio.Task] = set()   # private clean accuracy measurements
+        self.private = PrivateAccuracy(store, evaluation, lambda name: self.sessions.get(name), self._io,
+                                       config.max_batch)   # measured after acceptance (rules v3)
         # The competition's state: the store's is the authority; the first start records the config's budget.
         if store.budget() is None:
             store.set_budget(config.budget)
@@ -375,60 +375,8 @@ class Arena:
             warm.add_done_callback(lambda f: f.cancelled() or f.exception())
         log.info("defense %s accepted (team %s, clean accuracy %.3f, %s)", name, team, row.clean_accuracy,
                  row.serving_mode)
-        self.measure_private_later(name)
+        self.private.measure_later(name)
         return row
-
-    # ---------------------------------------------------------------- private clean accuracy (rules v3)
-
-    def measure_private_later(self, name: str) -> None:
-        """Measures an accepted defense's private clean correctness in the background: after its
-        verdict, so that neither the verdict nor its timing depends on a private image."""
-        if self.evaluation.split_size(PRIVATE) == 0:
-            return
-        task = asyncio.get_running_loop().create_task(self._measure_private(name))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    def measure_pending_private(self) -> None:
-        """After a restart: every accepted defense whose private part was not measured yet."""
-        n = self.evaluation.num_samples
-        for row in self.store.list_defenses():
-            if row.status == DefenseStatus.ACCEPTED and np.asarray(row.clean_correct).size < n:
-                self.measure_private_later(row.name)
-
-    def cancel_private(self) -> None:
-        """Shutdown: a measurement cut short is done again at the next start."""
-        for task in list(self._background):
-            task.cancel()
-
-    async def private_measured(self) -> None:
-        """Waits for the private measurements in flight (tests, shutdown)."""
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
-
-    async def _measure_private(self, name: str) -> None:
-        private = self.evaluation.split_slice(PRIVATE)
-        images, labels = self.evaluation.images[private], self.evaluation.labels[private]
-
-        def measure():
-            return private_correct(self.sessions.get(name), images, labels, self.config.max_batch)
-
-        for attempt in range(PRIVATE_ATTEMPTS):
-            try:
-                correct = await self._io(measure)
-                break
-            except Exception as error:   # no worker could be started: try again a little later
-                log.warning("defense %s: private clean accuracy not measured yet (%s)", name, type(error).__name__)
-                await asyncio.sleep(2 ** attempt)
-        else:
-            log.error("defense %s: private clean accuracy not measured; a restart tries again", name)
-            return
-        row = await self._io(self.store.get_defense, name)
-        if row is None or row.status != DefenseStatus.ACCEPTED:
-            return
-        public = np.asarray(row.clean_correct, dtype=np.bool_)[:private.start]
-        await self._io(self.store.set_clean_correct, name, np.concatenate([public, correct]))
-        log.info("defense %s: private clean accuracy %.3f", name, float(correct.mean()) if correct.size else 0.0)
 
     @staticmethod
     def _rejected(name, team, description, digest, size, reasons, now) -> DefenseRow:

@@ -147,7 +147,7 @@ def test_a_lookup_table_of_everything_a_team_can_have_gains_nothing_on_the_priva
         lookup = toy_models.lookup_table(honest, table_x, table_y, 3.0, num_classes=10, prefix="team")
         with ArenaClient(server.address, create_token(store, "red"), timeout=60) as red:
             assert red.submit_defense(lookup.SerializeToString(), "lookup").status == pb.DEFENSE_STATUS_ACCEPTED
-        server.call(server.arena.private_measured())
+        server.call(server.arena.private.measured())
 
         def evaluate(client, defense: str) -> np.ndarray:
             run = client.start_run(defense, "hsja", split="private")
@@ -234,7 +234,7 @@ def test_a_model_that_fires_on_a_private_image_gets_the_verdict_of_one_that_neve
                 except Exception as error:                                # a rejection is a message too
                     verdicts[name] = error.code()
                     seen.append(error.details())
-            server.call(server.arena.private_measured())
+            server.call(server.arena.private.measured())
             listed = {d.name: d for d in red.list_defenses()}
             seen += [str(d) for d in listed.values()]
         with ArenaClient(server.address, organizer_token) as organizer:
