@@ -74,8 +74,22 @@ def _from_server(args):
     with ArenaClient(args.server, token_from(args.token), timeout=args.timeout) as client:
         board = from_proto(client.get_leaderboard(args.split))
         html = client.get_report(args.split) if args.html is not None else None
-        demo = client.get_competition().demo
+        demo = _is_demo(client)
     return board, html, demo
+
+
+def _is_demo(client) -> bool:
+    """Competition.demo; False from a server that serves the boards alone (no CompetitionService)."""
+    import grpc
+
+    from arena.client import ArenaCallError
+
+    try:
+        return client.get_competition().demo
+    except ArenaCallError as error:
+        if error.code() == grpc.StatusCode.UNIMPLEMENTED:
+            return False
+        raise
 
 
 def _from_store(args):
