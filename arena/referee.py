@@ -8,6 +8,11 @@ organizer rights (the only identity that may attack the private split before the
 It is resumable: each evaluation keeps a state file under `state_dir`, so an interrupted referee
 started again replays what it already paid for (free) and carries on; finished ones are skipped.
 
+Seeds: the reference attacks' seed is the organizer's secret (rules v3): with a known seed a
+defender could replay them offline and tune against exactly the queries they will make. Unless
+`seed` is given (reproducible research), it is drawn with `secrets` on the first run and kept in
+`state_dir/seed` (readable by the organizer only), so that a resumed referee replays its attacks.
+
 Budget: the referee is one team (the organizer's) under the same rule as every team, so its
 attacks on a defense and split share one budget of B queries per sample. Each reference attack
 gets an equal share, B // (number of attacks), unless `budget` caps it lower; otherwise the first
@@ -16,6 +21,8 @@ attack would spend everything and the others would run on nothing.
 
 from __future__ import annotations
 
+import os
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +51,7 @@ class Referee:
     attacks: Sequence[str] = DEFAULT_ATTACKS
     surrogate: Path | None = None
     budget: int | None = None             # per attack; None: an equal share of the arena's budget
-    seed: int = 0
+    seed: int | None = None               # None: the organizer's secret seed (state_dir/seed)
     state_dir: Path = Path("referee-state")
     splits: Sequence[str] = SPLITS
     log: Callable[[str], None] = print
@@ -77,8 +84,9 @@ class Referee:
         share = competition.budget_per_sample // max(1, len(self.names))
         per_attack = share if self.budget is None else min(int(self.budget), share)
         self.log(f"referee: {len(todo)} evaluation(s) to run, {per_attack} queries per sample each")
+        seed = self.seed if self.seed is not None else secret_seed(self.state_dir)
         for ev in todo:
-            attack = make_attack(ev.attack, seed=self.seed,
+            attack = make_attack(ev.attack, seed=seed,
                                  surrogate=self.surrogate if ev.attack == "transfer-pgd" else None)
             started = time.perf_counter()
             outcome = attack_remote(client, defense=ev.defense, attack=attack, budget=per_attack, samples=None,
@@ -89,3 +97,20 @@ class Referee:
             self.log(f"referee: {ev.attack:>12} vs {ev.defense:<10} {ev.split:<8} mean verified l2 "
                      f"{'-' if mean is None else f'{mean:.4f}'} ({time.perf_counter() - started:.0f} s)")
         return self.done
+
+
+SEED_FILE = "seed"
+
+
+def secret_seed(state_dir: Path) -> int:
+    """The referee's secret seed: drawn once with `secrets`, then read back from `state_dir/seed`
+    (created readable by its owner only; never printed or sent)."""
+    path = Path(state_dir) / SEED_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return int(path.read_text().strip())
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"{secrets.randbits(63)}\n")
+    return int(path.read_text().strip())

@@ -53,20 +53,24 @@ class ImageBatch(_message.Message):
     def __init__(self, shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class Competition(_message.Message):
-    __slots__ = ("phase", "budget_per_sample", "public_samples", "private_samples", "team", "role")
+    __slots__ = ("phase", "budget_per_sample", "public_samples", "private_samples", "team", "role", "private_split_source", "demo")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     BUDGET_PER_SAMPLE_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     PRIVATE_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     TEAM_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
+    PRIVATE_SPLIT_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DEMO_FIELD_NUMBER: _ClassVar[int]
     phase: Phase
     budget_per_sample: int
     public_samples: int
     private_samples: int
     team: str
     role: Role
-    def __init__(self, phase: _Optional[_Union[Phase, str]] = ..., budget_per_sample: _Optional[int] = ..., public_samples: _Optional[int] = ..., private_samples: _Optional[int] = ..., team: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ...) -> None: ...
+    private_split_source: str
+    demo: bool
+    def __init__(self, phase: _Optional[_Union[Phase, str]] = ..., budget_per_sample: _Optional[int] = ..., public_samples: _Optional[int] = ..., private_samples: _Optional[int] = ..., team: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., private_split_source: _Optional[str] = ..., demo: _Optional[bool] = ...) -> None: ...
 
 class GetCompetitionRequest(_message.Message):
     __slots__ = ()

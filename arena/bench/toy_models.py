@@ -220,41 +220,41 @@ def to_bytes(model: onnx.ModelProto) -> bytes:
 
 
 def lookup_table(honest: onnx.ModelProto, images: np.ndarray, labels: np.ndarray, radius: float,
-                 num_classes: int) -> onnx.ModelProto:
+                 num_classes: int, prefix: str = "lut") -> onnx.ModelProto:
     """The exploit rules v2 close (docs/rules.md section 4): a defense that stores `images` and
     answers their stored label for anything within `radius` (l2) of one of them, and the honest
     model's label elsewhere. Standard operators only, deterministic, batch-invariant: it passes
     validation. Against images it has stored, its distances are at least `radius`; against any
-    other images it is the honest model."""
+    other images it is the honest model. `prefix` names its tensors (a table around a table needs another)."""
     model = onnx.ModelProto()
     model.CopyFrom(honest)
     graph = model.graph
     for node in graph.node:
         for i, name in enumerate(node.output):
             if name == OUTPUT:
-                node.output[i] = "honest_logits"
+                node.output[i] = f"{prefix}_honest"
     stored = np.ascontiguousarray(images, dtype=np.float32).reshape(len(images), -1)
     one_hot = np.zeros((len(labels), num_classes), np.float32)
     one_hot[np.arange(len(labels)), labels] = 100.0
     consts = {
-        "lut_images_t": stored.T.copy(), "lut_norms": (stored.astype(np.float64) ** 2).sum(1)[None].astype(np.float32),
-        "lut_logits": one_hot, "lut_shape": np.array([-1, stored.shape[1]], np.int64),
-        "lut_minus2": np.array(-2.0, np.float32), "lut_r2": np.array(radius ** 2, np.float32),
+        f"{prefix}_images_t": stored.T.copy(), f"{prefix}_norms": (stored.astype(np.float64) ** 2).sum(1)[None].astype(np.float32),
+        f"{prefix}_logits": one_hot, f"{prefix}_shape": np.array([-1, stored.shape[1]], np.int64),
+        f"{prefix}_minus2": np.array(-2.0, np.float32), f"{prefix}_r2": np.array(radius ** 2, np.float32),
     }
     graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
     make = helper.make_node
     graph.node.extend([
-        make("Reshape", [INPUT, "lut_shape"], ["lut_flat"]),
-        make("MatMul", ["lut_flat", "lut_images_t"], ["lut_dot"]),                 # [N, K]
-        make("ReduceSumSquare", ["lut_flat"], ["lut_x2"], axes=[1], keepdims=1),   # [N, 1]
-        make("Mul", ["lut_dot", "lut_minus2"], ["lut_m2dot"]),
-        make("Add", ["lut_x2", "lut_m2dot"], ["lut_partial"]),
-        make("Add", ["lut_partial", "lut_norms"], ["lut_d2"]),                      # squared distances
-        make("ReduceMin", ["lut_d2"], ["lut_min"], axes=[1], keepdims=1),
-        make("ArgMin", ["lut_d2"], ["lut_nearest"], axis=1, keepdims=0),
-        make("Less", ["lut_min", "lut_r2"], ["lut_near"]),                          # [N, 1]
-        make("Gather", ["lut_logits", "lut_nearest"], ["lut_stored"], axis=0),      # [N, C]
-        make("Where", ["lut_near", "lut_stored", "honest_logits"], [OUTPUT]),
+        make("Reshape", [INPUT, f"{prefix}_shape"], [f"{prefix}_flat"]),
+        make("MatMul", [f"{prefix}_flat", f"{prefix}_images_t"], [f"{prefix}_dot"]),                 # [N, K]
+        make("ReduceSumSquare", [f"{prefix}_flat"], [f"{prefix}_x2"], axes=[1], keepdims=1),   # [N, 1]
+        make("Mul", [f"{prefix}_dot", f"{prefix}_minus2"], [f"{prefix}_m2dot"]),
+        make("Add", [f"{prefix}_x2", f"{prefix}_m2dot"], [f"{prefix}_partial"]),
+        make("Add", [f"{prefix}_partial", f"{prefix}_norms"], [f"{prefix}_d2"]),                      # squared distances
+        make("ReduceMin", [f"{prefix}_d2"], [f"{prefix}_min"], axes=[1], keepdims=1),
+        make("ArgMin", [f"{prefix}_d2"], [f"{prefix}_nearest"], axis=1, keepdims=0),
+        make("Less", [f"{prefix}_min", f"{prefix}_r2"], [f"{prefix}_near"]),                          # [N, 1]
+        make("Gather", [f"{prefix}_logits", f"{prefix}_nearest"], [f"{prefix}_stored"], axis=0),      # [N, C]
+        make("Where", [f"{prefix}_near", f"{prefix}_stored", f"{prefix}_honest"], [OUTPUT]),
     ])
     onnx.checker.check_model(model, full_check=True)
     return model

@@ -75,6 +75,12 @@ def _print_competition(competition) -> None:
           f"budget {competition.budget_per_sample} queries per sample, team and defense; "
           f"public split {competition.public_samples} samples, private split {competition.private_samples}; "
           f"you are {competition.team!r} ({pb.Role.Name(competition.role).removeprefix('ROLE_').lower()})")
+    print(DEMO_LINE if competition.demo else f"private split: {competition.private_split_source or 'unknown'} images")
+
+
+# What every board and status says when the private split comes from public data (rules v3).
+DEMO_LINE = ("DEMO, NOT A COMPETITION: the private split comes from public data (--private-from-public); "
+             "any team could rebuild it")
 
 
 def _status(args) -> int:

@@ -2,7 +2,8 @@
 
 Stages: generate the data; train small ResNets (natural, PGD-AT, TRADES) and a separately
 trained surrogate for the transfer attack; export the defenses to ONNX; start an arena on a
-fresh store with a public and a private split; the operator makes the organizer's token, the
+fresh store with a public split (public data) and a private one generated from a secret seed
+(`--private-from-public` deals it from public data instead, and the boards say it is a demo); the operator makes the organizer's token, the
 organizer the teams'; in the open phase the defenders submit; the referee (the organizer's
 reference attacks) evaluates every defense on both splits; the organizer switches to the final
 phase (a late submission is refused); the attackers' team attacks the private split; the
@@ -50,7 +51,11 @@ def register(sub) -> None:
     parser.add_argument("--referee-attacks", default=",".join(REFEREE_ATTACKS),
                         help="the organizer's reference attacks on both splits (default "
                              f"{','.join(REFEREE_ATTACKS)}; `arena referee` also runs boundary by default)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the attacks (default 0)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the attacks, for a reproducible run (default: the referee's seed is secret)")
+    parser.add_argument("--private-from-public", action="store_true",
+                        help="deal the private split from the public validation data (rules v2's demo; every "
+                             "board then says it is a demo); default: secret evaluation data")
     parser.add_argument("--device", default=None, help="training device (default: cuda if available, else cpu)")
     parser.add_argument("--epochs-scale", type=float, default=1.0,
                         help="multiply the preset's epochs (e.g. 0.2 for a quick smoke run; default 1)")
@@ -158,10 +163,12 @@ def _run(args) -> int:
     finally:
         store.close()
     server = start_server(ServerConfig(store=store_dir, data="demo", public_samples=args.public_samples,
-                                       private_samples=args.samples, port=0, arena=ArenaConfig(budget=args.budget)))
+                                       private_samples=args.samples, private_from_public=args.private_from_public,
+                                       port=0, arena=ArenaConfig(budget=args.budget)))
     try:
         print(f"  serving on {server.address} (store {store_dir}); public split {args.public_samples} samples, "
-              f"private {args.samples}; {args.budget} queries per sample, team, defense and split", flush=True)
+              f"private {args.samples} ({_private_source(args)}); {args.budget} queries per sample, team, "
+              "defense and split", flush=True)
         with ArenaClient(server.address, organizer_token) as organizer:
             defender_token = organizer.create_token("defenders", "the demo's defending team")
             attacker_token = organizer.create_token("attackers", "the demo's attacking team")
@@ -169,6 +176,7 @@ def _run(args) -> int:
             for role, model in models.items():
                 defense = client.submit_defense(model.read_bytes(), name=role, description=f"demo preset, {role}")
                 print(f"  submitted {role}: clean accuracy {defense.clean_accuracy:.1%} on the public split", flush=True)
+        server.call(server.arena.private.measured())   # the private clean accuracy, measured after acceptance
 
         stage(f"referee: the organizer's reference attacks ({', '.join(referee_attacks)}) on both splits")
         from arena.referee import Referee
@@ -200,6 +208,10 @@ def _run(args) -> int:
             public = client.get_leaderboard("public")
             (out / "report.html").write_text(client.get_report("private"))
             (out / "report-public.html").write_text(client.get_report("public"))
+        if args.private_from_public:
+            from arena.cli.admin import DEMO_LINE
+
+            print(DEMO_LINE)
         print("Official board: the private split\n")
         print(render_text(from_proto(official)))
         print("Provisional board: the public split (what the teams saw during the open phase)\n")
@@ -210,6 +222,14 @@ def _run(args) -> int:
     print(f"\nreport: {(out / 'report.html').resolve()} (public board: {(out / 'report-public.html').resolve()})")
     print(f"total: {time.perf_counter() - stage.start:.0f} s")
     return 0
+
+
+def _private_source(args) -> str:
+    if args.private_from_public:
+        from arena.cli.admin import DEMO_LINE
+
+        return DEMO_LINE
+    return "secret evaluation data: generated from a seed drawn for this store and never kept"
 
 
 def _print_pairs(store_dir: Path, defenses: list[str]) -> None:
@@ -243,7 +263,7 @@ def _attack_all(address: str, token: str, defenses: list[str], attacks: list[str
         for defense in defenses:
             for name in attacks:
                 # another seed than the referee's: the team's run is its own, not the referee's replayed
-                attack = make_attack(name, seed=args.seed + 1, surrogate=surrogate if name == "transfer-pgd" else None)
+                attack = make_attack(name, seed=0 if args.seed is None else args.seed + 1, surrogate=surrogate if name == "transfer-pgd" else None)
                 started = time.perf_counter()
                 outcome = attack_remote(client, defense=defense, attack=attack, budget=args.budget, samples=None,
                                         state_path=state_dir / f"{defense}-{name}.json",

@@ -49,7 +49,11 @@ def _run(args) -> int:
     from scoreboard import tables
 
     offline = args.store is not None or args.database_url is not None
-    board, html = _from_store(args) if offline else _from_server(args)
+    board, html, demo = _from_store(args) if offline else _from_server(args)
+    if demo:   # rules v3: a board whose private split anyone could rebuild says so
+        from arena.cli.admin import DEMO_LINE
+
+        print(DEMO_LINE, file=sys.stdout if not (args.json or args.csv) else sys.stderr)
     if args.json:
         sys.stdout.write(tables.render_json(board))
     elif args.csv:
@@ -70,7 +74,22 @@ def _from_server(args):
     with ArenaClient(args.server, token_from(args.token), timeout=args.timeout) as client:
         board = from_proto(client.get_leaderboard(args.split))
         html = client.get_report(args.split) if args.html is not None else None
-    return board, html
+        demo = _is_demo(client)
+    return board, html, demo
+
+
+def _is_demo(client) -> bool:
+    """Competition.demo; False from a server that serves the boards alone (no CompetitionService)."""
+    import grpc
+
+    from arena.client import ArenaCallError
+
+    try:
+        return client.get_competition().demo
+    except ArenaCallError as error:
+        if error.code() == grpc.StatusCode.UNIMPLEMENTED:
+            return False
+        raise
 
 
 def _from_store(args):
@@ -95,6 +114,8 @@ def _from_store(args):
             from scoreboard.report import render_html
 
             html = render_html(board, gallery=gallery_items(store, board, split))
+        meta = store.evaluation()
+        demo = meta is not None and meta.demo
     finally:
         store.close()
-    return board, html
+    return board, html, demo

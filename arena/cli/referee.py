@@ -27,7 +27,9 @@ def register(sub) -> None:
                    help="queries per sample for each attack (default and most: an equal share of the arena's "
                         "budget, which the organizer's attacks on a defense and split share)")
     p.add_argument("--splits", default="public,private", help="splits to evaluate (default: public,private)")
-    p.add_argument("--seed", type=int, default=0, help="the attacks' seed (default 0)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="the attacks' seed, for reproducible research (default: a secret seed drawn on the first "
+                        "run and kept in the state dir, so that defenders cannot replay the reference attacks)")
     p.add_argument("--state-dir", type=Path, default=Path("referee-state"),
                    help="resume files, one per evaluation (default: referee-state)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -2,6 +2,7 @@
 
     arena serve --store arena-store --data demo [--host 127.0.0.1] [--port 50051]
                 [--public-samples 100] [--private-samples 100]
+                [--private-data DIR | --private-from-public]
 
 Runs until SIGTERM or SIGINT, then shuts down gracefully (health NOT_SERVING, in-flight calls
 finish). Prints one line `arena serve: listening on HOST:PORT` once it accepts calls. The flags
@@ -15,12 +16,12 @@ import sys
 
 
 def register(sub) -> None:
-    from arena.server.settings import add_flags
+    from arena.server.settings import SERVE_DEFAULTS, add_flags
 
     p = sub.add_parser("serve", help="run the arena server (gRPC)",
                        description="Serve ONNX defenses label-only over gRPC, with per-sample budgets, "
                                    "verification of adversarials, a durable store and team tokens.")
-    add_flags(p, overrides={"store": None})
+    add_flags(p, overrides=SERVE_DEFAULTS)
     p.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
     p.set_defaults(func=_run)
 
@@ -28,8 +29,12 @@ def register(sub) -> None:
 def config_from_args(args):
     from arena.server.settings import from_args
 
+    from arena.server.evaluation import Source
+
     if args.store is None and args.database_url is None:
         raise ValueError("give --store DIR or --database-url URL")
+    Source(args.data, args.public_samples, args.private_samples, args.private_data,
+           args.private_from_public).private_source()   # refuses a private split from public data, unasked
     return from_args(args)
 
 

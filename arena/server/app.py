@@ -63,20 +63,22 @@ class ArenaServer:
         tune_malloc()
         evaluation = cfg.evaluation
         loop = asyncio.get_running_loop()
-        if evaluation is None:
-            evaluation = await loop.run_in_executor(None, evaluation_module.load, cfg.data, cfg.public_samples,
-                                                    cfg.private_samples)
-        source = cfg.data if cfg.evaluation is None else "arrays given in-process"
         self.store = open_store(cfg.database_url or cfg.store, durability=cfg.durability)
         try:
             self.store.claim_serving()
-            evaluation_module.pin(self.store, evaluation, source)
+            if evaluation is None:
+                source = evaluation_module.Source(cfg.data, cfg.public_samples, cfg.private_samples,
+                                                  cfg.private_data, cfg.private_from_public)
+                evaluation = await loop.run_in_executor(None, evaluation_module.for_store, self.store, source)
+            else:
+                evaluation_module.pin(self.store, evaluation, "arrays given in-process")
         except BaseException:
             self.store.close()
             raise
         self.arena = Arena(self.store, evaluation, cfg.arena)
         try:
             await self._listen(evaluation)
+            self.arena.private.resume()
         except BaseException:
             if self._server is not None:
                 await self._server.stop(0)
@@ -120,10 +122,14 @@ class ArenaServer:
         if cfg.http_port is not None:
             from arena.server.http_report import ReportServer
 
-            self._http = ReportServer(self.store, cfg.host, cfg.http_port, metrics=self.arena.metrics)
+            self._http = ReportServer(self.store, cfg.host, cfg.http_port, metrics=self.arena.metrics, tokens=tokens)
             self.http_address = self._http.address
-        log.info("arena serving on %s (public split %d samples, private %d; phase %s)", self.address,
-                 evaluation.split_size("public"), evaluation.split_size("private"), self.arena.phase)
+        log.info("arena serving on %s (public split %d samples, private %d from %s; phase %s)", self.address,
+                 evaluation.split_size("public"), evaluation.split_size("private"), evaluation.private_source,
+                 self.arena.phase)
+        if evaluation.demo:
+            log.warning("the private split comes from public data (--private-from-public): this is a demo, "
+                        "not a competition, and every board says so")
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful: health NOT_SERVING, no new calls, in-flight calls finish, commits land."""
@@ -142,6 +148,8 @@ class ArenaServer:
                 self.arena.kill_children()
 
         timer = loop.call_at(deadline, end_children)
+        if self.arena is not None:
+            self.arena.private.cancel()
         try:
             await self._health.enter_graceful_shutdown()
             await self._server.stop(grace)

@@ -50,6 +50,8 @@ from arena.server.errors import (
     FailedPrecondition,
     FinishedRun,
     NotFound,
+    OverCap,
+    Rejected,
     PermissionDenied,
     Unavailable,
 )
@@ -57,6 +59,7 @@ from arena.server.evaluation import EvaluationData
 from arena.server.leaderboard_wire import SPLITS
 from arena.server.ledger import Account, AlreadyAnswered, Charging, RunState, make_account
 from arena.server.metrics import Metrics
+from arena.server.private_accuracy import PrivateAccuracy
 from arena.server.registry import DefenseRegistry
 from arena.server.settings import MESSAGE_SLACK, ArenaConfig
 from arena.server.store import (
@@ -68,6 +71,7 @@ from arena.server.store import (
     ROLES,
     Action,
     AdversarialRecord,
+    CapReached,
     DefenseRow,
     FinishRun,
     NameTaken,
@@ -119,6 +123,8 @@ class Arena:
         self._runs: dict[str, RunState] = {}
         self._accounts: dict[tuple[str, str, str], Account] = {}
         self._submitting: set[str] = set()
+        self.private = PrivateAccuracy(store, evaluation, lambda name: self.sessions.get(name), self._io,
+                                       config.max_batch)   # measured after acceptance (rules v3)
         # The competition's state: the store's is the authority; the first start records the config's budget.
         if store.budget() is None:
             store.set_budget(config.budget)
@@ -177,8 +183,10 @@ class Arena:
     def defense_message(self, row: DefenseRow, role: str = "team") -> pb.Defense:
         public, private = (self.evaluation.split_slice(s) for s in (PUBLIC, PRIVATE))
         correct = np.asarray(row.clean_correct, dtype=bool)
-        accepted = row.status == DefenseStatus.ACCEPTED and correct.size == self.evaluation.num_samples
-        show_private = accepted and (self.phase == FINAL or role == ORGANIZER) and private.stop > private.start
+        # the private part is measured after acceptance (rules v3): until then it is shown as 0
+        accepted = row.status == DefenseStatus.ACCEPTED and correct.size >= public.stop
+        measured = accepted and correct.size == self.evaluation.num_samples
+        show_private = measured and (self.phase == FINAL or role == ORGANIZER) and private.stop > private.start
         return pb.Defense(
             name=row.name, team=row.team,
             status=pb.DEFENSE_STATUS_ACCEPTED if row.status == DefenseStatus.ACCEPTED else pb.DEFENSE_STATUS_REJECTED,
@@ -201,10 +209,10 @@ class Arena:
             raise NotFound(f"name: no defense {name!r}")
         return row
 
-    async def submit_defense(self, team: str, messages) -> DefenseRow:
+    async def submit_defense(self, team: str, messages, role: str = "team") -> DefenseRow:
         """`messages`: async iterator of SubmitDefenseRequest (metadata first, then chunks).
         Returns the accepted defense; raises BadRequest with every failed rule when rejected
-        (the rejection is recorded and visible in ListDefenses)."""
+        (the rejection is recorded and visible in ListDefenses), OverCap at a cap."""
         first = None
         async for first in messages:
             break
@@ -226,15 +234,44 @@ class Arena:
             raise AlreadyExists(f"metadata.name: a defense named {name!r} is being validated right now")
         if team in self._validating_teams:
             raise Busy(f"team {team!r} already has a submission being validated; submit again once it is done")
+        capped = role != ORGANIZER
+        if capped:
+            await self._check_defense_cap(team)
         self._submitting.add(name)
         self._validating_teams.add(team)
+        day, counted = utc_day(), False
         try:
-            return await self._receive_and_validate(team, name, meta.description, messages)
+            counted = capped and await self._count_submission(team, day)
+            row = await self._receive_and_validate(team, name, meta.description, messages, capped)
+            counted = False   # a verdict: the submission stays counted
+            return row
+        except (Rejected, OverCap):
+            counted = False   # rejected (recorded), or validated and then over the cap: counts
+            raise
         finally:
             self._submitting.discard(name)
             self._validating_teams.discard(team)
+            if counted:       # no verdict (bad stream, shutdown): not a submission
+                await self._io(self.store.return_submission, team, day)
 
-    async def _receive_and_validate(self, team: str, name: str, description: str, messages) -> DefenseRow:
+    async def _check_defense_cap(self, team: str) -> None:
+        cap = self.config.max_defenses_per_team
+        if cap and sum(1 for d in await self._io(self.store.list_defenses) if d.team == team
+                       and d.status == DefenseStatus.ACCEPTED and not d.disqualified_reason) >= cap:
+            raise OverCap(_defense_cap_message(team, cap))
+
+    async def _count_submission(self, team: str, day: str) -> bool:
+        cap = self.config.max_submissions_per_day
+        if not cap:
+            return False
+        if not await self._io(self.store.take_submission, team, day, cap):
+            raise OverCap(f"cap: team {team!r} has made {cap} submissions on {day} (UTC), the most a team may "
+                          "make in a day (`arena serve --max-submissions-per-day`); rejected ones count. "
+                          "Submit again after midnight UTC")
+        return True
+
+    async def _receive_and_validate(self, team: str, name: str, description: str, messages,
+                                    capped: bool = True) -> DefenseRow:
         limit = self.config.max_upload_bytes
         chunks: list[bytes] = []
         size = 0
@@ -252,10 +289,13 @@ class Arena:
             reasons = [f"file: the upload exceeds the size limit of {limit} bytes"]
             row = self._rejected(name, team, description, "", size, reasons, now)
             await self._io(self.store.put_defense, row)
-            raise BadRequest(_rejection_message(name, reasons))
+            raise Rejected(_rejection_message(name, reasons))
         data = b"".join(chunks)
         chunks.clear()
         digest = hashlib.sha256(data).hexdigest()
+        # rules v3: validation sees the public split only; the private one is measured after acceptance
+        public = self.evaluation.split_slice(PUBLIC)
+        public_x, public_y = self.evaluation.images[public], self.evaluation.labels[public]
         limits = validation.Limits(max_bytes=limit, latency_ms=self.config.latency_ms,
                                    max_chunk=self.config.max_chunk, threads=self._threads)
         loop = asyncio.get_running_loop()
@@ -265,15 +305,17 @@ class Arena:
                 sandbox.ChildLimits(self.config.validation_memory_mb, self._threads, nice=VALIDATION_NICE))
             result = await loop.run_in_executor(
                 self.validation_pool, self.metrics.timed_validation(sandbox.validate_in_child), name, data,
-                self.evaluation.images, self.evaluation.labels, limits, limits_in_child, self.children)
+                public_x, public_y, limits, limits_in_child, self.children)
         else:
             result = await loop.run_in_executor(
                 self.validation_pool, self.metrics.timed_validation(validation.validate), name, data,
-                self.evaluation.images, self.evaluation.labels, limits)
+                public_x, public_y, limits)
+        if result.details:   # runtime text: the operator's, never the team's
+            log.warning("defense %s (team %s) validation details: %s", name, team, " | ".join(result.details))
         if not result.accepted:
             row = self._rejected(name, team, description, digest, len(data), result.reasons, now)
             await self._io(self.store.put_defense, row)
-            raise BadRequest(_rejection_message(name, result.reasons))
+            raise Rejected(_rejection_message(name, result.reasons))
         await self._io(self.store.blobs.put, data)
         row = DefenseRow(
             name=name, team=team, status=DefenseStatus.ACCEPTED, description=description, sha256=digest,
@@ -281,10 +323,13 @@ class Arena:
             clean_correct=result.clean_correct, rejection_reasons=(), serving_mode=result.serving_mode,
             submitted_at=now,
         )
+        cap = self.config.max_defenses_per_team if capped else 0
         try:
-            await self._io(self.store.put_defense, row, True)
+            await self._io(self.store.put_defense, row, True, cap or None)
         except PhaseClosed as error:   # the final phase began while it was validated
             raise FailedPrecondition(str(error)) from None
+        except CapReached:             # another replica accepted one of the team's meanwhile
+            raise OverCap(_defense_cap_message(team, cap)) from None
         except StoreError as error:
             raise AlreadyExists(f"metadata.name: {error}") from None
         if result.model is not None:
@@ -294,6 +339,7 @@ class Arena:
             warm.add_done_callback(lambda f: f.cancelled() or f.exception())
         log.info("defense %s accepted (team %s, clean accuracy %.3f, %s)", name, team, row.clean_accuracy,
                  row.serving_mode)
+        self.private.measure_later(name)
         return row
 
     @staticmethod
@@ -669,7 +715,8 @@ class Arena:
         return pb.Competition(
             phase=pb.PHASE_OPEN if self.phase == OPEN else pb.PHASE_FINAL, budget_per_sample=self.budget,
             public_samples=self.evaluation.split_size(PUBLIC), private_samples=self.evaluation.split_size(PRIVATE),
-            team=team, role=pb.ROLE_ORGANIZER if role == ORGANIZER else pb.ROLE_TEAM)
+            team=team, role=pb.ROLE_ORGANIZER if role == ORGANIZER else pb.ROLE_TEAM,
+            private_split_source=self.evaluation.private_source, demo=self.evaluation.demo)
 
     @staticmethod
     def _action(organizer: str, action: str, target: str, reason: str) -> Action:
@@ -743,6 +790,16 @@ class _Claim:
         if self._job is None:
             raise Unavailable("the first attempt with this request id failed before running")
         return await self._job.wait()
+
+
+def utc_day() -> str:
+    """Today in UTC ("YYYY-MM-DD"): the day the cap on submissions counts in."""
+    return time.strftime("%Y-%m-%d", time.gmtime())
+
+
+def _defense_cap_message(team: str, cap: int) -> str:
+    return (f"cap: team {team!r} already has {cap} accepted defenses, the most a team may have "
+            "(`arena serve --max-defenses-per-team`)")
 
 
 def _rejection_message(name: str, reasons: list[str]) -> str:

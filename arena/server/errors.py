@@ -19,6 +19,10 @@ class BadRequest(ArenaError, ValueError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
+class Rejected(BadRequest):
+    """A submission that broke a rule: recorded as rejected, every failed rule in the message."""
+
+
 class NotFound(ArenaError, LookupError):
     """An unknown run, sample or defense (another team's run reads as unknown)."""
     code = grpc.StatusCode.NOT_FOUND
@@ -48,6 +52,12 @@ class BudgetExceeded(ArenaError):
 
 class Busy(ArenaError):
     """The caller already has one of these in progress (a team validates one submission at a time)."""
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class OverCap(ArenaError):
+    """A team is at a cap the organizer set (accepted defenses, submissions per UTC day); the
+    message names the cap and its flag."""
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 

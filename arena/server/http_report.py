@@ -3,6 +3,11 @@
 GET / renders `scoreboard.report.render_html` from the store (cached for a few seconds, as the
 figures take a moment); GET /healthz answers "ok". Read-only, no token: it shows exactly what
 the leaderboard shows to every team.
+
+GET /metrics (Prometheus) is the operator's (docs/rules.md section 4, rules v3): it tells timings
+and every team's activity per defense, so it answers only a request carrying an organizer token
+(`Authorization: Bearer TOKEN`, as Prometheus' `authorization` scrape setting sends it): 401
+without a valid token, 403 with a team's, and nothing of the metrics either way.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from arena.server.leaderboard import report_html
 from arena.server.metrics import CONTENT_TYPE
-from arena.server.store import OPEN, PRIVATE, PUBLIC
+from arena.server.store import OPEN, ORGANIZER, PRIVATE, PUBLIC
 from arena.server.store import Store
 
 log = logging.getLogger("arena.http")
@@ -23,7 +28,7 @@ log = logging.getLogger("arena.http")
 class ReportServer:
     """The live HTML report over HTTP (no token: the public board while open, the official one once
     final), cached for a few seconds."""
-    def __init__(self, store: Store, host: str, port: int, cache_s: float = 5.0, metrics=None) -> None:
+    def __init__(self, store: Store, host: str, port: int, cache_s: float = 5.0, metrics=None, tokens=None) -> None:
         self._store = store
         self._cache_s = cache_s
         self._lock = threading.Lock()
@@ -39,12 +44,16 @@ class ReportServer:
                         log.exception("report rendering failed")
                         body, ctype, code = b"the report could not be rendered", "text/plain", 500
                 elif self.path == "/metrics" and metrics is not None:
-                    body, ctype, code = metrics.exposition(), CONTENT_TYPE, 200
+                    code = outer._metrics_access(self.headers.get("Authorization", ""), tokens)
+                    body, ctype = (metrics.exposition(), CONTENT_TYPE) if code == 200 else (
+                        b"the metrics are the organizer's: send Authorization: Bearer <organizer token>", "text/plain")
                 elif self.path == "/healthz":
                     body, ctype, code = b"ok", "text/plain", 200
                 else:
                     body, ctype, code = b"not found", "text/plain", 404
                 self.send_response(code)
+                if code == 401:
+                    self.send_header("WWW-Authenticate", 'Bearer realm="arena metrics"')
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Cache-Control", "no-store")
@@ -59,6 +68,21 @@ class ReportServer:
         self.address = f"{host}:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="arena-http", daemon=True)
         self._thread.start()
+
+    @staticmethod
+    def _metrics_access(authorization: str, tokens) -> int:
+        """200 for an organizer's token, 403 for a team's, 401 otherwise."""
+        scheme, _, token = authorization.strip().partition(" ")
+        if tokens is None or scheme.lower() != "bearer" or not token.strip():
+            return 401
+        try:
+            identity = tokens.identity(token.strip())
+        except Exception:
+            log.exception("metrics: the token could not be checked")
+            return 401
+        if identity is None:
+            return 401
+        return 200 if identity[1] == ORGANIZER else 403
 
     def _report(self) -> bytes:
         with self._lock:

@@ -42,10 +42,13 @@ def build_records(store: Store | str | Path, split: str = PUBLIC
             part = meta.split_slice(split)
             n = part.stop - part.start
             evaluation = EvaluationSet(worst_case=np.asarray(meta.worst_case, dtype=np.float64)[part])
+        # a defense whose private clean correctness is still being measured (rules v3: after its
+        # acceptance) joins the private board once it is
         defenses = [
             DefenseRecord(name=d.name, team=d.team, submitted_at=d.submitted_at,
                           clean_correct=np.asarray(d.clean_correct, dtype=np.bool_)[part])
             for d in store.list_defenses() if d.status == DefenseStatus.ACCEPTED and not d.disqualified_reason
+            and np.asarray(d.clean_correct).size >= part.stop
         ]
         runs = [
             RunRecord(run_id=r.run_id, defense=r.defense, attack=r.attack, team=r.team, started_at=r.started_at,

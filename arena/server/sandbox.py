@@ -242,18 +242,20 @@ def validate_in_child(name: str, data: bytes, evaluation_x, evaluation_y, limits
         if isinstance(answer, dict) and isinstance(answer.get("reasons"), list):
             reasons = [str(r) for r in answer["reasons"]]
             return Validation(
-                reasons=reasons, num_classes=int(answer.get("num_classes", 0)),
+                reasons=reasons, details=[str(d) for d in answer.get("details", [])],
+                num_classes=int(answer.get("num_classes", 0)),
                 clean_correct=np.asarray(answer.get("clean_correct", []), dtype=np.bool_),
                 clean_accuracy=float(answer.get("clean_accuracy", 0.0)),
                 serving_mode=str(answer.get("serving_mode", "")),
             )
+    # the way it ended names the rule; its stderr (runtime text) is for the operator's log only
     how = describe_exit(proc.returncode)
+    details = [f"validation process {how}: {detail}"] if detail else []
     if is_allocation_failure(detail) or proc.returncode == -signal.SIGKILL:
         return Validation(reasons=[
             f"{MEMORY_REASON}: the model needs more than the memory limit of {memory_mb:g} MiB "
-            f"(validation process {how}{': ' + detail if detail else ''})"])
-    return Validation(reasons=[
-        f"crash: the validation process running the model died ({how}{': ' + detail if detail else ''})"])
+            f"(validation process {how})"], details=details)
+    return Validation(reasons=[f"crash: the validation process running the model died ({how})"], details=details)
 
 
 def validation_child() -> None:
@@ -267,10 +269,10 @@ def validation_child() -> None:
     try:
         result = validate(name, data, x, y, limits)
     except MemoryError:
-        result = Validation(reasons=["memory: the model needs more memory than the limit allows (MemoryError)"])
-    reasons = [_name_memory(r, memory_mb) for r in result.reasons]
+        result = Validation(reasons=["memory: the model needs more memory than the limit allows"])
+    reasons = [_name_memory(r, d, memory_mb) for r, d in zip(result.reasons, _details_by_reason(result))]
     answer = {
-        "reasons": reasons, "num_classes": result.num_classes,
+        "reasons": reasons, "details": result.details, "num_classes": result.num_classes,
         "clean_correct": [bool(v) for v in result.clean_correct], "clean_accuracy": result.clean_accuracy,
         "serving_mode": result.serving_mode,
     }
@@ -279,8 +281,23 @@ def validation_child() -> None:
     os._exit(0)                        # no interpreter teardown: a hostile session may crash in it
 
 
-def _name_memory(reason: str, memory_mb: int) -> str:
-    if reason.startswith(MEMORY_REASON + ":") or not is_allocation_failure(reason):
+def _details_by_reason(result) -> list[str]:
+    """Each reason's runtime detail ("" if none): `Validation.fail` keeps them in order, prefixed
+    with the reason's rule."""
+    details = list(result.details)
+    out = []
+    for reason in result.reasons:
+        rule = reason.split(":")[0]
+        match = next((d for d in details if d.startswith(rule + ":")), "")
+        if match:
+            details.remove(match)
+        out.append(match)
+    return out
+
+
+def _name_memory(reason: str, detail: str, memory_mb: int) -> str:
+    """An allocation failure inside ONNX Runtime is the memory rule, whatever check hit it."""
+    if reason.startswith(MEMORY_REASON + ":") or not is_allocation_failure(detail):
         return reason
     limit = f" of {memory_mb} MiB" if memory_mb else ""
-    return f"{MEMORY_REASON}: the model needs more than the memory limit{limit} ({reason})"
+    return f"{MEMORY_REASON}: the model needs more than the memory limit{limit}"

@@ -21,6 +21,7 @@ from arena.contract import DEFAULT_BUDGET, DEFAULT_MAX_CHUNK, IMAGE_BYTES
 MESSAGE_SLACK = 1 << 20               # room in a message for everything but the image bytes
 MIN_CHILD_MEMORY_MB = 512             # ONNX Runtime alone needs about 300 MiB of address space
 LIMITS_GROUP = 'limits on submitted models (docs/rules.md, "Limits on submitted models")'
+CAPS_GROUP = "the organizer's caps (docs/rules.md section 3; the organizer's own submissions are exempt; 0: no cap)"
 
 
 # ------------------------------------------------------------------ checks: (value) -> error or ""
@@ -48,9 +49,11 @@ def child_memory(v) -> str:
 
 
 def setting(default, help: str, *, check: Callable[[object], str] | None = None, flag: str | None = None,
-            group: str | None = None, **argparse_options):
-    """A dataclass field that `arena serve` exposes as a flag (`--field-name` unless `flag` says)."""
-    meta = {"help": help, "check": check, "flag": flag, "group": group, "options": argparse_options}
+            group: str | None = None, exclusive: str | None = None, **argparse_options):
+    """A dataclass field that `arena serve` exposes as a flag (`--field-name` unless `flag` says);
+    flags that name the same `exclusive` key are mutually exclusive."""
+    meta = {"help": help, "check": check, "flag": flag, "group": group, "exclusive": exclusive,
+            "options": argparse_options}
     return field(default=default, metadata={"setting": meta})
 
 
@@ -102,6 +105,11 @@ class ArenaConfig:
                                       check=child_memory, group=LIMITS_GROUP, metavar="MB")
     concurrent_validations: int = setting(2, "submissions validated at once, at most one per team",
                                           check=at_least(1), group=LIMITS_GROUP, metavar="N")
+    # The organizer's caps: none in code (tests, benchmarks); `arena serve` sets the rules' (SERVE_DEFAULTS).
+    max_defenses_per_team: int = setting(0, "accepted defenses a team may have, disqualified ones not counted",
+                                         check=at_least(0), group=CAPS_GROUP, metavar="N")
+    max_submissions_per_day: int = setting(0, "submissions a team may make per UTC day, rejected ones included",
+                                           check=at_least(0), group=CAPS_GROUP, metavar="N")
 
     def __post_init__(self) -> None:
         _check(self)
@@ -127,7 +135,15 @@ class ServerConfig:
     public_samples: int = setting(100, "samples of the public split, attacked in the open phase",
                                   check=at_least(1), metavar="N")
     private_samples: int = setting(100, "samples of the private split, the official board's, attacked in the "
-                                   "final phase", check=at_least(0), metavar="N")
+                                   "final phase. With --data demo they are generated from a secret seed drawn when "
+                                   "the store is created; otherwise give --private-data or --private-from-public",
+                                   check=at_least(0), metavar="N")
+    private_data: str | None = setting(None, "the organizer's own held-out images for the private split: a folder "
+                                       "in the tiny-imagenet-200 layout (its val/ split) or an .npz, with --data's "
+                                       "classes", exclusive="private", metavar="DIR")
+    private_from_public: bool = setting(False, "deal the private split from --data's public validation samples "
+                                        "(rules v2): any team can rebuild it, so this is a demo, not a competition, "
+                                        "and every board says so", exclusive="private", action="store_true")
     evaluation: object | None = None   # an EvaluationData given instead of --data (tests)
     database_url: str | None = setting(None, "database URL (default: sqlite:///<store>/arena.db); "
                                        "postgresql://user@host/dbname lets several replicas share one arena "
@@ -147,11 +163,15 @@ class ServerConfig:
 
 # ------------------------------------------------------------------ flags
 
+# `arena serve` asks for --store or --database-url, and runs a competition with the rules' caps.
+SERVE_DEFAULTS: dict[str, object] = {"store": None, "max_defenses_per_team": 3, "max_submissions_per_day": 5}
+
 def add_flags(parser: argparse.ArgumentParser, overrides: dict[str, object] | None = None) -> None:
     """One flag per setting of ServerConfig and ArenaConfig; `overrides` changes a flag's default
     (e.g. `arena serve` asks for --store or --database-url, so its --store default is None)."""
     overrides = overrides or {}
     groups: dict[str, argparse._ArgumentGroup] = {}
+    exclusive: dict[str, argparse._MutuallyExclusiveGroup] = {}
     for cls in (ServerConfig, ArenaConfig):
         for f in dataclasses.fields(cls):
             meta = f.metadata.get("setting")
@@ -159,6 +179,8 @@ def add_flags(parser: argparse.ArgumentParser, overrides: dict[str, object] | No
                 continue
             target = parser if meta["group"] is None else groups.setdefault(
                 meta["group"], parser.add_argument_group(meta["group"]))
+            if meta["exclusive"]:
+                target = exclusive.setdefault(meta["exclusive"], target.add_mutually_exclusive_group())
             options = dict(meta["options"])
             default = overrides.get(f.name, f.default)
             if options.get("action") in ("store_true", "store_false"):
@@ -184,14 +206,14 @@ def from_args(args: argparse.Namespace, **extra) -> ServerConfig:
     return ServerConfig(**server, **extra, arena=arena)
 
 
-def flag_defaults() -> dict[str, object]:
-    """flag -> default, for the documentation check."""
+def flag_defaults(overrides: dict[str, object] = SERVE_DEFAULTS) -> dict[str, object]:
+    """flag -> the default `arena serve` runs with, for the documentation check."""
     out = {}
     for cls in (ServerConfig, ArenaConfig):
         for f in dataclasses.fields(cls):
             if "setting" in f.metadata:
-                out[_flag(f)] = f.default
+                out[_flag(f)] = overrides.get(f.name, f.default)
     return out
 
 
-__all__ = ["ArenaConfig", "ServerConfig", "add_flags", "from_args", "flag_defaults", "setting"]
+__all__ = ["SERVE_DEFAULTS", "ArenaConfig", "ServerConfig", "add_flags", "from_args", "flag_defaults", "setting"]

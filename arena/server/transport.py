@@ -99,7 +99,7 @@ class DefenseServicer(pb_grpc.DefenseServiceServicer):
 
     @_status
     async def SubmitDefense(self, request_iterator, context):
-        row = await self.arena.submit_defense(current_team.get(), request_iterator)
+        row = await self.arena.submit_defense(current_team.get(), request_iterator, role=current_role.get())
         return pb.SubmitDefenseResponse(defense=self.arena.defense_message(row, current_role.get()))
 
     @_status

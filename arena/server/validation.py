@@ -15,7 +15,13 @@ runtime ONNX Runtime loads it; output [n,C] with C >= 2; per-image latency under
         batch coupling: the same labels for an image at the same size and position whatever the
         content of the other images (probes: clean evaluation images, noise-blended images, and
         points a hair apart across the decision boundary, found by bisection);
-        clean accuracy on the evaluation set.
+        clean accuracy on the public split.
+What a team sees (rules v3): validation runs the model on the public split's images and on probes
+made from them and from seeded noise, never on a private image (the private split's clean
+correctness is measured after acceptance: `arena.server.private_accuracy`), and a rejection names
+the rules that failed and their limits, never runtime text or values the model can influence
+(ONNX Runtime's error text, shapes or counts the model produced, measured times): those go to
+`Validation.details`, which the server logs for the operator only.
 Labels come from `arena.contract.labels_from_logits` everywhere: logits that are not all finite
 are a failure (FAILED_LABEL), which counts as misclassified (docs/rules.md section 5).
 The server runs all of this in a child process under limits (`arena.server.sandbox`).
@@ -77,6 +83,13 @@ class Validation:
     clean_accuracy: float = 0.0
     serving_mode: str = ""
     model: DefenseModel | None = None       # the loaded defense, ready to serve when accepted
+    details: list[str] = field(default_factory=list)   # runtime text: the operator's log only, never a team's
+
+    def fail(self, reason: str, detail: object = None) -> None:
+        """A failed rule, as the team sees it; `detail` (runtime text, model-made values) is for the log."""
+        self.reasons.append(reason)
+        if detail is not None:
+            self.details.append(f"{reason.split(':')[0]}: {_short(detail) if isinstance(detail, BaseException) else detail}")
 
     @property
     def accepted(self) -> bool:
@@ -253,9 +266,7 @@ def check_latency(model: DefenseModel, image: np.ndarray, limits: Limits) -> str
         over += elapsed > budget_s
         under += elapsed <= budget_s
     if over >= majority:
-        median_ms = float(np.median(times)) * 1e3
-        return (f"latency: one image takes {median_ms:.1f} ms (median of {len(times)} runs, runs stopped at "
-                f"{cap_s * 1e3:.0f} ms), the limit is {limits.latency_ms:g} ms")
+        return f"latency: one image takes longer than the limit; the limit is {limits.latency_ms:g} ms"
     return None
 
 
@@ -346,21 +357,21 @@ class _BatchProbe:
     bit_identical: bool = True
 
 
-def _checked_run(model: DefenseModel, batch: np.ndarray, num_classes: int, reasons: list[str]) -> np.ndarray:
+def _checked_run(model: DefenseModel, batch: np.ndarray, num_classes: int, result: Validation) -> np.ndarray:
     try:
         out = _run(model, batch)
     except Exception as error:
-        reasons.append(f"runtime: the model fails on a batch of {len(batch)} valid images: {_short(error)}")
+        result.fail(f"runtime: the model fails on a batch of {len(batch)} valid images", error)
         raise _ModelError from None
     if out.shape != (len(batch), num_classes):
-        reasons.append(f"output: a batch of {len(batch)} gives shape {list(out.shape)}, "
-                       f"expected [{len(batch)},{num_classes}]")
+        result.fail(f"output: a batch of {len(batch)} images must give logits [{len(batch)},C] with the same C",
+                    f"shape {list(out.shape)}")
         raise _ModelError
     return out
 
 
 def _probe_batches(model: DefenseModel, probes: np.ndarray, alone: np.ndarray, num_classes: int, limits: Limits,
-                   rng: np.random.Generator, reasons: list[str]) -> _BatchProbe:
+                   rng: np.random.Generator, result: Validation) -> _BatchProbe:
     """Every probe at every size the arena runs (2, 4, ... max_chunk), at varying positions among
     noise images (fillers A); the first batch of each size run twice (an identical repeated run);
     every batch run once more with half its probes kept at their positions and every other image
@@ -377,18 +388,18 @@ def _probe_batches(model: DefenseModel, probes: np.ndarray, alone: np.ndarray, n
             real = idx >= 0
             batch = filler_a.copy()
             batch[real] = probes[idx[real]]
-            first = _checked_run(model, batch, num_classes, reasons)
+            first = _checked_run(model, batch, num_classes, result)
             labels = labels_from_logits(first)
             found.bit_identical &= _same_bits(first[real], alone[idx[real]])
             if j == 0:
-                again = _checked_run(model, batch, num_classes, reasons)
+                again = _checked_run(model, batch, num_classes, result)
                 found.unstable |= bool(np.any(labels != labels_from_logits(again)))
                 found.bit_identical &= _same_bits(first, again)
             keep = real & (np.arange(size) % 2 == j % 2)    # alternate halves from batch to batch
             if keep.any():
                 other = filler_b.copy()
                 other[keep] = batch[keep]
-                out = _checked_run(model, other, num_classes, reasons)
+                out = _checked_run(model, other, num_classes, result)
                 found.coupled |= bool(np.any(labels_from_logits(out)[keep] != labels[keep]))
                 found.bit_identical &= _same_bits(out[keep], first[keep])
     if limits.max_chunk >= 2 and not found.coupled:
@@ -396,7 +407,7 @@ def _probe_batches(model: DefenseModel, probes: np.ndarray, alone: np.ndarray, n
         white = np.ones_like(black)
 
         def label_next_to(x: np.ndarray, companion: np.ndarray) -> int:
-            out = _checked_run(model, np.concatenate([x[None], companion]), num_classes, reasons)
+            out = _checked_run(model, np.concatenate([x[None], companion]), num_classes, result)
             return int(labels_from_logits(out)[0])
 
         found.coupled = any(label_next_to(x, black) != label_next_to(x, white) for x in probes)
@@ -405,7 +416,6 @@ def _probe_batches(model: DefenseModel, probes: np.ndarray, alone: np.ndarray, n
 
 def check_runtime(model: DefenseModel, evaluation_x: np.ndarray, evaluation_y: np.ndarray,
                   limits: Limits, result: Validation) -> None:
-    reasons = result.reasons
     first = evaluation_x[:1] if len(evaluation_x) else np.zeros((1, *IMAGE_SHAPE), np.float32)
     # Latency first, so a too-slow model is rejected after a few single-image runs, not after
     # the hundreds of runs below. The first run is the warm-up; it is cut off at WARMUP_FACTOR
@@ -413,22 +423,22 @@ def check_runtime(model: DefenseModel, evaluation_x: np.ndarray, evaluation_y: n
     try:
         single = _capped_run(model, first, max(WARMUP_FACTOR * limits.latency_ms, WARMUP_MIN_MS) / 1e3)
     except _CutOff as cut:
-        reasons.append(f"latency: one image takes more than {cut.seconds * 1e3:.0f} ms (the first run was "
-                       f"stopped there), the limit is {limits.latency_ms:g} ms")
+        result.fail(f"latency: one image takes longer than the limit (its first run was stopped at "
+                    f"{cut.seconds * 1e3:.0f} ms); the limit is {limits.latency_ms:g} ms")
         return
     except Exception as error:
-        reasons.append(f"runtime: the model fails on a valid image: {_short(error)}")
+        result.fail("runtime: the model fails on a valid image", error)
         return
     if single.ndim != 2 or single.shape[0] != 1 or single.shape[1] < 2:
-        reasons.append(f"output: must be logits [N,C] with C >= 2, got shape {list(single.shape)} for N=1")
+        result.fail("output: must be logits [N,C] with C >= 2", f"shape {list(single.shape)} for N=1")
         return
     if single.dtype != np.float32:
-        reasons.append(f"output: must be float32, got {single.dtype}")
+        result.fail("output: must be float32", single.dtype)
         return
     result.num_classes = int(single.shape[1])
     latency = check_latency(model, first, limits)
     if latency is not None:
-        reasons.append(latency)
+        result.fail(latency)
         return
     if limits.nice_after_latency:
         os.nice(limits.nice_after_latency)   # the long probes below yield to serving
@@ -439,23 +449,23 @@ def check_runtime(model: DefenseModel, evaluation_x: np.ndarray, evaluation_y: n
         run1 = np.concatenate([_run(model, p[None]) for p in probes])
         run2 = np.concatenate([_run(model, p[None]) for p in probes])
     except Exception as error:
-        reasons.append(f"runtime: the model fails on a valid image: {_short(error)}")
+        result.fail("runtime: the model fails on a valid image", error)
         return
     if run1.shape != (len(probes), result.num_classes):
-        reasons.append(f"output: batch of 1 gives shape {list(run1.shape[1:])}, inconsistent with C={result.num_classes}")
+        result.fail("output: the number of classes C changes from one image to another", list(run1.shape))
         return
     # Rules section 3 (v3): floating-point differences between batch sizes are no reason to
     # reject; only labels that change on an identical repeated run, or with the content of the
     # other images at the same size and position, are. Logits bit-identical everywhere: served
     # batched; otherwise served one image at a time, whose labels are those of run1.
     try:
-        found = _probe_batches(model, probes, run1, result.num_classes, limits, rng, reasons)
+        found = _probe_batches(model, probes, run1, result.num_classes, limits, rng, result)
     except _ModelError:
         return
     if np.any(labels_from_logits(run1) != labels_from_logits(run2)) or found.unstable:
-        reasons.append("determinism: labels change on an identical repeated run (the same images in the same batch)")
+        result.fail("determinism: labels change on an identical repeated run (the same images in the same batch)")
     elif found.coupled:
-        reasons.append("batch invariance: labels depend on the content of other images in the batch "
+        result.fail("batch invariance: labels depend on the content of other images in the batch "
                        "(the same image at the same position and batch size, next to other images)")
     bit_identical = found.bit_identical and _same_bits(run1, run2)
     result.serving_mode = SERVING_BATCHED if bit_identical else SERVING_PER_IMAGE
@@ -466,7 +476,7 @@ def check_runtime(model: DefenseModel, evaluation_x: np.ndarray, evaluation_y: n
         try:
             labels = model.labels(evaluation_x)
         except Exception as error:
-            reasons.append(f"runtime: the model fails on the evaluation images: {_short(error)}")
+            result.fail("runtime: the model fails on the public split's images", error)
             return
         result.clean_correct = labels.astype(np.int64) == evaluation_y
         result.clean_accuracy = float(np.mean(result.clean_correct))
@@ -489,7 +499,7 @@ def validate(name: str, data: bytes, evaluation_x: np.ndarray, evaluation_y: np.
     try:
         model = onnx.load_model_from_string(data)
     except Exception as error:
-        reasons.append(f"file: not an ONNX model (it does not parse; truncated or corrupt?): {_short(error)}")
+        result.fail("file: not an ONNX model (it does not parse; truncated or corrupt?)", error)
         return result
     if not model.HasField("graph") or not model.graph.node:
         reasons.append("file: not an ONNX model (no graph; truncated, corrupt or another format?)")
@@ -506,7 +516,7 @@ def validate(name: str, data: bytes, evaluation_x: np.ndarray, evaluation_y: np.
     try:
         session = make_session(data, limits.threads)
     except Exception as error:
-        reasons.append(f"onnxruntime: the model cannot be loaded: {_short(error)}")
+        result.fail("onnxruntime: the model cannot be loaded", error)
         return result
     defense = DefenseModel(name, session, SERVING_BATCHED, limits.max_chunk, len(data))
     check_runtime(defense, evaluation_x, evaluation_y, limits, result)

@@ -11,7 +11,7 @@ float32 [N,3,64,64] in [0,1].
 """
 
 from defenses.data.split import DataError, Split, to_float_chw
-from defenses.data.sources import default_cache_dir, load_samples, load_split
+from defenses.data.sources import default_cache_dir, load_samples, load_split, secret_samples
 
 __all__ = [
     "DataError",
@@ -19,5 +19,6 @@ __all__ = [
     "default_cache_dir",
     "load_samples",
     "load_split",
+    "secret_samples",
     "to_float_chw",
 ]

@@ -130,15 +130,22 @@ def render_image(rng: np.random.Generator, label: int, num_classes: int) -> np.n
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+# The generator's streams. Independent per split, so train and val never share an image; a public
+# seed (whatever `arena data --seed` a team passes) only ever reaches "train" and "val", while the
+# arena's private split is drawn from the "secret" stream with a secret seed
+# (`arena.server.evaluation`): no public seed can rebuild it (docs/rules.md section 4).
+STREAMS = {"train": 0, "val": 1, "secret": 2}
+
+
 def generate(num_classes: int, split: str, seed: int, per_class: int) -> Split:
-    """The `split` ("train" or "val") of the embedded dataset: per_class images of each class."""
+    """The `split` ("train", "val", or the arena's "secret" stream) of the embedded dataset:
+    per_class images of each class."""
     check_num_classes(num_classes)
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    if split not in STREAMS:
+        raise ValueError(f"split must be one of {', '.join(STREAMS)}, got {split!r}")
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1, got {per_class}")
-    # Independent streams per split, so train and val never share an image.
-    rng = np.random.default_rng([seed, 0 if split == "train" else 1, num_classes])
+    rng = np.random.default_rng([seed, STREAMS[split], num_classes])
     labels = np.tile(np.arange(num_classes, dtype=np.int64), per_class)
     rng.shuffle(labels)
     images = np.stack([render_image(rng, int(label), num_classes) for label in labels])

@@ -18,7 +18,7 @@ DEMO = "demo"
 # Images per class of the embedded dataset's splits.
 DEMO_PER_CLASS = {"train": 500, "val": 100}
 
-__all__ = ["DEMO", "default_cache_dir", "load_samples", "load_split"]
+__all__ = ["DEMO", "default_cache_dir", "load_samples", "load_split", "secret_samples"]
 
 
 def load_split(
@@ -85,6 +85,19 @@ def load_samples(
             raise DataError(f"asked for {count} samples but {source} holds only {x.shape[0]}")
         x, y = x[:count], y[:count]
     return np.ascontiguousarray(x), np.ascontiguousarray(y), names
+
+
+def secret_samples(count: int, seed: int, num_classes: int = 10) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """`count` images of the embedded dataset's "secret" stream for `seed`, class-balanced, in the
+    format of `load_samples`. Never cached: the arena draws `seed` secretly and keeps only the
+    images (in its store), so nothing on disk or in public code can rebuild them."""
+    if count < 1:
+        raise DataError(f"the number of samples must be >= 1, got {count}")
+    embedded.check_num_classes(num_classes)
+    per_class = -(-count // num_classes)
+    split = embedded.generate(num_classes, "secret", seed, per_class)
+    order = balanced_order(split.labels)[:count]
+    return np.ascontiguousarray(to_float_chw(split.images[order])), split.labels[order].copy(), split.class_names
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:

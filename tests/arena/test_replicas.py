@@ -42,7 +42,7 @@ class Replica:
 
     def __init__(self, url: str, data: Path, budget: int) -> None:
         cmd = [sys.executable, "-m", "arena", "serve", "--database-url", url, "--data", str(data),
-               "--public-samples", str(SAMPLES), "--private-samples", str(PRIVATE), "--port", "0", "--http-port", "0", "--budget", str(budget),
+               "--public-samples", str(SAMPLES), "--private-samples", str(PRIVATE), "--private-from-public", "--port", "0", "--http-port", "0", "--budget", str(budget),
                "--max-chunk", "16", "--grace-s", "5", "--log-level", "WARNING", "--threads", "1"]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -64,8 +64,10 @@ class Replica:
                 self.proc.wait()
 
 
-def charged_queries(replica: Replica) -> float:
-    with urllib.request.urlopen(f"http://{replica.http}/metrics", timeout=10) as response:
+def charged_queries(replica: Replica, organizer_token: str) -> float:
+    request = urllib.request.Request(f"http://{replica.http}/metrics",
+                                     headers={"Authorization": f"Bearer {organizer_token}"})   # the operator's
+    with urllib.request.urlopen(request, timeout=10) as response:
         text = response.read().decode()
     return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
                if sample.name == "arena_charged_queries_total" and sample.labels.get("call") == "Predict")
@@ -80,7 +82,7 @@ def setup(tmp_path, postgres_url):
     y = model_labels(tiny, x).astype(np.int64)
     data = tmp_path / "eval.npz"
     np.savez(data, x=x, y=y)
-    ev = evaluation.load(str(data), SAMPLES, PRIVATE)          # the splits the replicas will deal
+    ev = evaluation.load(str(data), SAMPLES, PRIVATE, private_from_public=True)   # the replicas' splits
     store = open_store(postgres_url)
     token = create_token(store, "alpha")
     store.close()
@@ -157,14 +159,14 @@ def test_two_replicas_eight_clients_never_overdraw(setup, replicas):
     assert used.tolist() == answered.tolist()          # every answered image charged, nothing else
     assert (used == budget).all(), used                # spent to the last query, never past it
     # both replicas served, and their metrics add up to what the clients got
-    served = [charged_queries(r) for r in (a, b)]
+    store = open_store(url)
+    beta, organizer = create_token(store, "beta"), create_token(store, "boss", "organizer")
+    store.close()
+    served = [charged_queries(r, organizer) for r in (a, b)]
     assert min(served) > 0 and sum(served) == answered.sum(), served
 
     # a request id answered by one replica replays on the other, for free (another team: alpha's
     # budget on the defense is spent)
-    store = open_store(url)
-    beta, organizer = create_token(store, "beta"), create_token(store, "boss", "organizer")
-    store.close()
     with ArenaClient(a.address, beta, timeout=30) as ca, ArenaClient(b.address, beta, timeout=30) as cb:
         run2 = ca.start_run("tiny", "replay")
         first = ca.predict_raw(run2.run_id, x[:3], [0, 1, 2], request_id="same")

@@ -46,6 +46,7 @@ class Competition:
                        "red": create_token(store, "red"), "blue": create_token(store, "blue")}
         with self.client("blue") as blue:
             blue.submit_defense(self.honest.SerializeToString(), "honest")
+        self.server.call(self.server.arena.private.measured())   # rules v3: measured after acceptance
 
     def client(self, who: str) -> ArenaClient:
         return ArenaClient(self.server.address, self.tokens[who], timeout=60)

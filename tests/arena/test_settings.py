@@ -16,8 +16,9 @@ RULES = Path(__file__).resolve().parents[2] / "docs" / "rules.md"
 
 
 def test_every_flag_parses_to_its_field_default():
+    """...except the organizer's caps, which `arena serve` sets to the rules' defaults (in code: none)."""
     config = config_from_args(build_parser().parse_args(["serve", "--store", "s"]))
-    assert config.arena == ArenaConfig()
+    assert config.arena == ArenaConfig(max_defenses_per_team=3, max_submissions_per_day=5)
     assert (config.public_samples, config.private_samples, config.port, config.durability) == (100, 100, 50051, "full")
 
 

@@ -19,6 +19,8 @@ def test_demo_end_to_end_and_cached(tmp_path, capsys):
                   "[6/8] final phase", "[7/8] attacks", "[8/8] boards"):
         assert stage in first
     assert "a late submission is refused: FAILED_PRECONDITION" in first
+    # rules v3: a competition on secret evaluation data, not a demo of public data
+    assert "private 4 (secret evaluation data" in first and "DEMO, NOT A COMPETITION" not in first
     official = first[first.index("Official board"):first.index("Provisional board")]
     public = first[first.index("Provisional board"):first.index("Paired comparisons")]
     # Every defense is ranked on both boards; the referee's attacks faced all three on both, the

@@ -18,6 +18,7 @@ from arena.server.store.rows import (
     SPLITS,
     TEAM,
     Action,
+    CapReached,
     NameTaken,
     PhaseClosed,
     AdversarialRecord,
@@ -39,7 +40,7 @@ from arena.server.store.rows import (
 
 __all__ = [
     "DB_NAME", "FINAL", "OPEN", "ORGANIZER", "PHASES", "PRIVATE", "PUBLIC", "ROLES", "SCHEMA_VERSION", "SPLITS",
-    "TEAM", "Action", "NameTaken", "PhaseClosed", "AdversarialRecord", "AdversarialRow", "BlobStore", "Charge", "DefenseRow",
+    "TEAM", "Action", "CapReached", "NameTaken", "PhaseClosed", "AdversarialRecord", "AdversarialRow", "BlobStore", "Charge", "DefenseRow",
     "EvaluationMeta", "FinishRun", "QueryRecord", "RequestRecord", "Reservation", "RunRow", "RunSpend", "Store",
     "StoreError", "account_key",
     "StoredRequest", "WriteOp", "default_url", "open_store",

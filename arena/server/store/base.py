@@ -77,11 +77,24 @@ class Store(abc.ABC):
         return self.budget_usage(account_key(team, defense, split), num_samples)
     # defenses
     @abc.abstractmethod
-    def put_defense(self, row: DefenseRow, require_open: bool = False) -> None: ...
+    def put_defense(self, row: DefenseRow, require_open: bool = False, team_cap: int | None = None) -> None:
+        """`team_cap`: refused (CapReached), in the same transaction as the insert, when the team
+        already has that many accepted defenses that were not disqualified."""
     @abc.abstractmethod
     def get_defense(self, name: str) -> DefenseRow | None: ...
     @abc.abstractmethod
     def list_defenses(self) -> list[DefenseRow]: ...
+    @abc.abstractmethod
+    def take_submission(self, team: str, day: str, cap: int) -> bool:
+        """Counts one submission of `team` on UTC `day` ("YYYY-MM-DD") if it had fewer than
+        `cap`, atomically against every replica; False (nothing counted) at the cap."""
+    @abc.abstractmethod
+    def return_submission(self, team: str, day: str) -> None:
+        """Gives back a counted submission that got no verdict (the arena was shutting down)."""
+    @abc.abstractmethod
+    def set_clean_correct(self, name: str, clean_correct: np.ndarray) -> None:
+        """Completes an accepted defense's per-sample clean correctness (its private part is
+        measured after acceptance: `arena.server.private_accuracy`)."""
     # runs
     @abc.abstractmethod
     def create_run(self, row: RunRow) -> None: ...

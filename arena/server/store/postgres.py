@@ -36,6 +36,7 @@ from arena.server.store.rows import (
     SCHEMA_VERSION,
     DefenseRow,
     EvaluationMeta,
+    CapReached,
     PhaseClosed,
     Reservation,
     StoreError,
@@ -350,7 +351,7 @@ class PostgresStore(SqlStore):
             raise StoreError(f"this store was created with another evaluation set ({pinned.num_samples} samples "
                              f"from {pinned.source!r})")
 
-    def put_defense(self, row: DefenseRow, require_open: bool = False) -> None:
+    def put_defense(self, row: DefenseRow, require_open: bool = False, team_cap: int | None = None) -> None:
         """Inserts a defense; replaces an existing one only if it was rejected (same name). With
         `require_open`, refused (PhaseClosed) unless the phase is open: the phase row is read FOR
         SHARE in the same transaction, so a concurrent switch to the final phase (which updates it)
@@ -363,6 +364,10 @@ class PostgresStore(SqlStore):
             old = conn.execute("SELECT status FROM defenses WHERE name = %s FOR UPDATE", (row.name,)).fetchone()
             if old is not None and old[0] != "rejected":
                 raise StoreError(f"defense {row.name!r} already exists")
+            if team_cap is not None:   # one team's inserts one at a time, so that its count stays true
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("arena-defenses-of/" + row.team,))
+                if self._count_accepted(conn, row.team) >= team_cap:
+                    raise CapReached(f"team {row.team!r} already has {team_cap} accepted defenses")
             written = conn.execute(
                 self._sql(f"INSERT INTO defenses({DEFENSE_COLUMNS}) VALUES ({placeholders(13)})"
                 " ON CONFLICT (name) DO UPDATE SET team = excluded.team, status = excluded.status,"

@@ -25,6 +25,10 @@ class PhaseClosed(StoreError):
     """A write that the current phase forbids (a submission after the final phase began)."""
 
 
+class CapReached(StoreError):
+    """A team is at a cap the organizer set (accepted defenses per team)."""
+
+
 PUBLIC, PRIVATE = "public", "private"
 SPLITS = (PUBLIC, PRIVATE)
 OPEN, FINAL = "open", "final"
@@ -48,9 +52,19 @@ class EvaluationMeta:
     images_blob: str             # sha256 of the raw float32 [N,3,64,64] bytes
     source: str                  # what --data said, for humans
     num_public: int | None = None  # samples [0, num_public) are the public split, the rest private
+    # where the private split's images come from (arena.server.evaluation): "secret", "held-out",
+    # "public" (a demo: rebuilt from public data), "given", "none"; stores made before rules v3
+    # dealt it from public data
+    private_source: str = "public"
 
     def split_slice(self, split: str) -> slice:
         return split_slice(self.num_samples, self.num_public, split)
+
+    @property
+    def demo(self) -> bool:
+        """The private split comes from public data: a demo, not a competition (rules v3)."""
+        private = self.split_slice("private")
+        return self.private_source == "public" and private.stop > private.start
 
     def to_json(self) -> str:
         """As the stores keep it (one meta row, the same text in every backend)."""
@@ -58,7 +72,7 @@ class EvaluationMeta:
             "fingerprint": self.fingerprint, "num_samples": self.num_samples,
             "labels": [int(v) for v in self.labels], "worst_case": [float(v) for v in self.worst_case],
             "class_names": list(self.class_names), "images_blob": self.images_blob, "source": self.source,
-            "num_public": self.num_public,
+            "num_public": self.num_public, "private_source": self.private_source,
         })
 
     @classmethod
@@ -68,7 +82,7 @@ class EvaluationMeta:
                    labels=np.asarray(d["labels"], dtype=np.int64),
                    worst_case=np.asarray(d["worst_case"], dtype=np.float64),
                    class_names=tuple(d["class_names"]), images_blob=d["images_blob"], source=d["source"],
-                   num_public=d.get("num_public"))
+                   num_public=d.get("num_public"), private_source=d.get("private_source", "public"))
 
 
 @dataclass(frozen=True)

@@ -218,6 +218,34 @@ class SqlStore(Store):
         rows = self._query(f"SELECT {DEFENSE_COLUMNS} FROM defenses ORDER BY submitted_at, name")
         return [self._defense(r) for r in rows.fetchall()]
 
+    # -------------------------------------------------------------- the organizer's caps (rules v3)
+
+    @staticmethod
+    def _submissions_key(team: str, day: str) -> str:
+        return f"submissions/{day}/{team}"
+
+    def take_submission(self, team: str, day: str, cap: int) -> bool:
+        # one conditional upsert: two replicas counting at once cannot both pass the cap
+        with self._transaction() as conn:
+            return self._exec(
+                conn, "INSERT INTO meta(key, value) SELECT ?, '1' WHERE ? > 0 ON CONFLICT (key) DO UPDATE"
+                      " SET value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT) WHERE CAST(meta.value AS INTEGER) < ?",
+                (self._submissions_key(team, day), int(cap), int(cap))).rowcount == 1
+
+    def return_submission(self, team: str, day: str) -> None:
+        with self._transaction() as conn:
+            self._exec(conn, "UPDATE meta SET value = CAST(CAST(value AS INTEGER) - 1 AS TEXT)"
+                             " WHERE key = ? AND CAST(value AS INTEGER) > 0", (self._submissions_key(team, day),))
+
+    def _count_accepted(self, conn, team: str) -> int:
+        return int(self._exec(conn, "SELECT COUNT(*) FROM defenses WHERE team = ? AND status = 'accepted'"
+                                    " AND disqualified_reason = ''", (team,)).fetchone()[0])
+
+    def set_clean_correct(self, name: str, clean_correct: np.ndarray) -> None:
+        with self._transaction() as conn:
+            self._exec(conn, "UPDATE defenses SET clean_correct = ? WHERE name = ? AND status = 'accepted'",
+                       (np.asarray(clean_correct, dtype=np.bool_).tobytes(), name))
+
     # -------------------------------------------------------------- runs
 
     def create_run(self, row: RunRow) -> None:

@@ -23,6 +23,7 @@ from arena.server.store.rows import (
     SCHEMA_VERSION,
     DefenseRow,
     EvaluationMeta,
+    CapReached,
     PhaseClosed,
     Reservation,
     StoreError,
@@ -176,7 +177,7 @@ class SqliteStore(SqlStore):
         with self._transaction() as conn:
             conn.execute("INSERT INTO meta(key, value) VALUES ('evaluation', ?)", (meta.to_json(),))
 
-    def put_defense(self, row: DefenseRow, require_open: bool = False) -> None:
+    def put_defense(self, row: DefenseRow, require_open: bool = False, team_cap: int | None = None) -> None:
         """Inserts a defense; replaces an existing one only if it was rejected (same name). With
         `require_open`, refused (PhaseClosed) unless the phase is open, in the same transaction as
         the insert: a submission racing the switch to the final phase lands before it or not at all."""
@@ -188,6 +189,8 @@ class SqliteStore(SqlStore):
             old = conn.execute("SELECT status FROM defenses WHERE name = ?", (row.name,)).fetchone()
             if old is not None and old[0] != "rejected":
                 raise StoreError(f"defense {row.name!r} already exists")
+            if team_cap is not None and self._count_accepted(conn, row.team) >= team_cap:
+                raise CapReached(f"team {row.team!r} already has {team_cap} accepted defenses")
             conn.execute(f"INSERT OR REPLACE INTO defenses({DEFENSE_COLUMNS}) VALUES ({placeholders(13)})",
                          defense_values(row))
 
