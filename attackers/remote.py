@@ -103,7 +103,10 @@ class RemoteOracle(Oracle):
             out[start:stop] = labels
             remaining = np.asarray(response.remaining, dtype=np.int64)
             if remaining.shape == labels.shape:
-                chunk = ids[start:stop]
+                # each figure is that of the sample the image was charged to (rules v3: the sample
+                # it is about), which the server names; an older server charged the named one
+                charged = np.asarray(response.charged_samples, dtype=np.int64)
+                chunk = charged if charged.shape == labels.shape else ids[start:stop]
                 # A replayed answer tells the budget of its time, which can only have shrunk since.
                 self.remaining[chunk] = np.minimum(self.remaining[chunk], remaining) if response.replayed else remaining
             self.replayed += int(response.replayed)

@@ -42,6 +42,7 @@ from arena.server import images as wire
 from arena.server import sandbox, validation
 from arena.server.auth import TEAM_PATTERN, create_token
 from arena.server.batching import BatchResult
+from arena.charging import SampleCharger
 from arena.server.digests import image_sha256, request_digest
 from arena.server.errors import (
     AlreadyExists,
@@ -133,6 +134,9 @@ class Arena:
         self.evaluation = evaluation
         self.config = config
         self._clean64 = evaluation.images.reshape(evaluation.num_samples, -1).astype(np.float64)
+        # per split, the sample each queried image is charged to (docs/rules.md section 4)
+        self.chargers = {split: SampleCharger(evaluation.images[evaluation.split_slice(split)])
+                         for split in (PUBLIC, PRIVATE)}
         self.writer = GroupCommitWriter(store)
         threads = config.threads or default_threads()
         self._threads = threads
@@ -532,11 +536,11 @@ class Arena:
             raise FinishedRun(f"run_id: run {state.row.run_id!r} is finished; it takes no more queries")
         images = wire.decode(request.images, "images", self.config.max_batch)
         indices = wire.check_sample_indices(request.sample_indices, images.shape[0], state.num_samples)
-        counts = np.bincount(indices, minlength=state.num_samples)
-        charging = Charging(state, counts, request_id=request_id)
         digest = functools.cache(lambda: request_digest(indices, images))   # shared claim and replay record
         claim = state.pending[request_id] = _Claim()   # duplicates wait for this attempt from here on
         try:
+            charged = await self._charged_samples(state, images, indices)
+            charging = Charging(state, np.bincount(charged, minlength=state.num_samples), request_id=request_id)
             await self._reserve(charging, digest)
         except BaseException as error:
             state.pending.pop(request_id, None)
@@ -555,7 +559,7 @@ class Arena:
         def prepare(result: BatchResult) -> list:  # on the worker thread, before the group commit
             with state.lock:
                 charging.consume()
-                remaining = np.maximum(state.budget - state.account.used[indices], 0).astype("<u4")
+                remaining = charging.remaining(charged).astype("<u4")
             labels = result.labels.astype("<i4")
             answer["remaining"] = remaining
             ops: list = charging.ops()
@@ -580,7 +584,17 @@ class Arena:
         job.when_finished(finished)
         # if this caller goes away, the job still completes and is charged; a retry replays it
         result = await job.future
-        return pb.PredictResponse(labels=result.labels.tolist(), remaining=answer["remaining"].tolist(), replayed=False)
+        return pb.PredictResponse(labels=result.labels.tolist(), remaining=answer["remaining"].tolist(), replayed=False,
+                                  charged_samples=charged.tolist())
+
+    async def _charged_samples(self, state: RunState, images: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        """The sample each image is charged to (`arena.charging`): one distance per image on
+        the loop; the search over the split, for the images outside their named sample's ball, off it."""
+        charger = self.chargers[state.row.split]
+        charged, rest = charger.fast_path(images, indices)
+        if rest.size:
+            charged[rest] = await self._io(charger.slow, images[rest], indices[rest])
+        return charged
 
     async def _replay(self, state: RunState, request: pb.PredictRequest) -> pb.PredictResponse | None:
         """The stored answer of a repeated request id (waiting for it if still in flight)."""
@@ -609,7 +623,9 @@ class Arena:
         indices = wire.check_sample_indices(request.sample_indices, images.shape[0], state.num_samples)
         if request_digest(indices, images) != stored.digest:
             raise BadRequest(f"request_id: {request_id!r} was already used for a different request in this run")
-        return pb.PredictResponse(labels=stored.labels.tolist(), remaining=stored.remaining.tolist(), replayed=True)
+        charged = self.chargers[state.row.split].charged(images, indices)   # a function of the bytes: as first answered
+        return pb.PredictResponse(labels=stored.labels.tolist(), remaining=stored.remaining.tolist(), replayed=True,
+                                  charged_samples=charged.tolist())
 
     # ---------------------------------------------------------------- SubmitAdversarials
 
@@ -629,13 +645,16 @@ class Arena:
         def measure():
             hashes = image_sha256(images)
             known = self.store.query_labels(run_id, list(zip(indices.tolist(), hashes)))
-            return hashes, known, l2_distances(images, self._clean64[base + indices])
+            charged = self.chargers[state.row.split].charged(images, indices)
+            return hashes, known, l2_distances(images, self._clean64[base + indices]), charged
 
-        hashes, known, distances = await loop.run_in_executor(self.io_pool, measure)
+        hashes, known, distances, charged = await loop.run_in_executor(self.io_pool, measure)
         if state.finishing:  # FinishRun came in meanwhile: nothing counts after it
             raise FinishedRun(f"run_id: run {state.row.run_id!r} is finished; it takes no more adversarials")
+        # free: exact bytes Predict answered adversarial for this run and named sample; any other
+        # image is charged like a query, to the sample it is about (docs/rules.md section 4)
         free = np.array([(int(s), h) in known for s, h in zip(indices, hashes)], dtype=bool)
-        counts = np.bincount(indices[~free], minlength=state.num_samples)
+        counts = np.bincount(charged[~free], minlength=state.num_samples)
         restore: dict[int, float] = {}
 
         def restore_best() -> None:
@@ -676,6 +695,7 @@ class Arena:
                 verdicts.append(pb.Verdict(
                     sample_index=s, label=int(label), adversarial=adversarial, distance=float(distances[i]),
                     accepted=accepted, charged=not bool(free[i]), note=note,
+                    charged_sample=0 if free[i] else int(charged[i]),
                 ))
             now = time.time()
             for s, i in best_here.items():
