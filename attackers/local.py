@@ -117,10 +117,11 @@ class LocalOracle(Oracle):
         if self.budget is not None:
             over = np.flatnonzero(self._used + wanted > self.budget)
             if over.size:
+                named = np.unique(ids[np.isin(charged, over)])   # the samples whose images were refused
                 raise BudgetExceeded(
                     f"request refused: it would take {over.size} sample(s) past the budget of {self.budget} "
                     f"(e.g. sample {int(over[0])}: {int(self._used[over[0]])} used + {int(wanted[over[0]])} asked)",
-                    over.tolist(),
+                    named.tolist(),
                 )
         labels = labels_from_logits(self.logits(images)).astype(np.int64)
         self._used += wanted  # charged only once the answer exists

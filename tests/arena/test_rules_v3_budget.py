@@ -129,3 +129,80 @@ def test_old_rule_would_have_paid_donors(arena):
     charger = arena.server.arena.chargers["public"]
     images = about(arena.images[TARGET], len(DONORS), radius=2.0, seed=0)
     assert charger.charged(images, np.array(DONORS)).tolist() == [TARGET] * len(DONORS)
+
+
+# ---------------------------------------------------------------- remaining is the request's own (issue 21)
+
+
+def serial_history_errors(answers: list[tuple[np.ndarray, np.ndarray]], budget: int) -> list[str]:
+    """answers: (sample per image, remaining per image) of every answered request. Each request's
+    `remaining` must be its samples' budget left right after its own charge, so per sample the
+    values remaining + own charge, in descending order, step down by exactly each request's charge
+    from the budget: the history of some serial order. Returns what contradicts that."""
+    history: dict[int, list[tuple[int, int]]] = {}
+    errors = []
+    for samples, remaining in answers:
+        for s in np.unique(samples):
+            values = set(remaining[samples == s].tolist())
+            if len(values) != 1:
+                errors.append(f"sample {s}: one request told {sorted(values)}")
+            history.setdefault(int(s), []).append((int(remaining[samples == s][0]), int((samples == s).sum())))
+    for s, steps in history.items():
+        level = budget
+        for remaining, charge in sorted(steps, key=lambda rc: -(rc[0] + rc[1])):
+            if remaining + charge != level:
+                errors.append(f"sample {s}: a request charged {charge} was told {remaining}, "
+                              f"but {level} were left before it in any serial order")
+            level = remaining
+    return errors
+
+
+def concurrent_answers(address: str, token: str, run_id: str, images: np.ndarray, clients: int,
+                       requests: int, samples: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every answered request of `clients` concurrent clients, each of 1-6 images about random
+    samples (their own clean images), until `requests` each or refusals."""
+    import threading
+
+    from arena.client import ArenaClient, BudgetRefused
+
+    answers: list = []
+    errors: list = []
+
+    def client(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        try:
+            with ArenaClient(address, token, timeout=60) as c:
+                for _ in range(requests):
+                    chosen = rng.integers(0, samples, int(rng.integers(1, 7)))
+                    try:
+                        _, remaining = c.predict(run_id, images[chosen], chosen, request_id=uuid.uuid4().hex)
+                    except BudgetRefused:
+                        continue
+                    answers.append((chosen, np.asarray(remaining, dtype=np.int64)))
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert not errors, errors
+    return answers
+
+
+def test_remaining_forms_one_serial_history(arena, client, run):
+    """One server (SQLite or PostgreSQL), concurrent clients on one run: every answer's
+    remaining is the request's own post-charge figure."""
+    answers = concurrent_answers(arena.address, client.token, run.run_id, arena.images, clients=6, requests=12,
+                                 samples=4)
+    assert len(answers) > 20
+    assert serial_history_errors(answers, BUDGET) == []
+
+
+def test_serial_history_check_sees_a_stale_figure():
+    samples = np.array([0, 0])
+    assert serial_history_errors([(samples, np.array([8, 8])), (samples, np.array([6, 6]))], 10) == []
+    # the issue's case: 2, 5 and 5 images all told 31 (expected 48, 43, 38 from 50)
+    told = [(np.zeros(n, np.int64), np.full(n, 31)) for n in (2, 5, 5)]
+    assert serial_history_errors(told, 50)
