@@ -221,8 +221,8 @@ def test_kill_9_of_one_replica_under_load(setup, replicas):
                         j = int(rng.choice(others[s]))
                         image = np.clip(x[j] + 0.05 * (x[s] - x[j]), 0, 1).astype(np.float32)
                         (verdict,) = c.submit_adversarials(run.run_id, image[None], [s])
-                        with lock:
-                            answered[s] += int(verdict.charged)
+                        with lock:   # an image about sample j: charged to j (rules v3)
+                            answered[verdict.charged_sample] += int(verdict.charged)
                             if verdict.accepted:
                                 best[s] = min(best[s], verdict.distance)
                     progress.release()

@@ -90,7 +90,7 @@ def test_kill_9_mid_run_and_restart(tmp_path, eval_file):
                 np.add.at(acked, samples, 1)
             other = next(j for j in range(12) if y[j] != y[0])
             c.predict(run.run_id, x[other:other + 1], [0], request_id="adv-query")
-            np.add.at(acked, [other], 1)          # sample `other`'s own image: charged to it (rules v3)
+            np.add.at(acked, [0], 1)   # another sample's exact clean image: charged to the one named
             (verdict,) = c.submit_adversarials(run.run_id, x[other:other + 1], [0])
             assert verdict.accepted and not verdict.charged
 
