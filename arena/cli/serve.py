@@ -52,7 +52,15 @@ def register(sub) -> None:
                    help="memory budget of loaded ONNX Runtime sessions (default: 2048)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     p.add_argument("--inference-timeout-s", type=float, default=30.0,
-                   help="a model run taking longer counts as a defense failure (default: 30)")
+                   help="a model run taking longer fails; its images are run again alone (default: 30)")
+    p.add_argument("--image-timeout-s", type=float, default=10.0,
+                   help="limit of one image run alone after a failed run; past it the request is "
+                        "UNAVAILABLE and charges nothing, never a misclassification (default: 10)")
+    p.add_argument("--team-images-in-flight", type=int, default=512,
+                   help="images one team may have in flight on one defense; more wait (default: 512)")
+    p.add_argument("--team-wait-s", type=float, default=10.0,
+                   help="how long a request past --team-images-in-flight waits before RESOURCE_EXHAUSTED "
+                        "(default: 10)")
     limits = p.add_argument_group('limits on submitted models (docs/rules.md, "Limits on submitted models")')
     limits.add_argument("--validation-timeout-s", type=float, default=240.0, metavar="S",
                         help="wall clock of one submission's validation, loading included (default: 240)")
@@ -83,10 +91,11 @@ def config_from_args(args):
         raise ValueError("give --store DIR or --database-url URL")
     if args.max_chunk < 1 or args.max_chunk & (args.max_chunk - 1):
         raise ValueError(f"--max-chunk must be a power of two, got {args.max_chunk}")
-    for name in ("budget", "max_batch", "public_samples", "concurrent_runs", "concurrent_validations"):
+    for name in ("budget", "max_batch", "public_samples", "concurrent_runs", "concurrent_validations",
+                 "team_images_in_flight"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
-    for name in ("validation_timeout_s", "inference_timeout_s", "latency_ms"):
+    for name in ("validation_timeout_s", "inference_timeout_s", "image_timeout_s", "team_wait_s", "latency_ms"):
         if not getattr(args, name) > 0:
             raise ValueError(f"--{name.replace('_', '-')} must be > 0")
     for name in ("validation_memory_mb", "worker_memory_mb"):
@@ -101,7 +110,8 @@ def config_from_args(args):
     arena = ArenaConfig(
         budget=args.budget, max_batch=args.max_batch, max_chunk=args.max_chunk, batch_wait_ms=args.batch_wait_ms,
         latency_ms=args.latency_ms, max_upload_mb=args.max_upload_mb, session_cache_mb=args.session_cache_mb,
-        threads=args.threads, inference_timeout_s=args.inference_timeout_s,
+        threads=args.threads, inference_timeout_s=args.inference_timeout_s, image_timeout_s=args.image_timeout_s,
+        team_images_in_flight=args.team_images_in_flight, team_wait_s=args.team_wait_s,
         concurrent_runs=args.concurrent_runs, isolate=not args.in_process,
         validation_timeout_s=args.validation_timeout_s, validation_memory_mb=args.validation_memory_mb,
         worker_memory_mb=args.worker_memory_mb, concurrent_validations=args.concurrent_validations,

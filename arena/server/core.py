@@ -39,6 +39,7 @@ import numpy as np
 from arena.contract import DEFAULT_BUDGET, FAILED_LABEL, IMAGE_BYTES, DefenseStatus, l2_distances
 from arena.inference import DEFAULT_MAX_CHUNK, default_threads
 from arena.server import images as wire
+from arena.server.admission import TeamAdmission
 from arena.server import sandbox, validation
 from arena.server.auth import TEAM_PATTERN, create_token
 from arena.server.batching import BatchResult
@@ -106,8 +107,11 @@ class ArenaConfig:
     max_upload_mb: float = 100.0      # ONNX size limit
     session_cache_mb: float = 2048.0  # memory budget of loaded sessions
     threads: int | None = None        # ORT intra-op threads (default: all cores)
-    inference_timeout_s: float = 30.0  # a model run taking longer is a defense failure
+    inference_timeout_s: float = 30.0  # a model run taking longer fails; its images are run again alone
+    image_timeout_s: float = 10.0     # ...each within this; still no answer: UNAVAILABLE, nothing charged
     concurrent_runs: int = 2          # model runs in flight per defense
+    team_images_in_flight: int = 512  # per team and defense (Predict + SubmitAdversarials); more wait
+    team_wait_s: float = 10.0         # ...at most this long, then RESOURCE_EXHAUSTED
     # Limits on submitted models (docs/rules.md). isolate=False runs them in this process
     # (no limits but the latency budget and inference_timeout_s: benchmarks only).
     isolate: bool = True              # validation and serving in child processes
@@ -146,6 +150,7 @@ class Arena:
             store, self.writer, threads=threads, max_chunk=config.max_chunk,
             cache_bytes=int(config.session_cache_mb * (1 << 20)), concurrent_runs=config.concurrent_runs,
             batch_wait_s=config.batch_wait_ms / 1e3, timeout_s=config.inference_timeout_s,
+            image_timeout_s=config.image_timeout_s,
             isolate=config.isolate, capacity=max(config.max_batch, config.max_chunk), children=self.children,
             worker_limits=sandbox.ChildLimits(config.worker_memory_mb, threads), metrics=self.metrics)
         self.validation_pool = ThreadPoolExecutor(max(1, config.concurrent_validations),
@@ -155,6 +160,7 @@ class Arena:
         self._runs: dict[str, RunState] = {}
         self._accounts: dict[tuple[str, str, str], Account] = {}
         self._submitting: set[str] = set()
+        self.admission = TeamAdmission(config.team_images_in_flight, config.team_wait_s)
         # The competition's state: the store's is the authority; the first start records the config's budget.
         if store.budget() is None:
             store.set_budget(config.budget)
@@ -538,11 +544,17 @@ class Arena:
         indices = wire.check_sample_indices(request.sample_indices, images.shape[0], state.num_samples)
         digest = functools.cache(lambda: request_digest(indices, images))   # shared claim and replay record
         claim = state.pending[request_id] = _Claim()   # duplicates wait for this attempt from here on
+        defense, n = state.row.defense, images.shape[0]
+        admitted = False
         try:
+            await self.admission.enter(team, defense, n)   # one team cannot starve the defense
+            admitted = True
             charged = await self._charged_samples(state, images, indices)
             charging = Charging(state, np.bincount(charged, minlength=state.num_samples), request_id=request_id)
             await self._reserve(charging, digest)
         except BaseException as error:
+            if admitted:
+                self.admission.leave(team, defense, n)
             state.pending.pop(request_id, None)
             claim.settle(None)
             if isinstance(error, AlreadyAnswered):   # by another replica, or by this one meanwhile
@@ -576,6 +588,7 @@ class Arena:
         claim.settle(job)
 
         def finished() -> None:
+            self.admission.leave(team, defense, n)
             state.pending.pop(request_id, None)
             if job.error is None and state.request_ids is not None:
                 state.request_ids.add(request_id)
@@ -638,8 +651,27 @@ class Arena:
         images = wire.decode(request.images, "images", self.config.max_batch)
         indices = wire.check_sample_indices(request.sample_indices, images.shape[0], state.num_samples)
         run_id = state.row.run_id
-        loop = asyncio.get_running_loop()
+        defense, n = state.row.defense, images.shape[0]
+        await self.admission.enter(team, defense, n)   # one team cannot starve the defense
+        try:
+            job, verdicts = await self._verify(state, images, indices)
+        except BaseException:
+            self.admission.leave(team, defense, n)
+            raise
+        job.when_finished(lambda: self.admission.leave(team, defense, n))
+        await job.future
+        if state.shared:  # another replica may hold a closer one
+            best = await self._io(self.store.best_distances, run_id, state.num_samples)
+            with state.lock:
+                state.best = np.minimum(state.best, best)
+        for verdict in verdicts:
+            verdict.best_distance = float(state.best[verdict.sample_index])
+        return pb.SubmitAdversarialsResponse(verdicts=verdicts)
 
+    async def _verify(self, state: RunState, images: np.ndarray, indices: np.ndarray):
+        """Measures, charges and queues the verification: (its batcher job, its verdicts once done)."""
+        run_id = state.row.run_id
+        loop = asyncio.get_running_loop()
         base = self._split_offset(state)
 
         def measure():
@@ -705,14 +737,7 @@ class Arena:
 
         job = self._batcher(state.row.defense).submit(images, prepare, charging.rollback)
         job.when_finished(state.leave)
-        await job.future
-        if state.shared:  # another replica may hold a closer one
-            best = await self._io(self.store.best_distances, run_id, state.num_samples)
-            with state.lock:
-                state.best = np.minimum(state.best, best)
-        for verdict in verdicts:
-            verdict.best_distance = float(state.best[verdict.sample_index])
-        return pb.SubmitAdversarialsResponse(verdicts=verdicts)
+        return job, verdicts
 
     # ---------------------------------------------------------------- the competition (rules v2)
 
