@@ -60,6 +60,7 @@ def test_donor_indices_buy_no_answers_about_a_target(arena, client, run):
     # the verification of an image about the target is a query about it too: refused
     error = rpc_error(client.submit_adversarials, run.run_id, about(arena.images[TARGET], 1, 2.0, 99), [DONORS[0]])
     assert error.code() == StatusCode.RESOURCE_EXHAUSTED
+    assert arena.server.arena.admission.in_flight(run.team, "tiny") == 0   # refusals give their room back
 
 
 def test_remaining_is_that_of_the_charged_sample(arena, client, run):

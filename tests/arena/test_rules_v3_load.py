@@ -89,6 +89,7 @@ def test_timeouts_under_concurrent_load_are_no_verdict(loaded):
     assert not any(v.accepted for v in verdicts)
     assert all(a.tolist() == labels[samples].tolist() for a in answered)
     assert batcher.stats.timeouts > timeouts          # the load did make runs time out
+    assert server.arena.admission.in_flight("red", "slow") == server.arena.admission.in_flight("green", "slow") == 0
 
 
 def test_a_failure_that_reproduces_alone_is_a_misclassification_of_that_image_only(loaded):
@@ -124,6 +125,7 @@ def test_an_image_that_times_out_alone_makes_the_request_unavailable(loaded):
         # the defense still answers other images
         assert c.predict(run.run_id, images[2:4], [2, 3])[0].tolist() == \
             model_labels(toy_models.hangs_on_marker().SerializeToString(), images[2:4]).tolist()
+    assert server.arena.admission.in_flight("red", "hang") == 0        # every exit path gave its room back
 
 
 def test_team_admission_bounds_images_in_flight_per_team_and_defense():
