@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from arena.contract import DEFAULT_BUDGET, FAILED_LABEL, IMAGE_BYTES, DefenseStatus, l2_distances
 from arena.inference import DEFAULT_MAX_CHUNK, default_threads
@@ -138,6 +139,10 @@ class Arena:
         self.evaluation = evaluation
         self.config = config
         self._clean64 = evaluation.images.reshape(evaluation.num_samples, -1).astype(np.float64)
+        # The server's own GEMMs (the charging rule's search) on one BLAS thread: a BLAS pool
+        # spinning on cores that ONNX Runtime and other processes share ran them 50x slower
+        # (docs/benchmarks.md, "the charging rule").
+        threadpool_limits(1, user_api="blas")
         # per split, the sample each queried image is charged to (docs/rules.md section 4)
         self.chargers = {split: SampleCharger(evaluation.images[evaluation.split_slice(split)])
                          for split in (PUBLIC, PRIVATE)}
