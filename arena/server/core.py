@@ -11,6 +11,11 @@ of a team on a defense and split spends one shared budget (`ledger.Account`), so
 refills it; submissions are refused once the final phase began, atomically with the switch
 (`Store.put_defense(require_open=True)`); organizer actions are recorded with their reason.
 
+Rules v3 on the query path (docs/rules.md sections 4-5): each queried image is charged to the
+sample it is about (`arena.charging`: the sample whose neighbourhood holds it, else the one named),
+so remaining, refusals and replays follow that sample; a team's images in flight on a defense are
+bounded (`arena.server.admission`); a time-out is never a verdict (`arena.server.batching`).
+
 Anti-leak design of verification (docs/rules.md sections 4-5). SubmitAdversarials answers with the
 arena's label, so it must not be a free oracle: an image whose exact bytes Predict answered
 adversarial for the same run and sample (the store keeps a sha256 and the label of every such
@@ -37,14 +42,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from arena.charging import SampleCharger
 from arena.contract import DEFAULT_BUDGET, FAILED_LABEL, IMAGE_BYTES, DefenseStatus, l2_distances
 from arena.inference import DEFAULT_MAX_CHUNK, default_threads
 from arena.server import images as wire
-from arena.server.admission import TeamAdmission
 from arena.server import sandbox, validation
+from arena.server.admission import TeamAdmission
 from arena.server.auth import TEAM_PATTERN, create_token
 from arena.server.batching import BatchResult
-from arena.charging import SampleCharger
 from arena.server.digests import image_sha256, request_digest
 from arena.server.errors import (
     AlreadyExists,

@@ -68,7 +68,8 @@ class Account:
         raise BudgetExceeded(
             f"{field}: the request would exceed your team's budget of {budget} queries per sample on "
             f"this defense and split (shared by all your runs there) on samples {sorted(left)}{more} "
-            f"(left: {', '.join(f'{s}: {n}' for s, n in left.items())}); refused whole, nothing charged",
+            f"(left: {', '.join(f'{s}: {n}' for s, n in left.items())}; each image counts for the sample it "
+            f"is about, docs/rules.md section 4); refused whole, nothing charged",
             samples=[int(s) for s in over],
         )
 
