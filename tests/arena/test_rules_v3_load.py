@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -149,3 +150,52 @@ def test_team_admission_bounds_images_in_flight_per_team_and_defense():
         assert admission.in_flight("red", "d") == 300
 
     asyncio.run(scenario())
+
+
+def test_one_team_cannot_hold_more_than_its_images_in_flight(tmp_path):
+    """Through a real server: red's request is stuck (a hang, then UNAVAILABLE); red's next
+    request past --team-images-in-flight waits, then is refused whole with the reason; blue's
+    request on the same defense is answered meanwhile."""
+    hang = toy_models.hangs_on_marker().SerializeToString()
+    images = synthetic_images(4, seed=2)
+    labels = model_labels(hang, images).astype(np.int64)
+    server = start_server(ServerConfig(
+        store=tmp_path / "store", evaluation=evaluation.from_arrays(images, labels), host="127.0.0.1", port=0,
+        arena=ArenaConfig(budget=100, max_batch=8, max_chunk=4, latency_ms=2000.0, threads=1,
+                          inference_timeout_s=0.5, image_timeout_s=3.0, team_images_in_flight=2, team_wait_s=0.5)))
+    try:
+        red, blue = (create_token(server.arena.store, team) for team in ("red", "blue"))
+        with ArenaClient(server.address, blue, timeout=60) as c:
+            c.submit_defense(hang, "hang")
+        marked = images[:2].copy()
+        marked[0, 0, 0, 0] = toy_models.MARKER
+        stuck_errors = []
+
+        def stuck() -> None:
+            with ArenaClient(server.address, red, timeout=60, retries=0) as c:
+                run = c.start_run("hang", "stuck")
+                try:
+                    c.predict(run.run_id, marked, [0, 1])
+                except ArenaCallError as error:
+                    stuck_errors.append(error)
+
+        thread = threading.Thread(target=stuck)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while server.arena.admission.in_flight("red", "hang") < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with ArenaClient(server.address, red, timeout=60, retries=0) as c:
+            run = c.start_run("hang", "more")
+            with pytest.raises(ArenaCallError) as info:
+                c.predict(run.run_id, images[2:3], [2])
+            assert info.value.code() == StatusCode.RESOURCE_EXHAUSTED
+            assert "images in flight" in info.value.details() and "nothing charged" in info.value.details()
+            assert list(c.get_run(run.run_id).queries_used)[2] == 0
+        with ArenaClient(server.address, blue, timeout=60) as c:       # another team is not held up
+            run = c.start_run("hang", "blue")
+            assert c.predict(run.run_id, images[2:4], [2, 3])[0].tolist() == labels[2:4].tolist()
+        thread.join(60)
+        assert [e.code() for e in stuck_errors] == [StatusCode.UNAVAILABLE]
+        assert server.arena.admission.in_flight("red", "hang") == 0
+    finally:
+        server.stop()
