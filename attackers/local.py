@@ -2,8 +2,9 @@
 budget semantics.
 
 Same contract as the arena's Predict: labels only (`arena.contract.labels_from_logits`: logits
-that are not all finite are a failure, FAILED_LABEL), each image charged to the sample it names,
-and a request that would take any sample past its budget (or breaks the image contract) is
+that are not all finite are a failure, FAILED_LABEL), each image charged to the sample it is about
+when the oracle knows the samples' clean images (`originals`: the arena's rule, `arena.charging`),
+else to the sample it names, and a request that would take any sample past its budget (or breaks the image contract) is
 refused whole and charges nothing. The model runs through `arena.inference.DefenseModel`, with the
 arena's session options and power-of-two chunks, so an adversarial found locally is one on the
 arena too, down to points on the decision boundary (tests/attackers/test_local_matches_arena.py).
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from arena.charging import SampleCharger
 from arena.contract import DEFAULT_BUDGET, labels_from_logits
 from arena.inference import DEFAULT_MAX_CHUNK, SERVING_BATCHED, SERVING_PER_IMAGE, DefenseModel, make_session
 from attackers.oracle import BudgetExceeded, InvalidRequest, Oracle, OracleError, check_request
@@ -43,10 +45,13 @@ def load_defense(model: str | os.PathLike | bytes, threads: int = 0, serving_mod
 class LocalOracle(Oracle):
     """An ONNX file as an oracle. `budget` is per sample (None: unlimited); `num_samples`, when
     given, bounds the sample ids a request may name; `serving_mode` is how the arena serves the
-    defense ("batched" unless its validation found logits that vary with the batch size)."""
+    defense ("batched" unless its validation found logits that vary with the batch size);
+    `originals`, the clean images of every sample (the whole split), charges each image to the
+    sample it is about as the arena does (`arena.charging`), else to the one it names."""
 
     def __init__(self, model: str | os.PathLike | bytes, *, budget: int | None = DEFAULT_BUDGET,
-                 num_samples: int | None = None, threads: int = 0, serving_mode: str = SERVING_BATCHED) -> None:
+                 num_samples: int | None = None, threads: int = 0, serving_mode: str = SERVING_BATCHED,
+                 originals: np.ndarray | None = None) -> None:
         if budget is not None and (int(budget) != budget or budget < 0):
             raise ValueError(f"budget must be a non-negative integer or None, got {budget!r}")
         if num_samples is not None and (int(num_samples) != num_samples or num_samples < 0):
@@ -69,6 +74,10 @@ class LocalOracle(Oracle):
         else:
             self._num_classes = int(out_shape[1])
         self.budget = None if budget is None else int(budget)
+        if originals is not None:
+            originals = np.asarray(originals, dtype=np.float32)
+            num_samples = originals.shape[0] if num_samples is None else num_samples
+        self._charger = None if originals is None else SampleCharger(originals)
         self.num_samples = None if num_samples is None else int(num_samples)
         self._used = np.zeros(self.num_samples or 0, dtype=np.int64)
         self.calls = 0  # successful labels() calls
@@ -103,14 +112,16 @@ class LocalOracle(Oracle):
         top = int(ids.max()) + 1
         if top > self._used.shape[0]:
             self._used = np.concatenate([self._used, np.zeros(top - self._used.shape[0], np.int64)])
-        wanted = np.bincount(ids, minlength=self._used.shape[0])
+        charged = ids if self._charger is None else self._charger.charged(images, ids)
+        wanted = np.bincount(charged, minlength=self._used.shape[0])
         if self.budget is not None:
             over = np.flatnonzero(self._used + wanted > self.budget)
             if over.size:
+                named = np.unique(ids[np.isin(charged, over)])   # the samples whose images were refused
                 raise BudgetExceeded(
                     f"request refused: it would take {over.size} sample(s) past the budget of {self.budget} "
                     f"(e.g. sample {int(over[0])}: {int(self._used[over[0]])} used + {int(wanted[over[0]])} asked)",
-                    over.tolist(),
+                    named.tolist(),
                 )
         labels = labels_from_logits(self.logits(images)).astype(np.int64)
         self._used += wanted  # charged only once the answer exists

@@ -33,7 +33,10 @@ class InvalidRequest(OracleError, ValueError):
 class BudgetExceeded(OracleError):
     """The request would take samples past their budget; it was refused whole and charged nothing.
 
-    `sample_indices` names the offending samples where the oracle knows them (else it is empty)."""
+    `sample_indices` names the offending samples where the oracle knows them (else it is empty):
+    the samples named by the images that could not be charged. Under the arena's rule an image is
+    charged to the sample it is about (`arena.charging`), so these may be samples that still have
+    budget of their own, whose queries went into an exhausted sample's neighbourhood."""
 
     def __init__(self, message: str, sample_indices: Sequence[int] = ()) -> None:
         super().__init__(message)

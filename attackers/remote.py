@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from arena.charging import SampleCharger
 from arena.client import ArenaCallError, ArenaClient, BudgetRefused, ReplayMismatch, max_batch_of
 from attackers.oracle import BudgetExceeded, InvalidRequest, Oracle, OracleError, check_request
 
@@ -61,6 +62,7 @@ class RemoteOracle(Oracle):
         # free, so they skip the local budget check (the remaining counts already include them).
         self.replay_until = int(replay_until)
         self.replayed = 0                           # requests answered from the server's replay store
+        self._charger: SampleCharger | None = None   # the arena's charging rule, after a refusal
         self.calls = 0
 
     @property
@@ -96,19 +98,36 @@ class RemoteOracle(Oracle):
                 except ReplayMismatch:
                     self.ids.fork()  # a diverged resume: fresh ids, paid anew from here on
                 except BudgetRefused as error:
-                    raise BudgetExceeded(f"the arena refused the request: {error.details()}", error.samples) from None
+                    raise BudgetExceeded(f"the arena refused the request: {error.details()}",
+                                         self._refused(error.samples, images[start:stop], ids[start:stop])) from None
             labels = np.asarray(response.labels, dtype=np.int64)
             if labels.shape != (stop - start,):
                 raise OracleError(f"the arena answered {labels.size} labels for {stop - start} images")
             out[start:stop] = labels
             remaining = np.asarray(response.remaining, dtype=np.int64)
             if remaining.shape == labels.shape:
-                chunk = ids[start:stop]
+                # each figure is that of the sample the image was charged to (rules v3: the sample
+                # it is about), which the server names; an older server charged the named one
+                charged = np.asarray(response.charged_samples, dtype=np.int64)
+                chunk = charged if charged.shape == labels.shape else ids[start:stop]
                 # A replayed answer tells the budget of its time, which can only have shrunk since.
                 self.remaining[chunk] = np.minimum(self.remaining[chunk], remaining) if response.replayed else remaining
             self.replayed += int(response.replayed)
             self.calls += 1
         return out
+
+    def _refused(self, exhausted, images: np.ndarray, ids: np.ndarray) -> list[int]:
+        """The named samples whose images were charged to the `exhausted` samples the arena
+        listed: the arena charges an image to the sample it is about (`arena.charging`), which
+        may not be the one named. The rule needs the whole split's images: fetched once, here."""
+        exhausted = np.asarray(exhausted, dtype=np.int64)
+        if exhausted.size == 0:
+            return []
+        if self._charger is None:
+            split, _ = self.client.samples(self.run_id)
+            self._charger = SampleCharger(split)
+        charged = self._charger.charged(images, ids)
+        return np.unique(ids[np.isin(charged, exhausted)]).tolist()
 
     def close(self) -> None:
         pass  # the client belongs to the caller

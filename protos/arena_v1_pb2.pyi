@@ -353,14 +353,16 @@ class PredictRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., request_id: _Optional[str] = ..., sample_indices: _Optional[_Iterable[int]] = ..., images: _Optional[_Union[ImageBatch, _Mapping]] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
-    __slots__ = ("labels", "remaining", "replayed")
+    __slots__ = ("labels", "remaining", "replayed", "charged_samples")
     LABELS_FIELD_NUMBER: _ClassVar[int]
     REMAINING_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    CHARGED_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.RepeatedScalarFieldContainer[int]
     remaining: _containers.RepeatedScalarFieldContainer[int]
     replayed: bool
-    def __init__(self, labels: _Optional[_Iterable[int]] = ..., remaining: _Optional[_Iterable[int]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    charged_samples: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, labels: _Optional[_Iterable[int]] = ..., remaining: _Optional[_Iterable[int]] = ..., replayed: _Optional[bool] = ..., charged_samples: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SubmitAdversarialsRequest(_message.Message):
     __slots__ = ("run_id", "sample_indices", "images")
@@ -373,7 +375,7 @@ class SubmitAdversarialsRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., sample_indices: _Optional[_Iterable[int]] = ..., images: _Optional[_Union[ImageBatch, _Mapping]] = ...) -> None: ...
 
 class Verdict(_message.Message):
-    __slots__ = ("sample_index", "label", "adversarial", "distance", "best_distance", "accepted", "charged", "note")
+    __slots__ = ("sample_index", "label", "adversarial", "distance", "best_distance", "accepted", "charged", "note", "charged_sample")
     SAMPLE_INDEX_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     ADVERSARIAL_FIELD_NUMBER: _ClassVar[int]
@@ -382,6 +384,7 @@ class Verdict(_message.Message):
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     CHARGED_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
+    CHARGED_SAMPLE_FIELD_NUMBER: _ClassVar[int]
     sample_index: int
     label: int
     adversarial: bool
@@ -390,7 +393,8 @@ class Verdict(_message.Message):
     accepted: bool
     charged: bool
     note: str
-    def __init__(self, sample_index: _Optional[int] = ..., label: _Optional[int] = ..., adversarial: _Optional[bool] = ..., distance: _Optional[float] = ..., best_distance: _Optional[float] = ..., accepted: _Optional[bool] = ..., charged: _Optional[bool] = ..., note: _Optional[str] = ...) -> None: ...
+    charged_sample: int
+    def __init__(self, sample_index: _Optional[int] = ..., label: _Optional[int] = ..., adversarial: _Optional[bool] = ..., distance: _Optional[float] = ..., best_distance: _Optional[float] = ..., accepted: _Optional[bool] = ..., charged: _Optional[bool] = ..., note: _Optional[str] = ..., charged_sample: _Optional[int] = ...) -> None: ...
 
 class SubmitAdversarialsResponse(_message.Message):
     __slots__ = ("verdicts",)

@@ -79,7 +79,7 @@ def test_defenses_import_neither_the_arena_nor_the_attackers():
 def test_shared_modules_stay_out_of_the_server():
     """The client, the wire encoding and the inference path are used by clients too: they may
     not reach into the server package either."""
-    for module in ("arena/client.py", "arena/wire.py", "arena/inference.py", "arena/contract.py"):
+    for module in ("arena/client.py", "arena/wire.py", "arena/inference.py", "arena/contract.py", "arena/charging.py"):
         names = imports_of("arena")[module]
         assert not [n for n in names if _under(n, "arena.server", "arena.cli", "attackers", "torch")], module
 

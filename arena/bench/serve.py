@@ -356,6 +356,8 @@ def run(args) -> dict:
             rows.append(["CPU us/image (arena: server + clients)", hb, hc, round(o, 1), round(sv + cl, 1), "-", "-",
                          f"+{sv + cl - o:.0f}", "-", "-"])
 
+        _charging_cost(images, figures, rows, served)
+
         # single-image latency: one client, sequential requests
         ort_times = _ort_latency(session, images[:1], args.latency_requests)
         arena_times = clients.grpc(served, 1, 1, None, requests=args.latency_requests)[0]["latencies"]
@@ -421,6 +423,40 @@ def run(args) -> dict:
         "rows": rows,
         "figures": figures,
     }
+
+
+def _charging_cost(images: np.ndarray, figures: dict, rows: list, served: "_Served") -> None:
+    """The rules v3 charging rule on the hot path (`arena.charging`), per image of a 64-image
+    request: the fast path (images inside their named sample's ball: one distance each; every
+    query of the throughput runs above took it) and the search (images outside it: a GEMM against
+    the split), for this bench's split and a 1000-sample one."""
+    from arena.charging import SampleCharger
+
+    rng = np.random.default_rng(1)
+    for n in (images.shape[0], 1000):
+        split = images if n == images.shape[0] else rng.random((n, *IMAGE_SHAPE), dtype=np.float32)
+        start = time.perf_counter()
+        charger = SampleCharger(split)
+        setup_s = time.perf_counter() - start
+        named = np.arange(64) % n
+        near = np.clip(split[named] + rng.normal(0, 0.01, (64, *IMAGE_SHAPE)).astype(np.float32), 0, 1)
+        far = rng.random((64, *IMAGE_SHAPE), dtype=np.float32)
+        timings = {}
+        for kind, batch in (("fast", near), ("slow", far)):
+            charger.charged(batch, named)   # warm
+            reps, start = 0, time.perf_counter()
+            while time.perf_counter() - start < 0.5:
+                charger.charged(batch, named)
+                reps += 1
+            timings[kind] = (time.perf_counter() - start) / reps / 64 * 1e6
+        figures[f"charge_fast_us_per_image_n{n}"] = timings["fast"]
+        figures[f"charge_slow_us_per_image_n{n}"] = timings["slow"]
+        figures[f"charge_setup_s_n{n}"] = setup_s
+        rows.append([f"charge us/image, split of {n} (fast path; search)", 64, 1, "-",
+                     f"{timings['fast']:.1f}; {timings['slow']:.1f}", "-", "-", "-", "-", "-"])
+    charger = served.server.arena.chargers["public"]
+    figures["served_fast_path_images"] = float(charger.fast_images)
+    figures["served_slow_path_images"] = float(charger.slow_images)
 
 
 # ---------------------------------------------------------------- hostile submissions

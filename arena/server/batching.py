@@ -14,10 +14,13 @@ included) and the group commit happen on one worker thread per run, and the loop
 per run to release the labels (plain callbacks, no task or shielded future per request: this
 path runs for every Predict).
 
-A defense that fails on valid input (ONNX Runtime error, or no answer within `timeout_s`)
-yields label -1 for the images concerned: "counts as misclassified" (docs/rules.md section 5).
-When a merged run fails, each request is retried alone so that one request's failure never
-marks another's images.
+Failures (docs/rules.md section 5, rules v3): a label is a verdict only if it reproduces on the
+image alone. When a run fails (an error, a crash, or no answer within `timeout_s`), each of its
+images is run again alone under the per-image limit `image_timeout_s`: an image that fails alone
+with an error or a crash counts as misclassified (label -1), as logits that are not all finite
+always do; an image that still gets no answer in time makes the requests holding it UNAVAILABLE
+(rolled back, nothing charged): a time-out caused by load, concurrency or request size is never a
+verdict. The other requests of the run are answered as usual.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class Job:
     rollback: Callable[[], None]                      # idem
     future: asyncio.Future
     result: BatchResult | None = field(default=None)
+    failure: BaseException | None = field(default=None)   # set on the worker thread: this job alone failed
     error: BaseException | None = field(default=None)
     done: bool = False
     _waiters: list[asyncio.Future] = field(default_factory=list)
@@ -105,7 +109,10 @@ class BatcherStats:
     runs: int = 0
     images: int = 0
     merged_runs: int = 0          # runs that carried more than one request
-    failures: int = 0
+    failures: int = 0             # failed model runs (errors, crashes and time-outs)
+    timeouts: int = 0             # of which time-outs
+    retried_images: int = 0       # images run again alone after a failed run
+    unavailable_images: int = 0   # images that timed out alone too (their requests: UNAVAILABLE)
 
 
 class Workers:
@@ -155,6 +162,7 @@ class MicroBatcher:
         max_inflight: int = 2,
         max_wait_s: float = 0.0,
         timeout_s: float = 30.0,
+        image_timeout_s: float | None = None,
     ) -> None:
         self.name = name
         self._load = load
@@ -164,6 +172,7 @@ class MicroBatcher:
         self._max_inflight = max_inflight    # concurrent model runs (ORT's own parallelism is partial)
         self._max_wait_s = max_wait_s
         self._timeout_s = timeout_s
+        self._image_timeout_s = timeout_s if image_timeout_s is None else image_timeout_s
         self._queue: deque[Job] = deque()
         self._queued_images = 0
         self._inflight = 0
@@ -228,7 +237,7 @@ class MicroBatcher:
             for job in jobs:
                 job.rollback()
         for job in jobs:
-            job._finish(error)
+            job._finish(job.failure or error)
         self._dispatch()          # the next run starts with what queued meanwhile
         if not self._queue and self._inflight == 0:
             self._idle.set()
@@ -259,6 +268,10 @@ class MicroBatcher:
             self.on_run(sum(j.images.shape[0] for j in jobs), len(jobs), time.perf_counter() - start)
         ops: list[WriteOp] = []
         for job, result in zip(jobs, results):
+            if isinstance(result, BaseException):   # timed out alone: nothing charged, retryable
+                job.failure = result
+                job.rollback()
+                continue
             job.result = result
             ops.extend(job.prepare(result))
         try:
@@ -266,43 +279,66 @@ class MicroBatcher:
         except Exception as error:
             log.error("group commit failed for defense %s: %s", self.name, error)
             for job in jobs:
-                job.rollback()
+                if job.failure is None:
+                    job.rollback()
             return Unavailable("the arena could not record this request; retry it with the same request_id")
         return None
 
-    def _run(self, arrays: list[np.ndarray]) -> list[BatchResult]:
+    def _run(self, arrays: list[np.ndarray]) -> list[BatchResult | Unavailable]:
+        """Each request's labels, or Unavailable for a request holding an image that timed out
+        even alone (see the module docstring)."""
         model = self._load()
         sizes = [a.shape[0] for a in arrays]
         images = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
-        labels = self._labels(model, images)
-        if labels is None:
-            if len(arrays) == 1:
-                labels = np.full(images.shape[0], FAILED_LABEL, dtype=np.int32)
-            else:  # isolate the failure: each request alone
-                parts = []
-                for array in arrays:
-                    own = self._labels(model, array)
-                    parts.append(own if own is not None else np.full(array.shape[0], FAILED_LABEL, dtype=np.int32))
-                labels = np.concatenate(parts)
+        labels = self._labels(model, images, self._timeout_s)
+        timed_out = np.zeros(images.shape[0], dtype=bool)
+        if not isinstance(labels, np.ndarray):   # a verdict only if it reproduces on the image alone
+            labels = np.empty(images.shape[0], dtype=np.int32)
+            self.stats.retried_images += images.shape[0]
+            for i in range(images.shape[0]):
+                own = self._labels(model, images[i:i + 1], self._image_timeout_s)
+                if isinstance(own, np.ndarray):
+                    labels[i] = own[0]
+                elif own == _ERROR:
+                    labels[i] = FAILED_LABEL
+                else:
+                    timed_out[i] = True
+            self.stats.unavailable_images += int(timed_out.sum())
         out, start = [], 0
         for n in sizes:
-            out.append(BatchResult(labels[start:start + n]))
+            if timed_out[start:start + n].any():
+                out.append(Unavailable(f"defense {self.name!r} did not classify an image of this request within "
+                                       f"{self._image_timeout_s:g} s, even alone; nothing was charged: retry "
+                                       "(docs/rules.md section 5)"))
+            else:
+                out.append(BatchResult(labels[start:start + n]))
             start += n
         return out
 
-    def _labels(self, model: DefenseModel, images: np.ndarray) -> np.ndarray | None:
+    def _labels(self, model: DefenseModel, images: np.ndarray, timeout_s: float) -> np.ndarray | str:
+        """The labels, or _ERROR (the model erred or crashed) or _TIMEOUT (no answer in time)."""
         options = ort.RunOptions()
-        token = WATCHDOG.arm(options, self._timeout_s)
+        token = WATCHDOG.arm(options, timeout_s)   # in this process; a worker keeps its own deadline
         try:
-            return model.labels(images, options)
+            if isinstance(model, DefenseModel):
+                labels = model.labels(images, options)
+            else:
+                labels = model.labels(images, options, timeout_s=timeout_s)
         except Unavailable:         # no worker could be started: nothing charged, retryable
+            WATCHDOG.disarm(token)
             raise
         except Exception as error:  # ORT failure, crash or time-out on a valid input
+            timeout = WATCHDOG.disarm(token) or bool(getattr(error, "timed_out", False))
             self.stats.failures += 1
-            log.warning("defense %s failed on %d images: %s", self.name, images.shape[0], type(error).__name__)
-            return None
-        finally:
-            WATCHDOG.disarm(token)
+            self.stats.timeouts += int(timeout)
+            log.warning("defense %s %s on %d images: %s", self.name, "timed out" if timeout else "failed",
+                        images.shape[0], type(error).__name__)
+            return _TIMEOUT if timeout else _ERROR
+        WATCHDOG.disarm(token)
+        return labels
+
+
+_ERROR, _TIMEOUT = "error", "timeout"
 
 
 def _call_soon_threadsafe(loop: asyncio.AbstractEventLoop, callback, *args) -> None:
@@ -338,9 +374,10 @@ class Watchdog:
                 self._cond.notify()
             return self._next
 
-    def disarm(self, token: int) -> None:
+    def disarm(self, token: int) -> bool:
+        """Forgets the deadline; True if it had passed (the run was told to terminate)."""
         with self._cond:
-            self._armed.pop(token, None)
+            return self._armed.pop(token, None) is None
 
     def _loop(self) -> None:
         with self._cond:

@@ -11,6 +11,11 @@ of a team on a defense and split spends one shared budget (`ledger.Account`), so
 refills it; submissions are refused once the final phase began, atomically with the switch
 (`Store.put_defense(require_open=True)`); organizer actions are recorded with their reason.
 
+Rules v3 on the query path (docs/rules.md sections 4-5): each queried image is charged to the
+sample it is about (`arena.charging`: the sample whose neighbourhood holds it, else the one named),
+so remaining, refusals and replays follow that sample; a team's images in flight on a defense are
+bounded (`arena.server.admission`); a time-out is never a verdict (`arena.server.batching`).
+
 Anti-leak design of verification (docs/rules.md sections 4-5). SubmitAdversarials answers with the
 arena's label, so it must not be a free oracle: an image whose exact bytes Predict answered
 adversarial for the same run and sample (the store keeps a sha256 and the label of every such
@@ -35,11 +40,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
+from arena.charging import SampleCharger
 from arena.contract import FAILED_LABEL, IMAGE_BYTES, DefenseStatus, l2_distances
 from arena.inference import default_threads
 from arena.server import images as wire
 from arena.server import sandbox, validation
+from arena.server.admission import TeamAdmission
 from arena.server.auth import TEAM_PATTERN, create_token
 from arena.server.batching import BatchResult
 from arena.server.digests import image_sha256, request_digest
@@ -105,6 +113,13 @@ class Arena:
         self.evaluation = evaluation
         self.config = config
         self._clean64 = evaluation.images.reshape(evaluation.num_samples, -1).astype(np.float64)
+        # The server's own GEMMs (the charging rule's search) on one BLAS thread: a BLAS pool
+        # spinning on cores that ONNX Runtime and other processes share ran them 50x slower
+        # (docs/benchmarks.md, "the charging rule").
+        threadpool_limits(1, user_api="blas")
+        # per split, the sample each queried image is charged to (docs/rules.md section 4)
+        self.chargers = {split: SampleCharger(evaluation.images[evaluation.split_slice(split)])
+                         for split in (PUBLIC, PRIVATE)}
         self.writer = GroupCommitWriter(store)
         threads = config.threads or default_threads()
         self._threads = threads
@@ -114,6 +129,7 @@ class Arena:
             store, self.writer, threads=threads, max_chunk=config.max_chunk,
             cache_bytes=int(config.session_cache_mb * (1 << 20)), concurrent_runs=config.concurrent_runs,
             batch_wait_s=config.batch_wait_ms / 1e3, timeout_s=config.inference_timeout_s,
+            image_timeout_s=config.image_timeout_s,
             isolate=config.isolate, capacity=max(config.max_batch, config.max_chunk), children=self.children,
             worker_limits=sandbox.ChildLimits(config.worker_memory_mb, threads), metrics=self.metrics)
         self.validation_pool = ThreadPoolExecutor(max(1, config.concurrent_validations),
@@ -125,6 +141,7 @@ class Arena:
         self._submitting: set[str] = set()
         self.private = PrivateAccuracy(store, evaluation, lambda name: self.sessions.get(name), self._io,
                                        config.max_batch)   # measured after acceptance (rules v3)
+        self.admission = TeamAdmission(config.team_images_in_flight, config.team_wait_s)
         # The competition's state: the store's is the authority; the first start records the config's budget.
         if store.budget() is None:
             store.set_budget(config.budget)
@@ -546,13 +563,19 @@ class Arena:
             raise FinishedRun(f"run_id: run {state.row.run_id!r} is finished; it takes no more queries")
         images = wire.decode(request.images, "images", self.config.max_batch)
         indices = wire.check_sample_indices(request.sample_indices, images.shape[0], state.num_samples)
-        counts = np.bincount(indices, minlength=state.num_samples)
-        charging = Charging(state, counts, request_id=request_id)
         digest = functools.cache(lambda: request_digest(indices, images))   # shared claim and replay record
         claim = state.pending[request_id] = _Claim()   # duplicates wait for this attempt from here on
+        defense, n = state.row.defense, images.shape[0]
+        admitted = False
         try:
+            await self.admission.enter(team, defense, n)   # one team cannot starve the defense
+            admitted = True
+            charged = await self._charged_samples(state, images, indices)
+            charging = Charging(state, np.bincount(charged, minlength=state.num_samples), request_id=request_id)
             await self._reserve(charging, digest)
         except BaseException as error:
+            if admitted:
+                self.admission.leave(team, defense, n)
             state.pending.pop(request_id, None)
             claim.settle(None)
             if isinstance(error, AlreadyAnswered):   # by another replica, or by this one meanwhile
@@ -569,7 +592,7 @@ class Arena:
         def prepare(result: BatchResult) -> list:  # on the worker thread, before the group commit
             with state.lock:
                 charging.consume()
-                remaining = np.maximum(state.budget - state.account.used[indices], 0).astype("<u4")
+                remaining = charging.remaining(charged).astype("<u4")
             labels = result.labels.astype("<i4")
             answer["remaining"] = remaining
             ops: list = charging.ops()
@@ -586,6 +609,7 @@ class Arena:
         claim.settle(job)
 
         def finished() -> None:
+            self.admission.leave(team, defense, n)
             state.pending.pop(request_id, None)
             if job.error is None and state.request_ids is not None:
                 state.request_ids.add(request_id)
@@ -594,7 +618,17 @@ class Arena:
         job.when_finished(finished)
         # if this caller goes away, the job still completes and is charged; a retry replays it
         result = await job.future
-        return pb.PredictResponse(labels=result.labels.tolist(), remaining=answer["remaining"].tolist(), replayed=False)
+        return pb.PredictResponse(labels=result.labels.tolist(), remaining=answer["remaining"].tolist(), replayed=False,
+                                  charged_samples=charged.tolist())
+
+    async def _charged_samples(self, state: RunState, images: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        """The sample each image is charged to (`arena.charging`): one distance per image on
+        the loop; the search over the split, for the images outside their named sample's ball, off it."""
+        charger = self.chargers[state.row.split]
+        charged, rest = charger.fast_path(images, indices)
+        if rest.size:
+            charged[rest] = await self._io(charger.slow, images[rest], indices[rest])
+        return charged
 
     async def _replay(self, state: RunState, request: pb.PredictRequest) -> pb.PredictResponse | None:
         """The stored answer of a repeated request id (waiting for it if still in flight)."""
@@ -623,7 +657,9 @@ class Arena:
         indices = wire.check_sample_indices(request.sample_indices, images.shape[0], state.num_samples)
         if request_digest(indices, images) != stored.digest:
             raise BadRequest(f"request_id: {request_id!r} was already used for a different request in this run")
-        return pb.PredictResponse(labels=stored.labels.tolist(), remaining=stored.remaining.tolist(), replayed=True)
+        charged = self.chargers[state.row.split].charged(images, indices)   # a function of the bytes: as first answered
+        return pb.PredictResponse(labels=stored.labels.tolist(), remaining=stored.remaining.tolist(), replayed=True,
+                                  charged_samples=charged.tolist())
 
     # ---------------------------------------------------------------- SubmitAdversarials
 
@@ -636,20 +672,42 @@ class Arena:
         images = wire.decode(request.images, "images", self.config.max_batch)
         indices = wire.check_sample_indices(request.sample_indices, images.shape[0], state.num_samples)
         run_id = state.row.run_id
-        loop = asyncio.get_running_loop()
+        defense, n = state.row.defense, images.shape[0]
+        await self.admission.enter(team, defense, n)   # one team cannot starve the defense
+        try:
+            job, verdicts = await self._verify(state, images, indices)
+        except BaseException:
+            self.admission.leave(team, defense, n)
+            raise
+        job.when_finished(lambda: self.admission.leave(team, defense, n))
+        await job.future
+        if state.shared:  # another replica may hold a closer one
+            best = await self._io(self.store.best_distances, run_id, state.num_samples)
+            with state.lock:
+                state.best = np.minimum(state.best, best)
+        for verdict in verdicts:
+            verdict.best_distance = float(state.best[verdict.sample_index])
+        return pb.SubmitAdversarialsResponse(verdicts=verdicts)
 
+    async def _verify(self, state: RunState, images: np.ndarray, indices: np.ndarray):
+        """Measures, charges and queues the verification: (its batcher job, its verdicts once done)."""
+        run_id = state.row.run_id
+        loop = asyncio.get_running_loop()
         base = self._split_offset(state)
 
         def measure():
             hashes = image_sha256(images)
             known = self.store.query_labels(run_id, list(zip(indices.tolist(), hashes)))
-            return hashes, known, l2_distances(images, self._clean64[base + indices])
+            charged = self.chargers[state.row.split].charged(images, indices)
+            return hashes, known, l2_distances(images, self._clean64[base + indices]), charged
 
-        hashes, known, distances = await loop.run_in_executor(self.io_pool, measure)
+        hashes, known, distances, charged = await loop.run_in_executor(self.io_pool, measure)
         if state.finishing:  # FinishRun came in meanwhile: nothing counts after it
             raise FinishedRun(f"run_id: run {state.row.run_id!r} is finished; it takes no more adversarials")
+        # free: exact bytes Predict answered adversarial for this run and named sample; any other
+        # image is charged like a query, to the sample it is about (docs/rules.md section 4)
         free = np.array([(int(s), h) in known for s, h in zip(indices, hashes)], dtype=bool)
-        counts = np.bincount(indices[~free], minlength=state.num_samples)
+        counts = np.bincount(charged[~free], minlength=state.num_samples)
         restore: dict[int, float] = {}
 
         def restore_best() -> None:
@@ -690,6 +748,7 @@ class Arena:
                 verdicts.append(pb.Verdict(
                     sample_index=s, label=int(label), adversarial=adversarial, distance=float(distances[i]),
                     accepted=accepted, charged=not bool(free[i]), note=note,
+                    charged_sample=0 if free[i] else int(charged[i]),
                 ))
             now = time.time()
             for s, i in best_here.items():
@@ -699,14 +758,7 @@ class Arena:
 
         job = self._batcher(state.row.defense).submit(images, prepare, charging.rollback)
         job.when_finished(state.leave)
-        await job.future
-        if state.shared:  # another replica may hold a closer one
-            best = await self._io(self.store.best_distances, run_id, state.num_samples)
-            with state.lock:
-                state.best = np.minimum(state.best, best)
-        for verdict in verdicts:
-            verdict.best_distance = float(state.best[verdict.sample_index])
-        return pb.SubmitAdversarialsResponse(verdicts=verdicts)
+        return job, verdicts
 
     # ---------------------------------------------------------------- the competition (rules v2)
 

@@ -68,7 +68,8 @@ class Account:
         raise BudgetExceeded(
             f"{field}: the request would exceed your team's budget of {budget} queries per sample on "
             f"this defense and split (shared by all your runs there) on samples {sorted(left)}{more} "
-            f"(left: {', '.join(f'{s}: {n}' for s, n in left.items())}); refused whole, nothing charged",
+            f"(left: {', '.join(f'{s}: {n}' for s, n in left.items())}; each image counts for the sample it "
+            f"is about, docs/rules.md section 4); refused whole, nothing charged",
             samples=[int(s) for s in over],
         )
 
@@ -110,12 +111,15 @@ class SharedAccount(Account):
         self.store = store
 
     def reserve_shared(self, counts: np.ndarray, run_id: str, field: str = "sample_indices",
-                       request_id: str | None = None, digest=None) -> bool:
+                       request_id: str | None = None, digest=None) -> np.ndarray | None:
         """Blocking (one database round trip): call it off the event loop. With a request id (and
         `digest()`, its request digest) it claims the id: raises AlreadyAnswered (nothing reserved)
         if the store holds its answer, BadRequest if the id's claim is for another request, and
-        returns True if it adopted an earlier attempt's claim (nothing reserved: that attempt's
-        reservation pays for whichever answers first)."""
+        returns None if it adopted an earlier attempt's claim (nothing reserved: that attempt's
+        reservation pays for whichever answers first). Otherwise returns what the database says
+        each of the request's samples has used right after this charge (int64 [num_samples],
+        meaningful on those samples only): the request's own `remaining`, whatever other replicas
+        charged since."""
         samples = np.flatnonzero(counts)
         budget = self.budget
         result = self.store.reserve(self.name, samples, counts[samples], budget, run_id=run_id,
@@ -125,7 +129,7 @@ class SharedAccount(Account):
         if result.mismatch:
             raise BadRequest(f"request_id: {request_id!r} was already used for a different request in this run")
         if result.adopted:
-            return True
+            return None
         if result.closed:
             raise FinishedRun(f"run_id: run {run_id!r} is finished; it takes no more queries")
         with self.lock:
@@ -135,7 +139,9 @@ class SharedAccount(Account):
                 taken[result.samples] = result.used
                 over = result.samples[result.used + counts[result.samples] > budget]
                 self._refuse(over, taken, field)
-        return False
+        after = np.zeros_like(self.used)
+        after[result.samples] = result.used
+        return after
 
     def release_shared(self, counts: np.ndarray, run_id: str, request_id: str | None = None) -> None:
         samples = np.flatnonzero(counts)
@@ -228,6 +234,7 @@ class Charging:
         self.request_id = request_id
         self.consumed = False
         self.adopted = False                 # a shared claim adopted: nothing reserved here
+        self.after: np.ndarray | None = None  # a shared ledger's post-charge usage, from the database
         self._on_rollback = on_rollback
 
     def reserve(self) -> None:
@@ -236,9 +243,18 @@ class Charging:
     def reserve_shared(self, digest=None) -> bool:
         """Blocking; returns True when it adopted an earlier attempt's claim on the request id."""
         account = self.state.account
-        self.adopted = account.reserve_shared(self.counts, self.state.row.run_id, request_id=self.request_id,
-                                              digest=digest)
+        self.after = account.reserve_shared(self.counts, self.state.row.run_id, request_id=self.request_id,
+                                            digest=digest)
+        self.adopted = self.after is None
         return self.adopted
+
+    def remaining(self, samples: np.ndarray) -> np.ndarray:
+        """Per image, its sample's budget left right after this request's own charge (docs/rules.md
+        section 4): a local ledger's count just after `consume` (under `state.lock`), or the value
+        the database returned with the reservation. An adopted claim (nothing reserved here) falls
+        back on this process's latest view."""
+        used = self.after if self.after is not None else self.state.account.used
+        return np.maximum(self.state.budget - used[samples], 0)
 
     def consume(self) -> None:
         self.state.account.consume(self.counts)

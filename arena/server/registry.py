@@ -23,6 +23,7 @@ class DefenseRegistry:
 
     def __init__(self, store: Store, writer: GroupCommitWriter, *, threads: int, max_chunk: int,
                  cache_bytes: int, concurrent_runs: int, batch_wait_s: float, timeout_s: float,
+                 image_timeout_s: float | None = None,
                  isolate: bool = False, capacity: int = 256, children: sandbox.Children | None = None,
                  worker_limits: sandbox.ChildLimits | None = None, metrics=None) -> None:
         self.metrics = metrics
@@ -37,6 +38,7 @@ class DefenseRegistry:
         self.concurrent_runs = concurrent_runs
         self.batch_wait_s = batch_wait_s
         self.timeout_s = timeout_s
+        self.image_timeout_s = timeout_s if image_timeout_s is None else image_timeout_s
         self.pool = Workers(max(2, min(8, threads * 2)))
         self.sessions = SessionCache(self._load, cache_bytes, on_evict=_close_worker)
         self.batchers: dict[str, MicroBatcher] = {}
@@ -63,7 +65,7 @@ class DefenseRegistry:
             batcher = self.batchers[name] = MicroBatcher(
                 name, lambda: self.sessions.get(name), self.pool, self.writer,
                 run_images=self.max_chunk, max_inflight=self.concurrent_runs,
-                max_wait_s=self.batch_wait_s, timeout_s=self.timeout_s,
+                max_wait_s=self.batch_wait_s, timeout_s=self.timeout_s, image_timeout_s=self.image_timeout_s,
             )
             if self.metrics is not None:
                 batcher.on_run = self.metrics.batch_observer(name)

@@ -90,9 +90,16 @@ class ArenaConfig:
     max_upload_mb: float = setting(100.0, "largest ONNX upload, in MB", check=positive, group=LIMITS_GROUP)
     session_cache_mb: float = setting(2048.0, "memory budget of loaded ONNX Runtime sessions", check=positive)
     threads: int | None = setting(None, "ONNX Runtime intra-op threads (default: all cores)", check=at_least(1))
-    inference_timeout_s: float = setting(30.0, "a model run taking longer counts as a defense failure",
+    inference_timeout_s: float = setting(30.0, "a model run taking longer fails; its images are run again alone",
                                          check=positive, group=LIMITS_GROUP)
+    image_timeout_s: float = setting(10.0, "...each within this; an image still unanswered makes its request "
+                                     "UNAVAILABLE, nothing charged (load is never a verdict)",
+                                     check=positive, group=LIMITS_GROUP)
     concurrent_runs: int = setting(2, "model runs in flight per defense", check=at_least(1))
+    team_images_in_flight: int = setting(512, "images one team may have in flight on one defense (Predict and "
+                                         "SubmitAdversarials); more wait", check=at_least(1), metavar="N")
+    team_wait_s: float = setting(10.0, "how long a team's request waits for room, then RESOURCE_EXHAUSTED",
+                                 check=at_least(0), metavar="S")
     # Limits on submitted models. isolate=False runs them in this process (benchmarks only).
     isolate: bool = setting(True, "validate and serve models inside the server process, without the limits on "
                             "submitted models (benchmarks only: one hostile model can take the arena down)",

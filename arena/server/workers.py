@@ -18,8 +18,9 @@ The logits are read from the slot and labelled here by `arena.contract.labels_fr
 (non-finite logits are failures). Nothing is pickled. The child ends when its stdin closes.
 
 Failures. A run that gets no answer within `timeout_s` kills the child (it may be stuck inside
-one operator, beyond RunOptions.terminate) and raises `DefenseFailure`: the batcher answers
-those images FAILED_LABEL (misclassified, docs/rules.md section 5) and charges them. Runs in
+one operator, beyond RunOptions.terminate) and raises `DefenseFailure(timed_out=True)`: the
+batcher runs those images again alone, and only a failure that reproduces alone is a verdict
+(docs/rules.md section 5). Runs in
 flight on the same child that it takes down with it, and runs whose child crashed, are retried
 once on a fresh child before they count as failures. The child is restarted on the next run;
 a child that cannot even be restarted makes the run `Unavailable` (nothing charged, retryable).
@@ -56,11 +57,22 @@ READY = 0x52454459
 
 
 class DefenseFailure(RuntimeError):
-    """The defense failed on its input (error, crash, time-out): its images count as misclassified."""
+    """The defense failed on its input (error, crash, time-out). `timed_out`: no answer in time
+    (its own, or the worker was ended for another run's): never a verdict by itself (the batcher
+    runs the images again alone, docs/rules.md section 5)."""
+
+    def __init__(self, message: str, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 class _WorkerLost(RuntimeError):
-    """The child went away while this run was in flight, through no proven fault of this run."""
+    """The child went away while this run was in flight, through no proven fault of this run
+    (`for_timeout`: ended for another run's time-out)."""
+
+    def __init__(self, message: str, for_timeout: bool = False) -> None:
+        super().__init__(message)
+        self.for_timeout = for_timeout
 
 
 class _Child:
@@ -245,25 +257,27 @@ class WorkerDefense:
 
     # ---------------------------------------------------------------- runs
 
-    def labels(self, images: np.ndarray, run_options=None) -> np.ndarray:
+    def labels(self, images: np.ndarray, run_options=None, timeout_s: float | None = None) -> np.ndarray:
         """int32 [n]: FAILED_LABEL where the logits are not all finite. Raises DefenseFailure when
-        the defense errs, crashes or times out, Unavailable when no child can be started."""
+        the defense errs, crashes or times out (`timeout_s`, default the worker's), Unavailable
+        when no child can be started."""
         n = images.shape[0]
         if n > self.capacity:     # never from the batcher (capacity >= its largest run): split
-            return np.concatenate([self.labels(images[a:a + self.capacity]) for a in range(0, n, self.capacity)])
+            return np.concatenate([self.labels(images[a:a + self.capacity], timeout_s=timeout_s)
+                                   for a in range(0, n, self.capacity)])
         slot = self._free.get()
         try:
             for attempt in (0, 1):
                 try:
-                    return self._run(slot, images)
+                    return self._run(slot, images, timeout_s or self.timeout_s)
                 except _WorkerLost as error:
                     if attempt:
-                        raise DefenseFailure(str(error)) from None
+                        raise DefenseFailure(str(error), timed_out=error.for_timeout) from None
             raise AssertionError("unreachable")
         finally:
             self._free.put(slot)
 
-    def _run(self, slot: int, images: np.ndarray) -> np.ndarray:
+    def _run(self, slot: int, images: np.ndarray, timeout_s: float) -> np.ndarray:
         self.start()
         with self._lock:
             child = self._child
@@ -271,31 +285,31 @@ class WorkerDefense:
                 raise _WorkerLost("the worker is gone")
             child.users += 1
         try:
-            return self._run_on(child, slot, images)
+            return self._run_on(child, slot, images, timeout_s)
         finally:
             with self._lock:
                 child.users -= 1
                 if child.users == 0 and not child.alive:
                     child.close_pipes()
 
-    def _run_on(self, child: _Child, slot: int, images: np.ndarray) -> np.ndarray:
+    def _run_on(self, child: _Child, slot: int, images: np.ndarray, timeout_s: float) -> np.ndarray:
         n = images.shape[0]
         self._inputs[slot][:n] = images
         try:
             os.write(child.requests[slot], _REQUEST.pack(slot, n))
-            answer = child.answer(slot, self.timeout_s)
+            answer = child.answer(slot, timeout_s)
         except TimeoutError:
             child.blamed = slot
-            log.warning("defense %s: no answer within %.3g s; ending its worker", self.name, self.timeout_s)
+            log.warning("defense %s: no answer within %.3g s; ending its worker", self.name, timeout_s)
             self._lost(child)
-            raise DefenseFailure(f"no answer within {self.timeout_s:g} s") from None
+            raise DefenseFailure(f"no answer within {timeout_s:g} s", timed_out=True) from None
         except OSError:
             answer = None
         if answer is None:
             detail = tail(child.stderr) if not child.stderr.closed else ""   # before _lost closes it
             self._lost(child)
             if child.blamed is not None and child.blamed != slot:
-                raise _WorkerLost("the worker was ended for another run's time-out")
+                raise _WorkerLost("the worker was ended for another run's time-out", for_timeout=True)
             how = describe_exit(child.proc.poll())
             kind = "out of memory" if is_allocation_failure(detail) else "crashed"
             log.warning("defense %s: worker %s (%s) %s", self.name, kind, how, detail)

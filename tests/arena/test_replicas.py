@@ -223,8 +223,8 @@ def test_kill_9_of_one_replica_under_load(setup, replicas):
                         j = int(rng.choice(others[s]))
                         image = np.clip(x[j] + 0.05 * (x[s] - x[j]), 0, 1).astype(np.float32)
                         (verdict,) = c.submit_adversarials(run.run_id, image[None], [s])
-                        with lock:
-                            answered[s] += int(verdict.charged)
+                        with lock:   # an image about sample j: charged to j (rules v3)
+                            answered[verdict.charged_sample] += int(verdict.charged)
                             if verdict.accepted:
                                 best[s] = min(best[s], verdict.distance)
                     progress.release()
@@ -264,3 +264,22 @@ def test_kill_9_of_one_replica_under_load(setup, replicas):
         account = np.array(info.queries_used)
         assert (account >= used).all() and (account - used).sum() <= clients, (account, used)
         assert np.array_equal(np.array(info.best_distances)[found], best[found])
+
+
+def test_remaining_is_each_requests_own_on_two_replicas(setup, replicas):
+    """Issue 21 item 5: concurrent clients spread over two replicas, one run: every answer's
+    remaining is its samples' budget right after the request's own charge (the value the
+    database returned with its reservation), so the answers form one serial history."""
+    from .test_rules_v3_budget import concurrent_answers, serial_history_errors
+
+    url, data, tiny, x, y, token = setup
+    budget = 60
+    a = replicas(url, data, budget)
+    b = replicas(url, data, budget)
+    with ArenaClient(a.address, token, timeout=30) as c:
+        c.submit_defense(tiny, "tiny")
+        run = c.start_run("tiny", "serial")
+    answers = concurrent_answers(f"{a.address},{b.address}", token, run.run_id, x, clients=6, requests=15,
+                                 samples=3)
+    assert len(answers) > 30
+    assert serial_history_errors(answers, budget) == []

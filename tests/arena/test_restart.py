@@ -78,6 +78,8 @@ def test_kill_9_mid_run_and_restart(tmp_path, eval_file):
         with ArenaClient(server.address, token, timeout=20) as c:
             c.submit_defense(tiny, "tiny")
             run = c.start_run("tiny", "survivor")
+            x, y = c.samples(run.run_id)   # in the arena's order (its split permutation): queries of a
+            # sample's own neighbourhood are charged to that sample whatever index is named (rules v3)
             acked = np.zeros(12, np.int64)
             answers = {}
             for i in range(5):
@@ -88,7 +90,7 @@ def test_kill_9_mid_run_and_restart(tmp_path, eval_file):
                 np.add.at(acked, samples, 1)
             other = next(j for j in range(12) if y[j] != y[0])
             c.predict(run.run_id, x[other:other + 1], [0], request_id="adv-query")
-            np.add.at(acked, [0], 1)
+            np.add.at(acked, [0], 1)   # another sample's exact clean image: charged to the one named
             (verdict,) = c.submit_adversarials(run.run_id, x[other:other + 1], [0])
             assert verdict.accepted and not verdict.charged
 

@@ -105,17 +105,20 @@ def test_label_changed_since_query_is_not_accepted(arena, client, run):
 
 
 def test_submission_budget_refusal_charges_nothing(arena, client, run):
+    # sample s's own clean image is answered adversarial (the model gets it wrong); queries of
+    # images about s are charged to s (rules v3), another sample's image would be charged to that one
+    s = WRONG[0]
     budget = run.budget_per_sample
-    x = np.repeat(other_label_image(arena, 8)[None], 16, axis=0)
+    x = np.repeat(arena.images[s][None], 16, axis=0)
     spent = 0
     while spent < budget:
         n = min(16, budget - spent)
-        client.predict(run.run_id, x[:n], [8] * n)
+        client.predict(run.run_id, x[:n], [s] * n)
         spent += n
-    fresh = np.clip(arena.images[8:9] * 0.9, 0, 1)
-    error = rpc_error(client.submit_adversarials, run.run_id, fresh, [8])
+    fresh = np.clip(arena.images[s:s + 1] * 0.9, 0, 1)
+    error = rpc_error(client.submit_adversarials, run.run_id, fresh, [s])
     assert error.code() == StatusCode.RESOURCE_EXHAUSTED
     # bytes Predict answered adversarial can still be verified, for free
-    (verdict,) = client.submit_adversarials(run.run_id, x[:1], [8])
+    (verdict,) = client.submit_adversarials(run.run_id, x[:1], [s])
     assert verdict.adversarial and verdict.accepted and not verdict.charged
-    assert client.get_run(run.run_id).queries_used[8] == budget
+    assert client.get_run(run.run_id).queries_used[s] == budget

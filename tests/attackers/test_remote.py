@@ -36,13 +36,15 @@ def test_remote_and_local_oracles_give_the_same_results(make, client, arena_serv
     assert x.shape == (arena_server.num_samples, 3, 64, 64) and oracle.max_batch == arena_server.max_batch
     budget = arena_server.budget
     remote = make(models).run(oracle, x, y, budget)
-    local = make(models).run(LocalOracle(models.onnx_path, budget=budget), x, y, budget)
+    # the local oracle charges as the arena does (rules v3: to the sample an image is about)
+    local_oracle = LocalOracle(models.onnx_path, budget=budget, originals=x)
+    local = make(models).run(local_oracle, x, y, budget)
     np.testing.assert_array_equal(remote.distances, local.distances)
     np.testing.assert_array_equal(remote.queries, local.queries)
     np.testing.assert_array_equal(remote.adversarials, local.adversarials)
-    # the arena counted exactly what the tracker counted, and batches were split to max_batch
+    # the arena counted exactly what the local oracle counted, and batches were split to max_batch
     info = client.get_run(run.run_id)
-    np.testing.assert_array_equal(np.asarray(info.queries_used), remote.queries)
+    np.testing.assert_array_equal(np.asarray(info.queries_used), local_oracle.queries_used())
     assert oracle.calls > 0 and oracle.replayed == 0
 
 
