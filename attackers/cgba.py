@@ -4,7 +4,7 @@ untargeted, l2, label-only.
 Per iteration t, for every sample in play at once, from a boundary point x_b at distance D of
 the original x0:
 1. estimate the boundary's normal eta at x_b by Monte Carlo from low-frequency probes, as
-   HopSkipJump does (n_t = init_estimates * sqrt(t) probes; `HopSkipJump._estimate`);
+   HopSkipJump does (n_t = init_estimates * sqrt(t) probes; `HopSkipJump.estimate_gradient`);
 2. in the plane spanned by v = (x_b - x0) / D and eta, every point of the semicircle whose
    diameter is [x0, x_b],
        x(phi) = x0 + D cos(phi) (cos(phi) v + sin(phi) w),   w = eta's part orthogonal to v,
@@ -37,12 +37,10 @@ import math
 
 import numpy as np
 
-from attackers.base import check_choice, check_float, check_int, check_seed
+from attackers.base import check_choice, check_float, check_int
 from attackers.bisection import bisect
-from attackers.hopskipjump import MIN_ESTIMATES, HopSkipJump, _unit
-from attackers.kernels import l2_distances
-from attackers.probes import to_image
-from attackers.starting import INITS, _nearest_other_label, find_starting_points
+from attackers.hopskipjump import HopSkipJump, Walk
+from attackers.starting import nearest_other_label
 from attackers.tracker import Tracker
 
 VARIANTS = ("cgba", "cgba-h")
@@ -52,7 +50,8 @@ SCREEN = 0.95
 
 class CGBA(HopSkipJump):
     """The curvature-aware geometric boundary attack (see the module docstring): HopSkipJump's
-    normal estimates, then a search on the semicircle through x0 and the boundary point."""
+    start, loop and normal estimates (`estimate_gradient`); its own steps 2-3 (`advance`: a
+    search on the semicircle through x0 and the boundary point) and a screened start."""
 
     name = "cgba"
 
@@ -74,102 +73,66 @@ class CGBA(HopSkipJump):
         screen_images: int = 35,
         seed: int | None = 0,
     ) -> None:
-        self.screen_images = check_int("screen_images", screen_images, minimum=0)
+        super().__init__(init_estimates=init_estimates, max_estimates=max_estimates, probe_resolution=probe_resolution,
+                         delta=delta, tolerance=tolerance, max_halvings=max_halvings, init=init,
+                         noise_tries=noise_tries, seed=seed)
         self.variant = check_choice("variant", variant, VARIANTS)
-        self.init_estimates = check_int("init_estimates", init_estimates, minimum=1)
-        self.max_estimates = check_int("max_estimates", max_estimates, minimum=self.init_estimates)
-        self.probe_resolution = None if probe_resolution is None else check_int("probe_resolution", probe_resolution, minimum=1)
-        self.delta = check_float("delta", delta, 0.0, 1.0)
+        self.screen_images = check_int("screen_images", screen_images, minimum=0)
         self.angle_tolerance = check_float("angle_tolerance", angle_tolerance, 0.0, 1.0)
-        self.tolerance = check_float("tolerance", tolerance, 0.0, 0.5)
-        self.max_halvings = check_int("max_halvings", max_halvings, minimum=1, maximum=60)
         if not isinstance(pool, bool):
             raise ValueError(f"pool must be True or False, got {pool!r}")
         self.pool = pool
         self.momentum = check_float("momentum", momentum, 0.0, 1.0, low_open=False, high_open=True)
-        self.init = check_choice("init", init, INITS)
-        self.noise_tries = check_int("noise_tries", noise_tries, minimum=1)
-        self.seed = check_seed(seed)
 
-    # ------------------------------------------------------------------ the start
-    def search(self, tracker: Tracker, positions: np.ndarray, starts: np.ndarray | None,
-               rng: np.random.Generator) -> None:
-        """HopSkipJump's start, bisected; then, with `screen_images`, the directions toward that
-        many more of the nearest other-label images, each tried at 0.95 x the best distance so far
-        (one query; bisected toward x0 where adversarial); then the iterations."""
-        points, found = find_starting_points(tracker, positions, rng, starts, init=self.init,
-                                             noise_tries=self.noise_tries)
-        pos = positions[found]
-        if pos.size == 0:
-            return
-        boundary, dist = bisect(tracker, pos, points[found], self.tolerance)
-        if self.screen_images:
-            # (the nearest one was the start: from the second on)
-            ranked = _nearest_other_label(tracker, pos, self.screen_images + 1)[:, 1:]
-            x0 = tracker.originals[pos].reshape(pos.size, -1)
-            for j in range(ranked.shape[1]):
-                rows = np.flatnonzero((ranked[:, j] >= 0) & (tracker.remaining[pos] > 0))
-                if rows.size == 0:
-                    continue
-                direction = tracker.originals[ranked[rows, j]].reshape(rows.size, -1) - x0[rows]
-                scale = SCREEN * dist[rows] / np.maximum(np.linalg.norm(direction, axis=1), 1e-12)
-                probe = (x0[rows] + np.minimum(scale, 1.0)[:, None] * direction).astype(np.float32)
-                answer = tracker.query(pos[rows], probe.reshape(rows.size, *tracker.originals.shape[1:]))
-                hit = rows[answer.adversarial]
-                if hit.size:
-                    new_x, new_d = bisect(tracker, pos[hit], probe[answer.adversarial].reshape(hit.size, *boundary.shape[1:]),
-                                          self.tolerance)
-                    better = new_d < dist[hit]
-                    boundary[hit[better]] = new_x[better]
-                    dist[hit[better]] = new_d[better]
-        self.iterate(tracker, pos, boundary, rng)
+    @property
+    def pools_estimates(self) -> bool:
+        return self.pool
 
-    # ------------------------------------------------------------------ the iterations
-    def iterate(self, tracker: Tracker, pos: np.ndarray, boundary: np.ndarray, rng: np.random.Generator) -> None:
-        """CGBA iterations from adversarial points near the boundary until the budgets are spent."""
-        x0 = tracker.originals[pos]
-        x = boundary.astype(np.float32, copy=True)
-        dist = l2_distances(x, x0)
-        alive = dist > 0
-        reserve = self._search_queries()
-        pooled: np.ndarray | None = None        # estimates at the current point, summed until it moves
-        pooled_n = np.zeros(x.shape[0])
-        for t in range(1, int(tracker.remaining[pos].max(initial=0)) // MIN_ESTIMATES + 2):
-            n = np.minimum(min(int(round(self.init_estimates * math.sqrt(t))), self.max_estimates),
-                           tracker.remaining[pos] - reserve)
-            alive &= n >= MIN_ESTIMATES
-            rows = np.flatnonzero(alive)
-            if rows.size == 0:
-                break
-            estimate = self.estimate_normal(tracker, pos[rows], x, rows, dist[rows], n[rows], rng)
-            if self.pool:
-                if pooled is None:
-                    pooled = np.zeros((x.shape[0], estimate.shape[1]), dtype=np.float32)
-                pooled[rows] += estimate * n[rows, None]
-                pooled_n[rows] += n[rows]
-                estimate = pooled[rows] / pooled_n[rows, None].astype(np.float32)
-            eta = _unit(to_image(estimate, x.shape[1:]), rng)
-            new_x, new_d = self.boundary_search(tracker, pos[rows], x0[rows], x[rows], dist[rows], eta)
-            moved = new_d < dist[rows]
-            x[rows[moved]] = new_x[moved]
-            dist[rows[moved]] = new_d[moved]
-            if pooled is not None:  # a point that moved keeps `momentum` of its past estimates' weight
-                pooled[rows[moved]] *= self.momentum
-                pooled_n[rows[moved]] *= self.momentum
-
-    def estimate_normal(self, tracker: Tracker, pos: np.ndarray, x: np.ndarray, rows: np.ndarray,
-                        dist: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Step 1: Monte Carlo estimates of the normal at x[rows] (HopSkipJump's), at the
-        draws' resolution (linear: pooled before upsampling)."""
-        return self._estimate(tracker, pos, x, rows, dist, counts, rng)
-
-    def _search_queries(self) -> int:
+    def reserve_queries(self) -> int:
         """Queries kept back for the boundary search of an iteration."""
         if self.variant == "cgba":
             return int(math.ceil(math.log2((math.pi / 2) / self.angle_tolerance))) + 1
         return self.max_halvings + int(math.ceil(math.log2(1.0 / self.tolerance))) + 1
 
-    # ------------------------------------------------------------------ step 2
+    # ------------------------------------------------------------------ the start
+    def initialize(self, tracker: Tracker, positions: np.ndarray, starts: np.ndarray | None,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """HopSkipJump's start, bisected; then, with `screen_images`, the directions toward that
+        many more of the nearest other-label images, each tried at 0.95 x the best distance so far
+        (one query; bisected toward x0 where adversarial)."""
+        pos, boundary, dist = super().initialize(tracker, positions, starts, rng)
+        if pos.size == 0 or not self.screen_images:
+            return pos, boundary, dist
+        # (the nearest one was the start: from the second on)
+        ranked = nearest_other_label(tracker, pos, self.screen_images + 1)[:, 1:]
+        x0 = tracker.originals[pos].reshape(pos.size, -1)
+        for j in range(ranked.shape[1]):
+            rows = np.flatnonzero((ranked[:, j] >= 0) & (tracker.remaining[pos] > 0))
+            if rows.size == 0:
+                continue
+            direction = tracker.originals[ranked[rows, j]].reshape(rows.size, -1) - x0[rows]
+            scale = SCREEN * dist[rows] / np.maximum(np.linalg.norm(direction, axis=1), 1e-12)
+            probe = (x0[rows] + np.minimum(scale, 1.0)[:, None] * direction).astype(np.float32)
+            answer = tracker.query(pos[rows], probe.reshape(rows.size, *tracker.originals.shape[1:]))
+            hit = rows[answer.adversarial]
+            if hit.size:
+                new_x, new_d = bisect(tracker, pos[hit], probe[answer.adversarial].reshape(hit.size, *boundary.shape[1:]),
+                                      self.tolerance)
+                better = new_d < dist[hit]
+                boundary[hit[better]] = new_x[better]
+                dist[hit[better]] = new_d[better]
+        return pos, boundary, dist
+
+    # ------------------------------------------------------------------ steps 2-3
+    def advance(self, tracker: Tracker, walk: Walk, rows: np.ndarray, v: np.ndarray,
+                t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The boundary search in the plane of (x_b - x0) and the normal estimate v; a sample
+        moves only where it found a closer boundary point."""
+        new_x, new_d = self.boundary_search(tracker, walk.pos[rows], walk.x0[rows], walk.x[rows], walk.dist[rows], v)
+        moved = new_d < walk.dist[rows]
+        return rows[moved], new_x[moved], new_d[moved]
+
+    # ------------------------------------------------------------------ step 2, the semicircle
     def boundary_search(self, tracker: Tracker, pos: np.ndarray, x0: np.ndarray, xb: np.ndarray,
                         dist: np.ndarray, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The next boundary point of each sample (or xb itself, at its distance, where none

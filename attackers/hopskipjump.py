@@ -1,13 +1,15 @@
 """HopSkipJump (Chen, Jordan & Wainwright 2020), untargeted, l2, label-only.
 
 Per iteration t, for every sample in play at once:
-1. estimate the direction of the boundary's normal at the current boundary point x_t by Monte
-   Carlo: n_t random unit directions u_b, probes x_t + delta * u_b, signs phi_b = +1 where the
-   probe is adversarial; the estimate is mean((phi_b - mean(phi)) * u_b), the paper's baseline
-   correction (plain mean(phi) * mean(u) when all signs agree);
-2. geometric step-size search: xi = ||x_t - x0|| / sqrt(t), halved until x_t + xi * v is
+1. `estimate_gradient`: the direction of the boundary's normal at the current boundary point
+   x_t by Monte Carlo: n_t random unit directions u_b, probes x_t + delta * u_b, signs
+   phi_b = +1 where the probe is adversarial; the estimate is mean((phi_b - mean(phi)) * u_b),
+   the paper's baseline correction (plain mean(phi) * mean(u) when all signs agree);
+2. `geometric_step_size`: xi = ||x_t - x0|| / sqrt(t), halved until x_t + xi * v is
    adversarial (v the unit estimate);
-3. bisection from that point toward the original to the boundary: x_{t+1}.
+3. `binary_search`: from that point toward the original to the boundary: x_{t+1}.
+`iterate` is the loop of Algorithm 1 over t; `advance` is steps 2-3, which an attack that
+walks the boundary another way (CGBA, `attackers.cgba`) overrides, keeping the rest.
 It starts from a given starting point, or finds one (below), blended toward the original by
 bisection.
 
@@ -33,6 +35,7 @@ and 0.58 for the white-box minimum.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -47,10 +50,23 @@ from attackers.tracker import Tracker
 # Most probe images built and sent in one tracker query (bounds memory: ~48 KiB each).
 MAX_PROBE_IMAGES = 1024
 # Samples whose probes are made together (their points and originals, 96 KiB each, stay in the
-# core's cache while the directions are cycled through).
+# core's cache while the directions are cycled through; `kernels.probe_tiles`).
 SAMPLE_TILE = 8
 # Fewest probes worth an iteration; a sample that cannot afford them is done.
 MIN_ESTIMATES = 4
+
+
+@dataclass
+class Walk:
+    """The per-sample state of the iterations: tracker positions, originals x0, current
+    boundary points x and their distances, and the step-size multiplier (halved after a step
+    that lost ground, with keep_best)."""
+
+    pos: np.ndarray
+    x0: np.ndarray
+    x: np.ndarray
+    dist: np.ndarray
+    scale: np.ndarray
 
 
 class HopSkipJump(BoundaryWalk):
@@ -58,6 +74,7 @@ class HopSkipJump(BoundaryWalk):
     from the signs of random probes, step along it by geometric search, bisect again."""
 
     name = "hsja"
+    momentum = 0.0  # share of the pooled estimates' weight kept after a move (CGBA's option)
 
     def __init__(
         self,
@@ -86,103 +103,116 @@ class HopSkipJump(BoundaryWalk):
         self.noise_tries = check_int("noise_tries", noise_tries, minimum=1)
         self.seed = check_seed(seed)
 
-    # ------------------------------------------------------------------ search
+    @property
+    def pools_estimates(self) -> bool:
+        """Whether estimates made at a point that did not move are pooled with the next ones."""
+        return self.keep_best
+
+    def reserve_queries(self) -> int:
+        """Queries kept back for steps 2-3 of an iteration (the step search and the bisection)."""
+        return int(math.ceil(math.log2(1.0 / self.tolerance))) + 2
+
+    def num_estimates(self, t: int) -> int:
+        """n_t = init_estimates * sqrt(t), capped at max_estimates (the paper's schedule)."""
+        return min(int(round(self.init_estimates * math.sqrt(t))), self.max_estimates)
+
+    # ------------------------------------------------------------------ Algorithm 1
     def iterate(self, tracker: Tracker, pos: np.ndarray, boundary: np.ndarray, rng: np.random.Generator) -> None:
-        """The HopSkipJump iterations from adversarial points near the boundary, until every
-        sample's budget is spent (each iteration charges every sample in play)."""
-        x0 = tracker.originals[pos]
+        """The iterations from adversarial points near the boundary, until every sample's budget
+        is spent (each iteration charges every sample in play)."""
         x = boundary.astype(np.float32, copy=True)
-        dist = l2_distances(x, x0)
-        # Queries kept back for the step search and the bisection of an iteration.
-        reserve = int(math.ceil(math.log2(1.0 / self.tolerance))) + 2
-        alive = dist > 0
-        scale = np.ones(x.shape[0])  # step-size multiplier, halved after a step that lost ground
+        x0 = tracker.originals[pos]
+        walk = Walk(pos, x0, x, l2_distances(x, x0), np.ones(x.shape[0]))
+        alive = walk.dist > 0
+        reserve = self.reserve_queries()
         # Estimates made at the current point (at the draws' resolution), pooled until it moves.
         pooled = None
-        pooled_n = np.zeros(x.shape[0], dtype=np.int64)
+        pooled_n = np.zeros(x.shape[0])
         # Each iteration charges every sample in play at least MIN_ESTIMATES queries: the budget
         # bounds the loop (the cap guards against an oracle that stops answering).
         for t in range(1, int(tracker.remaining[pos].max(initial=0)) // MIN_ESTIMATES + 2):
-            n_t = min(int(round(self.init_estimates * math.sqrt(t))), self.max_estimates)
-            n = np.minimum(n_t, tracker.remaining[pos] - reserve)
+            n = np.minimum(self.num_estimates(t), tracker.remaining[pos] - reserve)
             alive &= n >= MIN_ESTIMATES
             rows = np.flatnonzero(alive)
             if rows.size == 0:
                 break
-            mean = self._estimate(tracker, pos[rows], x, rows, dist[rows], n[rows], rng)
-            if self.keep_best:
+            estimate = self.estimate_gradient(tracker, pos[rows], x, rows, walk.dist[rows], n[rows], rng)
+            probes = n[rows]
+            if self.pools_estimates:
                 if pooled is None:
-                    pooled = np.zeros((x.shape[0], mean.shape[1]), dtype=np.float32)
-                pooled[rows] += mean * n[rows, None]
+                    pooled = np.zeros((x.shape[0], estimate.shape[1]), dtype=np.float32)
+                pooled[rows] += estimate * n[rows, None]
                 pooled_n[rows] += n[rows]
-                mean = pooled[rows] / pooled_n[rows, None].astype(np.float32)
-            v = _unit(to_image(mean, x.shape[1:]), rng).reshape(rows.size, *x.shape[1:])
-            xi = scale[rows] * dist[rows] / math.sqrt(t)
-            candidates, ok = self._step(tracker, pos[rows], x, rows, xi, v)
-            moved = rows[ok]
-            if moved.size:
-                new_x, new_d = bisect(tracker, pos[moved], candidates[ok], self.tolerance)
-                if self.keep_best:
-                    better = new_d < dist[moved]
-                    scale[moved[~better]] /= 2.0
-                    moved, new_x, new_d = moved[better], new_x[better], new_d[better]
-                    pooled[moved] = 0.0
-                    pooled_n[moved] = 0
-                x[moved] = new_x
-                dist[moved] = new_d
-            if self.keep_best:
-                scale[rows[~ok]] /= 2.0
+                estimate = pooled[rows] / pooled_n[rows, None].astype(np.float32)
+                probes = pooled_n[rows]
+            v = self.gradient_direction(tracker, walk, rows, estimate, probes, rng)
+            moved, new_x, new_d = self.advance(tracker, walk, rows, v, t)
+            x[moved] = new_x
+            walk.dist[moved] = new_d
+            if pooled is not None:  # a point that moved keeps `momentum` of its past estimates' weight
+                pooled[moved] *= self.momentum
+                pooled_n[moved] *= self.momentum
 
-    def _estimate(self, tracker: Tracker, pos: np.ndarray, x: np.ndarray, x_rows: np.ndarray, dist: np.ndarray,
-                  counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Raw Monte Carlo estimates [k, c * r * r] of the boundary normal (towards the adversarial
+    def advance(self, tracker: Tracker, walk: Walk, rows: np.ndarray, v: np.ndarray,
+                t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Steps 2-3 for the samples walk.*[rows], along the unit gradient estimates v [k, D]:
+        geometric step-size search, then binary search back to the boundary. Returns (the walk
+        indices that move, their new boundary points, their distances); with keep_best only the
+        steps that shorten the distance move (a step that does not halves that sample's scale)."""
+        xi = walk.scale[rows] * walk.dist[rows] / math.sqrt(t)
+        candidates, ok = self.geometric_step_size(tracker, walk.pos[rows], walk.x, rows, xi,
+                                                  v.reshape(rows.size, *walk.x.shape[1:]))
+        moved = rows[ok]
+        if moved.size:
+            new_x, new_d = self.binary_search(tracker, walk.pos[moved], candidates[ok])
+        else:
+            new_x, new_d = candidates[:0], np.zeros(0)
+        if self.keep_best:
+            better = new_d < walk.dist[moved]
+            walk.scale[moved[~better]] /= 2.0
+            walk.scale[rows[~ok]] /= 2.0
+            moved, new_x, new_d = moved[better], new_x[better], new_d[better]
+        return moved, new_x, new_d
+
+    # ------------------------------------------------------------------ step 1
+    def estimate_gradient(self, tracker: Tracker, pos: np.ndarray, x: np.ndarray, x_rows: np.ndarray,
+                          dist: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Monte Carlo estimates [k, c * r * r] of the boundary normal (towards the adversarial
         side), at the draws' resolution r, at the points x[x_rows] (k of them; pos, dist and
-        counts are per point):
-        mean over probes of (phi - mean(phi)) * u. All samples share one set of random
-        directions (each sample's estimate only needs its own to be random; sharing saves drawing
-        them per sample), and the sums use the intended directions (the probes are clipped to the
-        bounds; ignoring that costs nothing measurable), formed on the low-resolution draws as
-        one matrix product (the caller upsamples them)."""
+        counts are per point): mean over probes of (phi - mean(phi)) * u, probes at radius
+        delta * dist. All samples share one set of random directions (each sample's estimate
+        only needs its own to be random), and the sums use the intended directions (the probes
+        are clipped to the bounds; ignoring that costs nothing measurable), formed on the
+        low-resolution draws as one matrix product (linear: the caller upsamples them)."""
         k = pos.shape[0]
-        shape = x.shape[1:]
-        dirs = draw_directions(rng, int(counts.max()), shape, self.probe_resolution)
+        dirs = draw_directions(rng, int(counts.max()), x.shape[1:], self.probe_resolution)
         unit_low = dirs.z.reshape(dirs.z.shape[0], -1) * dirs.inv_norm[:, None]  # unit directions, before upsampling
         low = np.zeros((k, unit_low.shape[1]), dtype=np.float32)
-        start = 0
-        while start < k:
-            stop = start + 1
-            total = int(counts[start])
-            while stop < k and total + counts[stop] <= MAX_PROBE_IMAGES:
-                total += int(counts[stop])
-                stop += 1
-            c = counts[start:stop].astype(np.int64)
-            ends = np.cumsum(c)
-            local = np.repeat(np.arange(stop - start), c)         # the sample of each probe, from start
-            within = np.arange(total) - np.repeat(ends - c, c)     # its direction
-            # Probes in tiles of SAMPLE_TILE samples, direction-major within a tile: consecutive
-            # probes share a direction and cycle over a few samples' rows, all in cache.
-            order = np.lexsort((local, within, local // SAMPLE_TILE))
-            local, within = local[order], within[order]
+        for start, stop, local, within in kernels.probe_tiles(counts, MAX_PROBE_IMAGES, SAMPLE_TILE):
             owner = local + start
             # probe = clip(x + delta * dist * u / |u|): one fused pass per probe, measured as written
             probes, probe_d = dirs.probes(x, self.delta * dist[owner] * dirs.inv_norm[within], tracker.bounds,
                                           base_rows=x_rows[owner], direction_rows=within,
                                           distances_to=(tracker.originals, pos[owner]))
             answer = tracker.query(pos[owner], probes, distances=probe_d)
-            phi = np.where(answer.adversarial, 1.0, -1.0)
-            phi[~answer.answered] = 0.0
-            mean_phi = np.bincount(local, weights=phi, minlength=stop - start) / c
-            baseline = np.where(np.abs(mean_phi) == 1.0, 0.0, mean_phi)  # plain mean(phi) * mean(u) when all agree
+            c = counts[start:stop].astype(np.int64)
             weights = np.zeros((stop - start, unit_low.shape[0]), dtype=np.float32)
-            weights[local, within] = (phi - baseline[local]) / c[local]
+            weights[local, within] = baseline_corrected_signs(answer, local, c) / c[local]
             low[start:stop] = weights @ unit_low
-            start = stop
         return low
 
-    def _step(self, tracker: Tracker, pos: np.ndarray, x: np.ndarray, x_rows: np.ndarray, xi: np.ndarray,
-              v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Geometric step-size search from the points x[x_rows]: x + xi * v, halving xi until
-        adversarial. Returns (candidates, ok): ok where an adversarial candidate was paid for."""
+    def gradient_direction(self, tracker: Tracker, walk: Walk, rows: np.ndarray, estimate: np.ndarray,
+                           probes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The unit direction [k, D] that steps 2-3 follow at walk.x[rows], from the Monte Carlo
+        estimate (made of `probes` probes per sample, pooled): the estimate itself, upsampled."""
+        return _unit(to_image(estimate, walk.x.shape[1:]), rng)
+
+    # ------------------------------------------------------------------ step 2
+    def geometric_step_size(self, tracker: Tracker, pos: np.ndarray, x: np.ndarray, x_rows: np.ndarray,
+                            xi: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """From the points x[x_rows]: x + xi * v, halving xi until adversarial (at most
+        max_halvings times). Returns (candidates, ok): ok where an adversarial candidate was
+        paid for."""
         k = pos.shape[0]
         candidates = np.empty_like(v)
         ok = np.zeros(k, dtype=bool)
@@ -199,6 +229,23 @@ class HopSkipJump(BoundaryWalk):
             ok[hit] = True
             xi[open_[~answer.adversarial]] /= 2.0
         return candidates, ok
+
+    # ------------------------------------------------------------------ step 3
+    def binary_search(self, tracker: Tracker, pos: np.ndarray, adversarial: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """From adversarial points toward their originals, to the boundary within `tolerance`
+        (relative): (boundary points, their distances)."""
+        return bisect(tracker, pos, adversarial, self.tolerance)
+
+
+def baseline_corrected_signs(answer, owner: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """phi_b - mean(phi) per probe (phi = +1 adversarial, -1 not, 0 unanswered; the mean over
+    the probes of the same sample, `owner`), the paper's baseline correction; where all of a
+    sample's signs agree, phi_b itself (the correction would zero them)."""
+    phi = np.where(answer.adversarial, 1.0, -1.0)
+    phi[~answer.answered] = 0.0
+    mean_phi = np.bincount(owner, weights=phi, minlength=counts.shape[0]) / counts
+    baseline = np.where(np.abs(mean_phi) == 1.0, 0.0, mean_phi)
+    return phi - baseline[owner]
 
 
 def _unit(v: np.ndarray, rng: np.random.Generator) -> np.ndarray:

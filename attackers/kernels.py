@@ -356,3 +356,28 @@ def boundary_proposals(x0: np.ndarray, current: np.ndarray, rows, eta: np.ndarra
                            float(eta @ eta), *per_row, bool(with_spherical),
                            *_bounds(bounds))
     return out, np.sqrt(squares, out=squares)
+
+
+def probe_tiles(counts: np.ndarray, max_images: int, tile: int):
+    """The order in which a batch of gradient probes is built and sent: `counts[i]` probes for
+    sample i (direction j = 0 .. counts[i]-1), in consecutive groups of samples holding at most
+    `max_images` probes each (bounds the memory of one query; a sample is never split), and
+    within a group in tiles of `tile` samples, direction-major: consecutive probes share a
+    direction and cycle over a few samples' rows, so both stay in the core's cache while the
+    probes are written. Yields (start, stop, local, within): the group's samples are
+    start..stop-1; probe p belongs to sample start + local[p] and uses direction within[p]."""
+    k = counts.shape[0]
+    start = 0
+    while start < k:
+        stop = start + 1
+        total = int(counts[start])
+        while stop < k and total + counts[stop] <= max_images:
+            total += int(counts[stop])
+            stop += 1
+        c = counts[start:stop].astype(np.int64)
+        ends = np.cumsum(c)
+        local = np.repeat(np.arange(stop - start), c)
+        within = np.arange(total) - np.repeat(ends - c, c)
+        order = np.lexsort((local, within, local // tile))
+        yield start, stop, local[order], within[order]
+        start = stop

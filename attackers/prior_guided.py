@@ -84,7 +84,7 @@ class PriorGuidedCGBA(CGBA):
         dist = l2_distances(x, x0)
         # Phase 1: the surrogates' gradient as the normal, while each step gains enough.
         trusting = dist > 0
-        reserve = self._search_queries()
+        reserve = self.reserve_queries()
         while True:
             rows = np.flatnonzero(trusting & (tracker.remaining[pos] >= reserve))
             if rows.size == 0:
@@ -96,7 +96,7 @@ class PriorGuidedCGBA(CGBA):
             trusting[rows[new_d >= (1.0 - self.prior_min_gain) * dist[rows]]] = False  # 0: until no gain at all
             x[rows[moved]] = new_x[moved]
             dist[rows[moved]] = new_d[moved]
-        # Phase 2: CGBA's iterations, the surrogates shaping the probes (estimate_normal).
+        # Phase 2: CGBA's iterations, the surrogates shaping the probes (estimate_gradient).
         super().iterate(tracker, pos, x, rng)
 
     def _subspace_estimate(self, tracker, pos, x, rows, dist, counts, rng):
@@ -126,18 +126,18 @@ class PriorGuidedCGBA(CGBA):
             out[i] = est / max(float(np.linalg.norm(est)), 1e-12)
         more = np.flatnonzero(rest >= MIN_ESTIMATES)
         if more.size:
-            low = to_image(self._estimate(tracker, pos[more], x, rows[more], dist[more], rest[more], rng), shape)
+            low = to_image(super().estimate_gradient(tracker, pos[more], x, rows[more], dist[more], rest[more], rng), shape)
             out[more] += low / np.maximum(np.linalg.norm(low, axis=1, keepdims=True), 1e-12)
         return out
 
-    def estimate_normal(self, tracker: Tracker, pos: np.ndarray, x: np.ndarray, rows: np.ndarray,
+    def estimate_gradient(self, tracker: Tracker, pos: np.ndarray, x: np.ndarray, rows: np.ndarray,
                         dist: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Biased sampling (see the module docstring); HopSkipJump's estimate where lambda = 0.
         Returns full-resolution estimates [k, c*h*w] (not pooled across resolutions)."""
         if self.subspace > 0.0:
             return self._subspace_estimate(tracker, pos, x, rows, dist, counts, rng)
         if self.prior_weight == 0.0:
-            return to_image(self._estimate(tracker, pos, x, rows, dist, counts, rng), x.shape[1:])
+            return to_image(super().estimate_gradient(tracker, pos, x, rows, dist, counts, rng), x.shape[1:])
         k = pos.shape[0]
         shape = x.shape[1:]
         with tracker.timed("surrogate"):

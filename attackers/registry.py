@@ -81,6 +81,13 @@ def _check_class(cls: Any, where: str) -> type[Attack]:
     return cls
 
 
+def surrogate_parameter(spec: str) -> str | None:
+    """"surrogate" or "surrogates" where the attack `spec` names takes white-box surrogates (one,
+    or a list), else None."""
+    accepted = inspect.signature(attack_class(spec).__init__).parameters
+    return next((p for p in ("surrogates", "surrogate") if p in accepted), None)
+
+
 def make_attack(spec: str, *, seed: int | None = 0, surrogate=None, **params) -> Attack:
     """The attack `spec` names, built with `params` (see the module docstring)."""
     cls = attack_class(spec)

@@ -59,7 +59,7 @@ def find_starting_points(
             attempt(given, np.clip(starts[given], lo, hi).astype(np.float32))
 
     def images() -> None:
-        ranked = _nearest_other_label(tracker, positions, image_tries)
+        ranked = nearest_other_label(tracker, positions, image_tries)
         for j in range(ranked.shape[1]):
             rows = open_rows()
             rows = rows[ranked[rows, j] >= 0]
@@ -78,7 +78,7 @@ def find_starting_points(
     return points, found
 
 
-def _nearest_other_label(tracker: Tracker, positions: np.ndarray, count: int) -> np.ndarray:
+def nearest_other_label(tracker: Tracker, positions: np.ndarray, count: int) -> np.ndarray:
     """int [k, count]: per sample, the tracker positions of the nearest clean images with another
     true label (-1 where there are fewer)."""
     k, n = positions.shape[0], tracker.num_samples
@@ -99,22 +99,30 @@ def _nearest_other_label(tracker: Tracker, positions: np.ndarray, count: int) ->
 
 class BoundaryWalk(Attack):
     """An attack that walks along the decision boundary (Boundary Attack, HopSkipJump): find a
-    starting adversarial per sample, bisect it toward the original, then `iterate` from there.
-    Subclasses set `init`, `noise_tries` and `tolerance`, and implement `iterate`."""
+    starting adversarial per sample, bisect it toward the original (`initialize`), then
+    `iterate` from there. Subclasses set `init`, `noise_tries` and `tolerance`, and implement
+    `iterate`."""
 
     init: str
     noise_tries: int
     tolerance: float
 
     def search(self, tracker: Tracker, positions: np.ndarray, starts: np.ndarray | None,
-                rng: np.random.Generator) -> None:
+               rng: np.random.Generator) -> None:
+        pos, boundary, _ = self.initialize(tracker, positions, starts, rng)
+        if pos.size:
+            self.iterate(tracker, pos, boundary, rng)
+
+    def initialize(self, tracker: Tracker, positions: np.ndarray, starts: np.ndarray | None,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(positions of the samples that have a start, their boundary points, distances)."""
         points, found = find_starting_points(tracker, positions, rng, starts, init=self.init,
                                              noise_tries=self.noise_tries)
         pos = positions[found]
         if pos.size == 0:
-            return
-        boundary, _ = bisect(tracker, pos, points[found], self.tolerance)
-        self.iterate(tracker, pos, boundary, rng)
+            return pos, points[:0], np.zeros(0)
+        boundary, dist = bisect(tracker, pos, points[found], self.tolerance)
+        return pos, boundary, dist
 
     @abc.abstractmethod
     def iterate(self, tracker: Tracker, pos: np.ndarray, boundary: np.ndarray, rng: np.random.Generator) -> None:

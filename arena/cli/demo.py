@@ -1,9 +1,10 @@
 """`arena demo`: a whole competition, end to end, on the embedded dataset (docs/rules.md).
 
-Stages: generate the data; train small ResNets (natural, PGD-AT, TRADES) and a separately
-trained surrogate for the transfer attack; export the defenses to ONNX; start an arena on a
-fresh store with a public split (public data) and a private one generated from a secret seed
-(`--private-from-public` deals it from public data instead, and the boards say it is a demo); the operator makes the organizer's token, the
+Stages: generate the data; train small ResNets (natural, PGD-AT, TRADES) and the surrogates
+(natural, and PGD-AT under another seed than the defenders', for the referee's surrogate attacks);
+export the defenses to ONNX; start an arena on a fresh store with a public split (public data)
+and a private one generated from a secret seed (`--private-from-public` deals it from public
+data instead, and the boards say it is a demo); the operator makes the organizer's token, the
 organizer the teams'; in the open phase the defenders submit; the referee (the organizer's
 reference attacks) evaluates every defense on both splits; the organizer switches to the final
 phase (a late submission is refused); the attackers' team attacks the private split; the
@@ -23,13 +24,17 @@ import time
 from pathlib import Path
 
 DEFENSES = ("natural", "pgd-at", "trades")
-ATTACKS = ("boundary", "hsja", "transfer-pgd")
+ATTACKS = ("boundary", "hsja", "cgba", "transfer-pgd", "prior-cgba", "livia")
 TEAM_ATTACKS = ("hsja",)                     # the attackers' team, on the private split
-REFEREE_ATTACKS = ("hsja", "transfer-pgd")   # the organizer's reference attacks, on both splits
 SURROGATE = "surrogate"
+# The organizer's adversarially trained surrogate: PGD-AT under another seed than the defenders'
+# (a defender's own checkpoint would make the attack on that defense white-box).
+ROBUST_SURROGATE = ("pgd-at", {"seed": 1})
 
 
 def register(sub) -> None:
+    from arena.referee import DEFAULT_ATTACKS as REFEREE_ATTACKS  # the organizer's reference attacks, both splits
+
     parser = sub.add_parser("demo", help="run the whole arena end to end on the embedded dataset")
     parser.add_argument("--out", type=Path, default=Path("demo-out"),
                         help="working folder: cached checkpoints and models, the store, the report (default demo-out)")
@@ -50,7 +55,8 @@ def register(sub) -> None:
                              f"they share the team's budget (default {','.join(TEAM_ATTACKS)})")
     parser.add_argument("--referee-attacks", default=",".join(REFEREE_ATTACKS),
                         help="the organizer's reference attacks on both splits (default "
-                             f"{','.join(REFEREE_ATTACKS)}; `arena referee` also runs boundary by default)")
+                             f"{','.join(REFEREE_ATTACKS)}, the strongest measured, with the organizer's natural and "
+                             "robust surrogates)")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the attacks, for a reproducible run (default: the referee's seed is secret)")
     parser.add_argument("--private-from-public", action="store_true",
@@ -89,13 +95,14 @@ def config_key(config) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def train_role(preset, role: str, out: Path, device: str | None, epochs_scale: float, train_size: int | None) -> Path:
-    """Trains (or finds cached) the preset's `role`; returns its run folder."""
+def train_role(preset, role: str, out: Path, device: str | None, epochs_scale: float, train_size: int | None,
+               **overrides) -> Path:
+    """Trains (or finds cached) the preset's `role` (with `overrides` of its configuration); returns its run folder."""
     from defenses.train import train
 
-    base = preset.config(role)
+    base = preset.config(role, **overrides)
     epochs = max(1, round(base.epochs * epochs_scale))
-    config = preset.config(role, epochs=epochs, train_size=train_size)
+    config = preset.config(role, epochs=epochs, train_size=train_size, **overrides)
     folder = out / "checkpoints" / f"{role}-{config_key(config)}"
     started = time.perf_counter()
     train(config, folder, device=device, resume=(folder / "checkpoint.pt").exists(), progress=sys.stderr.isatty())
@@ -136,12 +143,21 @@ def _run(args) -> int:
         data = load_split("demo", split)
         print(f"  {split}: {len(data)} images, {data.num_classes} classes", flush=True)
 
-    needs_surrogate = "transfer-pgd" in attacks + referee_attacks
-    stage(f"training: {', '.join(defenses)}{' and a surrogate for the transfer attack' if needs_surrogate else ''}"
+    from attackers.registry import surrogate_parameter
+
+    needs_surrogate = any(surrogate_parameter(a) for a in attacks + referee_attacks)
+    needs_robust = any(surrogate_parameter(a) == "surrogates" for a in referee_attacks)
+    stage(f"training: {', '.join(defenses)}{' and the surrogates' if needs_surrogate else ''}"
           " (cached per configuration)")
     roles = defenses + ([SURROGATE] if needs_surrogate else [])
     folders = {role: train_role(DEMO, role, out, args.device, args.epochs_scale, args.train_size) for role in roles}
     surrogate = folders.get(SURROGATE)
+    # the organizer's surrogates: the natural one and, for the attacks that take several, a robust one
+    organizer_surrogates = [surrogate] if surrogate is not None else []
+    if needs_robust:
+        role, overrides = ROBUST_SURROGATE
+        organizer_surrogates.append(train_role(DEMO, role, out, args.device, args.epochs_scale, args.train_size,
+                                               **overrides))
 
     stage("export: ONNX with preprocessing inside, parity-checked against torch")
     models = {role: export_role(folders[role], out) for role in defenses}
@@ -181,7 +197,7 @@ def _run(args) -> int:
         stage(f"referee: the organizer's reference attacks ({', '.join(referee_attacks)}) on both splits")
         from arena.referee import Referee
 
-        referee = Referee(attacks=referee_attacks, surrogate=surrogate, seed=args.seed,
+        referee = Referee(attacks=referee_attacks, surrogate=organizer_surrogates or None, seed=args.seed,
                           state_dir=out / "referee-state", log=lambda m: print(f"  {m.removeprefix('referee: ')}",
                                                                                 flush=True))
         with ArenaClient(server.address, organizer_token, timeout=120.0) as organizer:
@@ -200,6 +216,7 @@ def _run(args) -> int:
         _attack_all(server.address, attacker_token, defenses, attacks, args, surrogate)
 
         stage("boards: the official ranking (private split) and the provisional one (public split)")
+        from arena.client import split_name
         from arena.server.leaderboard_wire import from_proto
         from scoreboard.tables import render_text
 
@@ -216,9 +233,13 @@ def _run(args) -> int:
         print(render_text(from_proto(official)))
         print("Provisional board: the public split (what the teams saw during the open phase)\n")
         print(render_text(from_proto(public)))
+        with ArenaClient(server.address, attacker_token) as client:  # the official board's samples (final phase)
+            private_run = next(r for r in client.list_runs() if split_name(r.split) == "private")
+            private_x, private_y = client.samples(private_run.run_id)
     finally:
         server.stop()
     _print_pairs(store_dir, defenses)
+    _print_gap(store_dir, defenses, folders, models, private_x, private_y)
     print(f"\nreport: {(out / 'report.html').resolve()} (public board: {(out / 'report-public.html').resolve()})")
     print(f"total: {time.perf_counter() - stage.start:.0f} s")
     return 0
@@ -253,9 +274,33 @@ def _print_pairs(store_dir: Path, defenses: list[str]) -> None:
         print(f"  {pair_comparison(board, upper, lower)}")
 
 
+def _print_gap(store_dir: Path, defenses: list[str], folders: dict[str, Path], models: dict[str, Path], x, y) -> None:
+    """The official board's gap to white-box (the organizer holds the defenders' checkpoints):
+    per defense, board mean d / the white-box minimum on the same samples, and whether the board
+    ranks the defenses in the white-box order (`attackers.whitebox_minimum`)."""
+    import numpy as np
+
+    from arena.server.leaderboard import compute
+    from arena.server.store import open_store
+    from attackers.whitebox_minimum import defense_gaps, format_gap
+
+    store = open_store(store_dir)
+    try:
+        board = compute(store, "private")
+    finally:
+        store.close()
+    distances = {s.name: np.asarray(s.distances) for s in board.defenses if s.name in defenses and s.distances}
+    started = time.perf_counter()
+    gap = defense_gaps(distances, folders, models, x, y)
+    print(f"\nThe official board against white-box (minimum of DDN, targeted DDN and a PGD search on each "
+          f"defender's checkpoint, checked through its ONNX model; {time.perf_counter() - started:.0f} s):")
+    print(format_gap(gap))
+
+
 def _attack_all(address: str, token: str, defenses: list[str], attacks: list[str], args, surrogate: Path | None) -> None:
     from arena.client import ArenaClient
     from attackers import make_attack
+    from attackers.registry import surrogate_parameter
     from attackers.session import attack_remote
 
     state_dir = args.out / "attack-state"
@@ -263,7 +308,8 @@ def _attack_all(address: str, token: str, defenses: list[str], attacks: list[str
         for defense in defenses:
             for name in attacks:
                 # another seed than the referee's: the team's run is its own, not the referee's replayed
-                attack = make_attack(name, seed=0 if args.seed is None else args.seed + 1, surrogate=surrogate if name == "transfer-pgd" else None)
+                attack = make_attack(name, seed=0 if args.seed is None else args.seed + 1,
+                                     surrogate=surrogate if surrogate_parameter(name) else None)
                 started = time.perf_counter()
                 outcome = attack_remote(client, defense=defense, attack=attack, budget=args.budget, samples=None,
                                         state_path=state_dir / f"{defense}-{name}.json",

@@ -3,7 +3,8 @@ splits that they have not evaluated yet (docs/rules.md section 4). Resumable: ru
 an interruption, or after new defenses were accepted.
 
     arena referee --server HOST:PORT --token ORGANIZER_TOKEN --surrogate runs/surrogate/checkpoint.pt
-                  [--attacks hsja,boundary,transfer-pgd] [--budget N] [--state-dir referee-state]
+                  --surrogate runs/robust-surrogate/checkpoint.pt
+                  [--attacks livia,cgba] [--budget N] [--state-dir referee-state]
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ def register(sub) -> None:
     p.add_argument("--token", default=None, help="an organizer token (default: $ARENA_TOKEN)")
     p.add_argument("--attacks", default=",".join(DEFAULT_ATTACKS),
                    help=f"comma-separated reference attacks (default: {','.join(DEFAULT_ATTACKS)})")
-    p.add_argument("--surrogate", type=Path, default=None, metavar="CKPT",
-                   help="the organizer's surrogate checkpoint for transfer-pgd (from `arena train`)")
+    p.add_argument("--surrogate", type=Path, action="append", default=None, metavar="CKPT",
+                   help="the organizer's surrogate checkpoints (repeatable; from `arena train`; one adversarially "
+                        "trained, none a defender's): livia and prior-cgba take all, transfer-pgd the first")
     p.add_argument("--budget", type=int, default=None,
                    help="queries per sample for each attack (default and most: an equal share of the arena's "
                         "budget, which the organizer's attacks on a defense and split share)")
@@ -49,8 +51,9 @@ def _run(args) -> int:
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     if not splits or any(s not in SPLITS for s in splits):
         raise CommandError(f"--splits: choose from {', '.join(SPLITS)}")
-    if args.surrogate is not None and not args.surrogate.exists():
-        raise CommandError(f"--surrogate {args.surrogate}: no such checkpoint or run folder")
+    for path in args.surrogate or []:
+        if not path.exists():
+            raise CommandError(f"--surrogate {path}: no such checkpoint or run folder")
     referee = Referee(attacks=attacks, surrogate=args.surrogate, budget=args.budget, seed=args.seed,
                       state_dir=args.state_dir, splits=splits, log=lambda m: print(m, file=sys.stderr))
     try:

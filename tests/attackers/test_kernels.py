@@ -194,3 +194,23 @@ def test_new_kernels_agree_bit_for_bit_on_both_paths(monkeypatch):
         out[name] = (*probes, *proposals)
     for a, b in zip(out["serial"], out["parallel"], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_probe_tiles_cover_every_probe_once_in_bounded_groups():
+    counts = np.array([5, 300, 700, 20, 1, 1024, 3])
+    seen = []
+    for start, stop, local, within in kernels.probe_tiles(counts, 1024, 4):
+        group = counts[start:stop]
+        assert group.sum() <= 1024 or stop - start == 1     # a sample is never split
+        assert local.size == group.sum()
+        # probe p: sample start + local[p], direction within[p] < that sample's count
+        assert (within < group[local]).all()
+        # direction-major within tiles of 4 samples
+        tiles = local // 4
+        assert (np.diff(tiles) >= 0).all()
+        for tile in np.unique(tiles):
+            w = within[tiles == tile]
+            assert (np.diff(w) >= 0).all()
+        seen += [(start + i, j) for i, j in zip(local, within)]
+    expected = [(i, j) for i in range(counts.size) for j in range(counts[i])]
+    assert sorted(seen) == expected
