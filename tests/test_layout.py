@@ -6,7 +6,9 @@ importing late.
 - `scoreboard` imports nothing of ours but the contract module;
 - `attackers` never imports server internals;
 - the contract module imports numpy and nothing else of ours;
-- `defenses` imports neither the arena (but its contract) nor `attackers`.
+- `defenses` imports neither the arena (but its contract) nor `attackers`;
+- in the server, only the modules that speak the wire import `protos`: the core and its rooms
+  speak plain types (`arena.server.calls`), and nothing they import reaches protobuf either.
 """
 
 from __future__ import annotations
@@ -50,6 +52,59 @@ def _under(name: str, *prefixes: str) -> bool:
 OURS = ("arena", "attackers", "defenses", "scoreboard", "protos")
 
 
+# The server's modules that may import `protos`, and why: `transport` decodes each request into a
+# plain call and encodes each answer (the servicers); `leaderboard_wire` encodes the boards into
+# their messages (the transport and the referee use it); `app` lists the services' names for health
+# and reflection. Everything else in arena/server speaks plain types.
+PROTO_SPEAKERS = ("arena/server/transport.py", "arena/server/leaderboard_wire.py", "arena/server/app.py")
+# the core and its rooms (arena.server.core's docstring names them)
+ROOMS = ("core", "calls", "submissions", "runs", "queries", "competition")
+
+
+def _speaks_protobuf(name: str) -> bool:
+    return _under(name, "protos")
+
+
+def test_only_the_transport_speaks_protobuf():
+    found = offenders("arena/server", _speaks_protobuf)
+    assert [o for o in found if o.split(":")[0] not in PROTO_SPEAKERS] == []
+
+
+def test_the_rooms_reach_no_protobuf():
+    """What the core and its rooms import inside the server, followed all the way down, neither is
+    a module that speaks the wire nor imports `protos` (so a room cannot get protobuf by proxy)."""
+    graph = imports_of("arena/server")
+    module_file = {path[:-3].replace("/", ".").removesuffix(".__init__"): path for path in graph}
+    seen: set[str] = set()
+    todo = [f"arena/server/{room}.py" for room in ROOMS]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        module = path[:-3].replace("/", ".")
+        for name in graph[path]:
+            while name and name not in module_file:      # arena.server.store.X -> the module file
+                name = name.rpartition(".")[0]
+            # a package the module sits in is left out, as in _module_graph (`from arena.server
+            # import sandbox` names arena.server, whose lazy __getattr__ loads app only on demand)
+            if name and not module.startswith(name + "."):
+                todo.append(module_file[name])
+    assert sorted(seen & set(PROTO_SPEAKERS)) == []
+    assert [f"{path}: {n}" for path in sorted(seen) for n in graph[path] if _speaks_protobuf(n)] == []
+
+
+def test_no_class_in_the_server_over_250_lines():
+    """The server's rooms stay rooms a newcomer can read (issue 21): no class over 250 lines in
+    the serving modules (arena/server/*.py; the store's backends, store/, are one SQL dialect each)."""
+    long = []
+    for path in sorted((ROOT / "arena" / "server").glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 250:
+                long.append(f"{path.relative_to(ROOT)}: {node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert long == []
+
+
 def test_server_imports_no_attackers_no_torch_no_cli():
     assert offenders("arena/server", lambda n: _under(n, "attackers", "torch", "torchvision", "arena.cli")) == []
 
@@ -84,15 +139,17 @@ def test_shared_modules_stay_out_of_the_server():
         assert not [n for n in names if _under(n, "arena.server", "arena.cli", "attackers", "torch")], module
 
 
-@pytest.mark.parametrize("rule", [
-    lambda: offenders("arena/server", lambda n: n == "attackers"),
+@pytest.mark.parametrize("rule, module", [
+    (lambda: offenders("arena/server", lambda n: n == "attackers"), "attackers"),
+    (lambda: [o for o in offenders("arena/server", _speaks_protobuf)
+              if o.split(":")[0] not in PROTO_SPEAKERS], "protos"),
 ])
-def test_the_checker_sees_lazy_imports(rule, tmp_path, monkeypatch):
+def test_the_checker_sees_lazy_imports(rule, module, tmp_path, monkeypatch):
     """A lazy import inside a function is found (the rule would fail if one were added)."""
     probe = ROOT / "arena" / "server" / "_layout_probe.py"
-    probe.write_text("def f():\n    import attackers\n")
+    probe.write_text(f"def f():\n    import {module}\n")
     try:
-        assert rule() == ["arena/server/_layout_probe.py: attackers"]
+        assert rule() == [f"arena/server/_layout_probe.py: {module}"]
     finally:
         probe.unlink()
 

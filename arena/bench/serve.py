@@ -115,7 +115,7 @@ class _Served:
 
     def stats(self) -> dict[str, float]:
         writer = self.server.arena.writer.stats
-        batcher = self.server.arena._batchers.get("bench")
+        batcher = self.server.arena.registry.batchers.get("bench")
         return {
             "group_commits": float(writer.commits),
             "commit_jobs": float(writer.jobs),

@@ -6,8 +6,17 @@
 
 Modules, one concept each:
 - app         lifecycle: ServerConfig, start_server (in-process, tests/demo), serve (`arena serve`)
-- transport   the gRPC servicers: protobuf <-> domain types, one error -> status mapping
-- core        the behaviour behind the services: submissions, runs, Predict, verification
+- transport   the gRPC servicers: each request decoded into a plain call, each answer encoded,
+              one error -> status mapping (with app and leaderboard_wire, the only modules
+              that import protos: tests/test_layout.py)
+- calls       the plain values the core takes and answers with (PredictCall, PredictAnswer, ...)
+- core        `Arena`: the state the rooms share (store, evaluation, registry, writer, phase and
+              budget, chargers, pools, admission), and the rooms:
+- submissions   upload, validation, verdict, phase check, caps; how a defense is shown
+- runs          start (split, shared budget), lookup, info, samples, finish, list
+- queries       Predict and SubmitAdversarials: charging, batching, verification, replay
+- competition   the phase and budget as a caller sees them; the organizer's actions
+- admission   a team's images in flight on a defense, bounded
 - registry    accepted defenses: loading, the session cache, one micro-batcher per defense
 - ledger      team budgets (per defense and split) in memory: reserve -> consume or release
 - batching    dynamic micro-batching per defense, group commit before labels are released

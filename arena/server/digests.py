@@ -2,7 +2,7 @@
 
 - `image_sha256`: sha256 of one image's float32 bytes. It keys the arena's record of what Predict
   answered for an image of a run and sample, which makes verifying those exact bytes free
-  (arena.core). Only images answered adversarial are recorded (the others can never become a
+  (arena.server.queries). Only images answered adversarial are recorded (the others can never become a
   verified adversarial), so most images of a Predict are never hashed. It must resist forged
   collisions (two images, one digest: a free label), hence sha256 (with SHA-NI, the cost of
   one image's hash is a fraction of one model run: docs/benchmarks.md).

@@ -11,7 +11,6 @@ import numpy as np
 from arena.contract import IMAGE_BYTES, IMAGE_SHAPE, first_bad_image, in_unit_interval
 from arena.server.errors import BadRequest, NotFound
 from arena.wire import WIRE_DTYPE
-from protos import arena_v1_pb2 as pb
 
 
 # ---------------------------------------------------------------- zero-copy request parsing
@@ -89,7 +88,10 @@ def _split_field(raw, field_number: int) -> tuple[bytes, memoryview | None]:
 
 def parse_with_images(message_type, images_field: int):
     """A request deserializer for gRPC: protobuf for the small fields, a zero-copy view for the
-    ImageBatch in `images_field` (saves two copies of every image on the server's event loop)."""
+    ImageBatch in `images_field` (saves two copies of every image on the server's event loop).
+    The message types come from the caller (the transport): this module never imports protos."""
+    field = message_type.DESCRIPTOR.fields_by_number[images_field]
+    batch_type = type(getattr(message_type(), field.name))   # ImageBatch
 
     def parse(raw: bytes) -> ParsedRequest:
         try:
@@ -98,7 +100,7 @@ def parse_with_images(message_type, images_field: int):
             if images is None:
                 return ParsedRequest(message, None)
             shape_part, data = _split_field(images, 2)
-            shape = list(pb.ImageBatch.FromString(shape_part).shape)
+            shape = list(batch_type.FromString(shape_part).shape)
             return ParsedRequest(message, RawImages(shape, data if data is not None else b""))
         except Exception as error:  # malformed bytes: reported by the handler
             return ParsedRequest(message_type(), None, error=f"request: malformed message ({error})")
@@ -106,8 +108,8 @@ def parse_with_images(message_type, images_field: int):
     return parse
 
 
-def decode(batch: pb.ImageBatch, field: str, max_batch: int) -> np.ndarray:
-    """ImageBatch -> read-only float32 [N,3,64,64] view of the message bytes, fully checked.
+def decode(batch, field: str, max_batch: int) -> np.ndarray:
+    """An ImageBatch (or a RawImages view of one) -> read-only float32 [N,3,64,64] view of the message bytes, fully checked.
 
     Checks: shape [N,3,64,64] with 1 <= N <= max_batch, byte length N*49,152, every value finite
     and in [0, 1] (one pass: `arena.contract.in_unit_interval`).

@@ -1,5 +1,6 @@
-"""The gRPC servicers: requests in, `Arena` calls, responses out, and the one mapping from errors
-to status codes.
+"""The gRPC servicers: each request decoded into a plain value (`arena.server.calls`), handed to
+one of the core's rooms, its plain answer encoded into the response; and the one mapping from
+errors to status codes. Nothing below this module sees protobuf.
 
 Status codes: INVALID_ARGUMENT malformed input (the message names the field), NOT_FOUND unknown
 run / sample / defense (another team's run reads as unknown), FAILED_PRECONDITION a finished
@@ -20,6 +21,9 @@ from functools import wraps
 import grpc
 
 from arena.server.auth import current_role, current_team
+from arena.server.calls import (
+    CompetitionInfo, DefenseUpload, DefenseView, PredictAnswer, PredictCall, RunInfo, Samples, SubmitCall, Verdict,
+)
 from arena.server.core import Arena
 from arena.server.errors import ArenaError, BadRequest, BudgetExceeded, PermissionDenied
 from arena.server.images import parse_with_images
@@ -27,6 +31,7 @@ from arena.server.leaderboard import compute, report_html
 from arena.server.leaderboard_wire import SPLITS, to_proto
 from arena.server.records import disqualified
 from arena.server.store import FINAL, OPEN, ORGANIZER, PRIVATE, PUBLIC, TEAM, StoreError
+from arena.wire import encode
 from protos import arena_v1_pb2 as pb
 from protos import arena_v1_pb2_grpc as pb_grpc
 
@@ -44,6 +49,88 @@ def _enum(value: int, names: dict, field: str, unspecified_ok: bool = True):
         raise BadRequest(f"{field}: unknown value {value}")
     return names[value]
 
+
+# ---------------------------------------------------------------- protobuf -> calls
+
+def predict_call(request) -> PredictCall:
+    """A PredictRequest (as `parse_with_images` parsed it: the images a zero-copy view) as a call."""
+    if getattr(request, "error", ""):
+        raise BadRequest(request.error)
+    return PredictCall(request.run_id, request.request_id, request.images, request.sample_indices)
+
+
+def submit_call(request) -> SubmitCall:
+    if getattr(request, "error", ""):
+        raise BadRequest(request.error)
+    return SubmitCall(request.run_id, request.images, request.sample_indices)
+
+
+async def defense_upload(messages) -> DefenseUpload:
+    """A SubmitDefense stream: its metadata first, then its chunks (a stream that says otherwise
+    is refused where it does)."""
+    first = None
+    async for first in messages:
+        break
+    if first is None or first.WhichOneof("part") != "metadata":
+        raise BadRequest("metadata: the first message of SubmitDefense must carry the metadata")
+
+    async def chunks():
+        async for message in messages:
+            if message.WhichOneof("part") != "chunk":
+                raise BadRequest("chunk: only the first message may carry metadata; the others carry ONNX bytes")
+            yield message.chunk
+
+    return DefenseUpload(first.metadata.name, first.metadata.description, chunks())
+
+
+# ---------------------------------------------------------------- answers -> protobuf
+
+def defense_message(view: DefenseView) -> pb.Defense:
+    return pb.Defense(
+        name=view.name, team=view.team,
+        status=pb.DEFENSE_STATUS_ACCEPTED if view.accepted else pb.DEFENSE_STATUS_REJECTED,
+        description=view.description, sha256=view.sha256, size_bytes=view.size_bytes,
+        num_classes=view.num_classes, clean_accuracy=view.clean_accuracy,
+        clean_accuracy_private=view.clean_accuracy_private, rejection_reasons=list(view.rejection_reasons),
+        submitted_at=view.submitted_at, disqualified_reason=view.disqualified_reason)
+
+
+def run_message(info: RunInfo) -> pb.RunInfo:
+    return pb.RunInfo(
+        run_id=info.run_id, defense=info.defense, attack=info.attack, team=info.team,
+        num_samples=info.num_samples, budget_per_sample=info.budget_per_sample, finished=info.finished,
+        started_at=info.started_at, split=SPLITS[info.split], attack_config_digest=info.attack_config_digest,
+        disqualified_reason=info.disqualified_reason, max_batch=info.max_batch,
+        max_message_bytes=info.max_message_bytes, num_classes=info.num_classes,
+        queries_used=info.queries_used, remaining=info.remaining, run_queries=info.run_queries,
+        best_distances=info.best_distances)
+
+
+def predict_response(answer: PredictAnswer) -> pb.PredictResponse:
+    return pb.PredictResponse(labels=answer.labels.tolist(), remaining=answer.remaining.tolist(),
+                              replayed=answer.replayed, charged_samples=answer.charged_samples.tolist())
+
+
+def verdict_message(v: Verdict) -> pb.Verdict:
+    return pb.Verdict(sample_index=v.sample_index, label=v.label, adversarial=v.adversarial, distance=v.distance,
+                      best_distance=v.best_distance, accepted=v.accepted, charged=v.charged, note=v.note,
+                      charged_sample=v.charged_sample)
+
+
+def samples_response(samples: Samples) -> pb.GetRunSamplesResponse:
+    return pb.GetRunSamplesResponse(offset=samples.offset, images=encode(samples.images),
+                                    labels=[int(v) for v in samples.labels])
+
+
+def competition_message(info: CompetitionInfo) -> pb.Competition:
+    return pb.Competition(
+        phase=pb.PHASE_OPEN if info.phase == OPEN else pb.PHASE_FINAL, budget_per_sample=info.budget_per_sample,
+        public_samples=info.public_samples, private_samples=info.private_samples, team=info.team,
+        role=pb.ROLE_ORGANIZER if info.role == ORGANIZER else pb.ROLE_TEAM,
+        private_split_source=info.private_split_source, demo=info.demo)
+
+
+# ---------------------------------------------------------------- errors -> status codes
 
 def _status(method):
     """Maps arena errors to status codes; everything else is INTERNAL without details."""
@@ -99,19 +186,20 @@ class DefenseServicer(pb_grpc.DefenseServiceServicer):
 
     @_status
     async def SubmitDefense(self, request_iterator, context):
-        row = await self.arena.submit_defense(current_team.get(), request_iterator, role=current_role.get())
-        return pb.SubmitDefenseResponse(defense=self.arena.defense_message(row, current_role.get()))
+        upload = await defense_upload(request_iterator)
+        row = await self.arena.submissions.submit(current_team.get(), upload, role=current_role.get())
+        return pb.SubmitDefenseResponse(defense=defense_message(self.arena.submissions.view(row, current_role.get())))
 
     @_status
     async def ListDefenses(self, request, context):
-        rows = await self.arena.list_defenses()
+        rows = await self.arena.submissions.list()
         role = current_role.get()
-        return pb.ListDefensesResponse(defenses=[self.arena.defense_message(r, role) for r in rows])
+        return pb.ListDefensesResponse(defenses=[defense_message(self.arena.submissions.view(r, role)) for r in rows])
 
     @_status
     async def GetDefense(self, request, context):
-        row = await self.arena.get_defense(request.name)
-        return pb.GetDefenseResponse(defense=self.arena.defense_message(row, current_role.get()))
+        row = await self.arena.submissions.get(request.name)
+        return pb.GetDefenseResponse(defense=defense_message(self.arena.submissions.view(row, current_role.get())))
 
 
 class RunServicer(pb_grpc.RunServiceServicer):
@@ -122,38 +210,40 @@ class RunServicer(pb_grpc.RunServiceServicer):
     @_status
     async def StartRun(self, request, context):
         split = _enum(request.split, SPLIT_NAMES, "split")
-        state = await self.arena.start_run(current_team.get(), request.defense, request.attack,
-                                           role=current_role.get(), split=split,
-                                           config_digest=request.attack_config_digest)
-        return pb.StartRunResponse(run=self.arena.run_info(state))
+        runs = self.arena.runs
+        state = await runs.start(current_team.get(), request.defense, request.attack,
+                                 role=current_role.get(), split=split, config_digest=request.attack_config_digest)
+        return pb.StartRunResponse(run=run_message(runs.info(state)))
 
     @_status
     async def GetRun(self, request, context):
-        state = await self.arena.run(current_team.get(), request.run_id)
-        return pb.GetRunResponse(run=await self.arena.current_info(state))
+        state = await self.arena.runs.get(current_team.get(), request.run_id)
+        return pb.GetRunResponse(run=run_message(await self.arena.runs.current_info(state)))
 
     @_status
     async def GetRunSamples(self, request, context):
-        state = await self.arena.run(current_team.get(), request.run_id)
-        return self.arena.run_samples(state, request.offset, request.limit)
+        state = await self.arena.runs.get(current_team.get(), request.run_id)
+        return samples_response(self.arena.runs.samples(state, request.offset, request.limit))
 
     @_status
     async def Predict(self, request, context):
-        return await self.arena.predict(current_team.get(), request)
+        return predict_response(await self.arena.queries.predict(current_team.get(), predict_call(request)))
 
     @_status
     async def SubmitAdversarials(self, request, context):
-        return await self.arena.submit_adversarials(current_team.get(), request)
+        verdicts = await self.arena.queries.submit_adversarials(current_team.get(), submit_call(request))
+        return pb.SubmitAdversarialsResponse(verdicts=[verdict_message(v) for v in verdicts])
 
     @_status
     async def FinishRun(self, request, context):
-        state = await self.arena.run(current_team.get(), request.run_id)
-        state = await self.arena.finish_run(state)
-        return pb.FinishRunResponse(run=await self.arena.current_info(state))
+        runs = self.arena.runs
+        state = await runs.finish(await runs.get(current_team.get(), request.run_id))
+        return pb.FinishRunResponse(run=run_message(await runs.current_info(state)))
 
     @_status
     async def ListRuns(self, request, context):
-        return pb.ListRunsResponse(runs=await self.arena.list_runs(current_team.get(), current_role.get()))
+        runs = await self.arena.runs.list(current_team.get(), current_role.get())
+        return pb.ListRunsResponse(runs=[run_message(info) for info in runs])
 
 
 class LeaderboardServicer(pb_grpc.LeaderboardServiceServicer):
@@ -192,7 +282,8 @@ class CompetitionServicer(pb_grpc.CompetitionServiceServicer):
 
     @_status
     async def GetCompetition(self, request, context):
-        return pb.GetCompetitionResponse(competition=self.arena.competition(current_team.get(), current_role.get()))
+        info = self.arena.competition.info(current_team.get(), current_role.get())
+        return pb.GetCompetitionResponse(competition=competition_message(info))
 
 
 class AdminServicer(pb_grpc.AdminServiceServicer):
@@ -200,31 +291,32 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
 
     def __init__(self, arena: Arena, forget_tokens) -> None:
         self.arena = arena
+        self.competition = arena.competition
         self._forget_tokens = forget_tokens
 
     def _competition(self):
-        return self.arena.competition(current_team.get(), current_role.get())
+        return competition_message(self.competition.info(current_team.get(), current_role.get()))
 
     @_status
     async def SetPhase(self, request, context):
         phase = _enum(request.phase, PHASE_NAMES, "phase", unspecified_ok=False)
-        await self.arena.set_phase(current_team.get(), phase, request.reason)
+        await self.competition.set_phase(current_team.get(), phase, request.reason)
         return pb.SetPhaseResponse(competition=self._competition())
 
     @_status
     async def SetBudget(self, request, context):
-        await self.arena.set_budget(current_team.get(), int(request.budget_per_sample), request.reason)
+        await self.competition.set_budget(current_team.get(), int(request.budget_per_sample), request.reason)
         return pb.SetBudgetResponse(competition=self._competition())
 
     @_status
     async def CreateToken(self, request, context):
         role = _enum(request.role, ROLE_NAMES, "role") or TEAM
-        token = await self.arena.create_token(current_team.get(), request.team, role, request.reason)
+        token = await self.competition.create_token(current_team.get(), request.team, role, request.reason)
         return pb.CreateTokenResponse(token=token)
 
     @_status
     async def RevokeTokens(self, request, context):
-        count = await self.arena.revoke_tokens(current_team.get(), request.team, request.reason)
+        count = await self.competition.revoke_tokens(current_team.get(), request.team, request.reason)
         self._forget_tokens()
         return pb.RevokeTokensResponse(revoked=count)
 
@@ -234,12 +326,12 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         if target is None:
             raise BadRequest("target: name a defense or a run_id")
         kind = "defense" if target == "defense" else "run"
-        await self.arena.disqualify(current_team.get(), kind, getattr(request, target), request.reason)
+        await self.competition.disqualify(current_team.get(), kind, getattr(request, target), request.reason)
         return pb.DisqualifyResponse()
 
     @_status
     async def ListActions(self, request, context):
-        actions = await self.arena.actions()
+        actions = await self.competition.actions()
         return pb.ListActionsResponse(actions=[
             pb.Action(at=a.at, organizer=a.organizer, action=a.action, target=a.target, reason=a.reason)
             for a in actions])

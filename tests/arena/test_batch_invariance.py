@@ -17,6 +17,7 @@ import pytest
 
 from arena.bench import toy_models
 from arena.client import ArenaClient
+from arena.server.transport import predict_call
 from arena.wire import encode
 from arena.inference import SERVING_PER_IMAGE, chunk_sizes, make_session, split_batch
 from arena.server import ServerConfig, evaluation, start_server, validation
@@ -121,9 +122,9 @@ def test_boundary_labels_do_not_depend_on_the_batch(arena, resnet, defense):
 
     # merged with other requests by the micro-batcher (queued in one tick -> one merged run)
     server = arena.server
-    batcher = server.arena._batcher(defense)
+    batcher = server.arena.registry.batcher(defense)
     sizes = [1, 3, 7, 16, 5]
-    runs = [server.call(server.arena.start_run("alpha", defense, "merge")) for _ in range(3)]
+    runs = [server.call(server.arena.runs.start("alpha", defense, "merge")) for _ in range(3)]
     for trial, state in enumerate(runs):
         requests, where = [], []
         for r, size in enumerate(sizes):
@@ -138,7 +139,7 @@ def test_boundary_labels_do_not_depend_on_the_batch(arena, resnet, defense):
 
         async def together():
             before = batcher.stats.merged_runs
-            answers = await asyncio.gather(*(server.arena.predict("alpha", q) for q in requests))
+            answers = await asyncio.gather(*(server.arena.queries.predict("alpha", predict_call(q)) for q in requests))
             return answers, batcher.stats.merged_runs - before
 
         answers, merged = server.call(together())
@@ -257,8 +258,8 @@ def test_float_noise_defense_is_accepted_and_served_deterministically(fp_arena, 
                     assert labels.tolist() == local.labels(batch, samples).tolist(), (size, start, k)
 
     # merged with other requests by the micro-batcher (queued in one tick -> one merged run)
-    state = fp_arena.call(fp_arena.arena.start_run("fp", name, "merge"))
-    batcher = fp_arena.arena._batcher(name)
+    state = fp_arena.call(fp_arena.arena.runs.start("fp", name, "merge"))
+    batcher = fp_arena.arena.registry.batcher(name)
     requests, where = [], []
     for r, size in enumerate([1, 3, 13, 16, 5, 26]):
         batch = candidates[rng.integers(0, len(candidates), size)].copy()
@@ -270,7 +271,7 @@ def test_float_noise_defense_is_accepted_and_served_deterministically(fp_arena, 
 
     async def together():
         before = batcher.stats.merged_runs
-        answers = await asyncio.gather(*(fp_arena.arena.predict("fp", q) for q in requests))
+        answers = await asyncio.gather(*(fp_arena.arena.queries.predict("fp", predict_call(q)) for q in requests))
         return answers, batcher.stats.merged_runs - before
 
     answers, merged = fp_arena.call(together())

@@ -130,16 +130,17 @@ def test_merged_batches_are_group_committed(arena, client, run):
     import asyncio
 
     from protos import arena_v1_pb2 as pb
+    from arena.server.transport import predict_call
     from arena.wire import encode
 
     server = arena.server
-    writer, batcher = server.arena.writer, server.arena._batcher("tiny")
+    writer, batcher = server.arena.writer, server.arena.registry.batcher("tiny")
     requests = [pb.PredictRequest(run_id=run.run_id, request_id=f"g{i}", sample_indices=[i, i],
                                   images=encode(arena.images[[i, i]])) for i in range(8)]
 
     async def together():
         before = writer.stats.commits, batcher.stats.runs, batcher.stats.merged_runs
-        answers = await asyncio.gather(*(server.arena.predict(run.team, r) for r in requests))
+        answers = await asyncio.gather(*(server.arena.queries.predict(run.team, predict_call(r)) for r in requests))
         return answers, before
 
     answers, (commits, runs, merged) = server.call(together())

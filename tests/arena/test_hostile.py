@@ -184,9 +184,9 @@ def test_one_validation_per_team_and_other_teams_are_not_blocked(hostile):
     first = threading.Thread(target=alpha_submits)
     first.start()
     deadline = time.monotonic() + 10
-    while "alpha" not in arena._validating_teams and time.monotonic() < deadline:
+    while "alpha" not in arena.submissions.validating_teams and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert "alpha" in arena._validating_teams
+    assert "alpha" in arena.submissions.validating_teams
     with hostile.client() as c, pytest.raises(grpc.RpcError) as info:
         c.submit_defense(hostile.good, "second")
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

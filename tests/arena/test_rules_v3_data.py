@@ -317,7 +317,7 @@ def test_the_organizers_caps_on_defenses_and_daily_submissions(tmp_path, monkeyp
     """Accepted defenses per team and submissions per team per UTC day (a rejected one counts),
     refused with RESOURCE_EXHAUSTED naming the cap; kept in the store across a restart; the
     organizer is exempt; a disqualified defense frees its place; a new UTC day a new quota."""
-    from arena.server import core
+    from arena.server import submissions
 
     honest = toy_models.tiny_cnn(seed=0)
     images = synthetic_images(PUBLIC, seed=14)
@@ -348,7 +348,7 @@ def test_the_organizers_caps_on_defenses_and_daily_submissions(tmp_path, monkeyp
             daily = rpc_error(client.submit_defense, good[2], "red-c")
             assert daily.code().name == "RESOURCE_EXHAUSTED", daily
             assert "--max-submissions-per-day" in daily.details() and "3 submissions" in daily.details()
-            monkeypatch.setattr(core, "utc_day", lambda: "2999-01-01")    # tomorrow: a new quota
+            monkeypatch.setattr(submissions, "utc_day", lambda: "2999-01-01")    # tomorrow: a new quota
             assert client.submit_defense(good[2], "red-c").status == pb.DEFENSE_STATUS_ACCEPTED  # red-a freed its place
             over = rpc_error(client.submit_defense, good[3], "red-d")
             assert over.code().name == "RESOURCE_EXHAUSTED" and "2 accepted defenses" in over.details()

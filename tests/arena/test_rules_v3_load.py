@@ -56,7 +56,7 @@ def loaded(tmp_path_factory):
 
 def test_timeouts_under_concurrent_load_are_no_verdict(loaded):
     server, images, labels, tokens = loaded
-    batcher = server.arena._batcher("slow")
+    batcher = server.arena.registry.batcher("slow")
     timeouts = getattr(batcher.stats, "timeouts", 0)
     samples = np.arange(BIG) % SAMPLES
     clean = images[samples]

@@ -62,7 +62,7 @@ def test_defense_failure_counts_as_misclassified(failing_server):
         assert all(v.adversarial and v.accepted and not v.charged for v in verdicts)
         assert all("failed" in v.note for v in verdicts)
         assert [v.distance for v in verdicts] == pytest.approx(np.abs(marked - images).reshape(4, -1).max(1))
-    assert server.arena._batchers["failing"].stats.failures >= 1
+    assert server.arena.registry.batchers["failing"].stats.failures >= 1
 
 
 def test_session_cache_is_memory_bounded():
@@ -123,7 +123,7 @@ def test_graceful_stop_lets_in_flight_calls_finish(tmp_path):
     thread = threading.Thread(target=call)
     thread.start()
     deadline = time.time() + 20
-    while time.time() < deadline and not any(b._inflight for b in server.arena._batchers.values()):
+    while time.time() < deadline and not any(b._inflight for b in server.arena.registry.batchers.values()):
         time.sleep(0.001)
     server.stop()                                   # graceful: waits for the call
     thread.join(30)
