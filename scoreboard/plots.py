@@ -33,7 +33,7 @@ def robust_accuracy_curves(board: Leaderboard) -> str | None:
     """Robust accuracy (fraction of samples with d > eps) against eps, one step curve per defense.
 
     The x axis ends just past the largest distance an attack actually found: beyond it each
-    curve is flat at the fraction of samples no attack broke (scored at the worst case).
+    curve is flat at the fraction of samples no attack broke (scored at the capped fill).
     """
     scored = _with_distances(board)
     if not scored:
@@ -137,7 +137,8 @@ def amplified_perturbation(clean: np.ndarray, adversarial: np.ndarray) -> tuple[
 
 
 def _with_distances(board: Leaderboard) -> list[tuple[int, DefenseScore]]:
-    return [(i, s) for i, s in enumerate(board.defenses) if s.distances]
+    """The ranked defenses with per-sample detail: a provisional one is in no comparison (section 6)."""
+    return [(i, s) for i, s in enumerate(board.defenses) if s.distances and s.rank]
 
 
 def _figure(width: float, height: float) -> tuple[Figure, object]:

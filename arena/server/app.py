@@ -140,7 +140,8 @@ class ArenaServer:
         if cfg.http_port is not None:
             from arena.server.http_report import ReportServer
 
-            self._http = ReportServer(self.store, cfg.host, cfg.http_port, metrics=self.arena.metrics)
+            self._http = ReportServer(self.store, cfg.host, cfg.http_port, metrics=self.arena.metrics,
+                                      attack_board_top_k=cfg.arena.attack_board_top_k)
             self.http_address = self._http.address
         log.info("arena serving on %s (public split %d samples, private %d; phase %s)", self.address,
                  evaluation.split_size("public"), evaluation.split_size("private"), self.arena.phase)

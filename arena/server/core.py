@@ -114,6 +114,9 @@ class ArenaConfig:
     validation_memory_mb: float = 4096.0  # address space of a validation child
     worker_memory_mb: float = 4096.0      # address space of a serving worker (one per defense)
     concurrent_validations: int = 2   # submissions validated at once (at most one per team)
+    # The attack board's defenses (docs/rules.md section 6): 0 = every covered one; k = the top k
+    # of the public board.
+    attack_board_top_k: int = 0
 
     @property
     def max_message_bytes(self) -> int:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from scoreboard.records import DefenseRecord, EvaluationSet
+from scoreboard.records import DefenseRecord, EvaluationSet, RunRecord
 from scoreboard.report import GalleryItem, pick_gallery_samples, render_html
 from scoreboard.scoring import DefenseScore, Leaderboard, leaderboard
 
@@ -81,7 +81,8 @@ def test_report_has_every_section(board, gallery):
     assert [row[0] for row in page.tables["attack-pairs"][1:]] == ["1. attackers/hopskipjump - 2. attackers/boundary",
                                                                    "2. attackers/boundary - 3. attackers/transfer-pgd"]
     attack_rows = page.tables["attack-table"]
-    assert [row[1] for row in attack_rows[1:]] == ["hopskipjump", "boundary", "transfer-pgd", "square"]
+    assert [row[1] for row in attack_rows[1:]] == ["attackers/hopskipjump", "attackers/boundary",
+                                                   "attackers/transfer-pgd", "late/square"]
     assert attack_rows[0][-3:] == ["vs trades", "vs pgd-at", "vs natural"]  # the attack x defense matrix
     assert attack_rows[-1][-3:-1] == ["-", "-"]                            # square faced natural only
     # Three figures plus three images per gallery sample with an adversarial, one without.
@@ -117,7 +118,9 @@ def test_empty_board_renders():
 def test_defenses_without_runs_or_adversarials_render():
     evaluation = EvaluationSet(worst_case=np.array([40.0, 45.0, 50.0]))
     record = DefenseRecord(name="fortress", team="t", submitted_at=0.0, clean_correct=np.array([True, True, False]))
-    board = leaderboard([record], [], evaluation)
+    attempt = RunRecord(run_id="r", defense="fortress", attack="x", team="red", started_at=0.0, finished=True,
+                        distances=np.full(3, np.inf))   # attacked every sample, broke none
+    board = leaderboard([record], [attempt], evaluation)
     assert pick_gallery_samples(board.defenses[0]) == (0, 1)  # never broken; the misclassified one is skipped
     clean = np.full((3, 64, 64), 0.25, dtype=np.float32)
     item = GalleryItem(defense="fortress", sample_index=0, clean=clean, adversarial=None, true_label="cat & dog",
@@ -125,7 +128,7 @@ def test_defenses_without_runs_or_adversarials_render():
     page = _Page(render_html(board, gallery=[item]))
     assert [row[1] for row in page.tables["defense-table"][1:]] == ["fortress"]
     text = " ".join(page.text)
-    assert "No finished attack runs yet." in text and "no adversarial found" in text
+    assert "no adversarial found" in text
     assert "clean: cat & dog" in text  # escaped in the HTML, read back as text
     assert len(page.images) == 3 + 1   # every figure draws (all d at the worst case), one clean image
 
