@@ -370,8 +370,11 @@ def _with_uncertainty(rows: Sequence, families: Sequence[Sequence], draws: uncer
                                 np.zeros(len(pairs))])
     both = uncertainty.mean_intervals(np.concatenate([values, diffs_in]), draws, upper_allowance=allowance)
     means, diffs = both[: len(rows)], both[len(rows):]
-    adjusted = uncertainty.holm_adjusted([d.p_value for d in diffs])
-    verdicts = uncertainty.holm([d.p_value for d in diffs])
+    # The verdict: a paired sign-flip test, Holm-corrected over the board's pairs, and the pair's own
+    # interval excluding 0 (so "separated" never stands beside an interval that contains 0).
+    p_values = uncertainty.sign_flip_p_values(diffs_in, draws.count, draws.seed)
+    adjusted = uncertainty.holm_adjusted(p_values)
+    verdicts = [rejected and d.excludes_zero for rejected, d in zip(uncertainty.holm(p_values), diffs)]
     nxt = {i: (diffs[k], adjusted[k], verdicts[k]) for k, (i, _) in enumerate(pairs)}
     out = []
     for i, (row, mean) in enumerate(zip(rows, means)):

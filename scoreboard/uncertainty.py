@@ -1,9 +1,10 @@
 """docs/rules.md section 7 as pure seeded functions: bootstrap intervals and paired comparisons.
 
 Every mean on a board gets a 95% studentized (bootstrap-t) interval over the evaluation samples,
-and each pair of neighbours on a board a paired bootstrap-t test of their per-sample difference;
-the board's verdicts are Holm-corrected over its neighbour pairs (`holm`), so one board's
-"separated" verdicts keep the family-wise error at 5%. Bootstrap-t rather than percentile: with
+and each pair of neighbours on a board the paired bootstrap-t interval of their per-sample
+difference and a paired sign-flip test of it (`sign_flip_p_values`); the board's verdicts are
+Holm-corrected over its neighbour pairs (`holm`), so one board's "separated" verdicts keep the
+family-wise error at 5%. Bootstrap-t rather than percentile: with
 skewed distances (a few unbroken samples filled high) the percentile interval covered the mean
 only 89-92% of the time in `arena bench bootstrap`'s simulation, the studentized one 93-95%.
 
@@ -120,6 +121,28 @@ def mean_intervals(values: np.ndarray, resamples: Resamples, level: float = LEVE
         out.append(Interval(float(est[i]), float(est[i] - q_high[i] * se[i]),
                             float(est[i] - q_low[i] * se[i] + allowance[i]), min(1.0, p)))
     return out
+
+
+def sign_flip_p_values(diffs: np.ndarray, count: int = RESAMPLES, seed: int = SEED) -> list[float]:
+    """Two-sided p-values of "the paired difference has mean 0" for each row of diffs [rows, n], by a
+    paired randomization test: each sample's difference has its sign flipped at random (seeded),
+    which leaves its distribution unchanged when the two rows are exchangeable (tied), so the
+    p-value is exact there. (A bootstrap p-value ran anti-conservative on tied boards with a few
+    zero and filled samples: 6.7% family-wise error at 6 defenses.)"""
+    diffs = np.atleast_2d(np.asarray(diffs, dtype=np.float64))
+    rows, n = diffs.shape
+    if n == 0:
+        return [math.nan] * rows
+    observed = np.abs(diffs.mean(axis=1))
+    slack = 1e-12 * (1 + np.abs(diffs).max(axis=1))   # flips that only reorder rounding count as ties
+    rng = np.random.default_rng([seed, 1])
+    at_least = np.zeros(rows)
+    step = max(1, min(count, _CHUNK_VALUES // n))
+    for start in range(0, count, step):
+        signs = rng.integers(0, 2, size=(min(step, count - start), n)) * 2.0 - 1.0
+        flipped = np.abs(diffs @ signs.T) / n
+        at_least += np.count_nonzero(flipped >= (observed - slack)[:, None], axis=1)
+    return ((at_least + 1) / (count + 1)).tolist()
 
 
 def holm(p_values, alpha: float = 1 - LEVEL) -> list[bool]:

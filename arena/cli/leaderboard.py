@@ -42,6 +42,9 @@ def register(sub) -> None:
     parser.add_argument("--split", choices=("public", "private"), default=None,
                         help="which board: public (provisional) or private (official); default: the current "
                              "phase's (a team sees the private board from the final phase on)")
+    parser.add_argument("--attack-board-top-k", type=int, default=0, metavar="K",
+                        help="offline (--store / --database-url): the attack board ranks over the top K of the public "
+                             "board, as `arena serve --attack-board-top-k K` does (default 0: every covered defense)")
     parser.set_defaults(func=_run)
 
 
@@ -89,12 +92,16 @@ def _from_store(args):
         if args.database_url is not None and store.evaluation() is None:
             raise CommandError(f"{args.database_url.split('@')[-1]}: no arena has been served from this database")
         split = args.split or ("public" if store.phase() == "open" else "private")
-        board = compute(store, split)
+        if args.attack_board_top_k < 0:
+            raise CommandError(f"--attack-board-top-k must be >= 0, got {args.attack_board_top_k}")
+        board = compute(store, split, attack_board_top_k=args.attack_board_top_k)
         html = None
         if args.html is not None:
+            from arena.server.leaderboard import TITLES
             from scoreboard.report import render_html
 
-            html = render_html(board, gallery=gallery_items(store, board, split))
+            html = render_html(board, gallery=gallery_items(store, board, split),
+                               title=f"Robustness arena leaderboard: {TITLES[split]}")
     finally:
         store.close()
     return board, html

@@ -37,6 +37,9 @@ def register(sub) -> None:
     p.add_argument("--budget", type=int, default=DEFAULT_BUDGET,
                    help="queries per sample, team, defense and split, shared by the team's runs; a new store "
                         f"records it, later the organizer sets it (`arena admin budget`) (default: {DEFAULT_BUDGET})")
+    p.add_argument("--attack-board-top-k", type=int, default=0, metavar="K",
+                   help="the attack board ranks over the top K defenses of the public board, as the 2018 challenge "
+                        "did (default 0: every covered defense; docs/rules.md section 6)")
     p.add_argument("--latency-ms", type=float, default=100.0,
                    help="per-image latency budget a submission must meet (default: 100)")
     p.add_argument("--max-upload-mb", type=float, default=100.0, help="largest ONNX upload (default: 100)")
@@ -96,6 +99,8 @@ def config_from_args(args):
                              f"(ONNX Runtime alone needs about 300 MiB of address space), got {value:g}")
     if args.private_samples < 0:
         raise ValueError("--private-samples must be >= 0")
+    if args.attack_board_top_k < 0:
+        raise ValueError(f"--attack-board-top-k must be >= 0 (0: every covered defense), got {args.attack_board_top_k}")
     if args.budget >= 2**32:
         raise ValueError("--budget must be below 2**32")
     arena = ArenaConfig(
@@ -105,6 +110,7 @@ def config_from_args(args):
         concurrent_runs=args.concurrent_runs, isolate=not args.in_process,
         validation_timeout_s=args.validation_timeout_s, validation_memory_mb=args.validation_memory_mb,
         worker_memory_mb=args.worker_memory_mb, concurrent_validations=args.concurrent_validations,
+        attack_board_top_k=args.attack_board_top_k,
     )
     return ServerConfig(
         store=args.store, data=args.data, public_samples=args.public_samples,

@@ -270,3 +270,61 @@ def test_synthetic_arena_ranks_trades_first(board):
     assert [s.name for s in board.defenses] == ["trades", "pgd-at", "natural"]
     assert [a.rank for a in board.attacks] == [1, 2, 3, 0]
     assert board.attacks[-1].attack == "square"
+
+
+def test_an_attack_is_not_scored_on_its_own_teams_defenses():
+    """Red's attack breaks red's own defense at 0.01 (a trigger only red knows): that cell is not
+    part of its score, and the entry is ranked over the other defenses alone (docs/rules.md section 6)."""
+    defenses = [defense("honest", [True] * 4, team="blue"), defense("trigger", [True] * 4, team="red")]
+    runs = [run("r1", "honest", "hsja", [2.0] * 4, team="red"), run("r2", "trigger", "hsja", [0.01] * 4, team="red"),
+            run("g1", "honest", "hsja", [1.5] * 4, team="green"), run("g2", "trigger", "hsja", [1.5] * 4, team="green")]
+    board = leaderboard(defenses, runs, WORST)
+    red, green = (next(a for a in board.attacks if a.team == t) for t in ("red", "green"))
+    assert red.own_defenses == ("trigger",) and red.per_defense == (("honest", 2.0),) and red.mean_l2 == 2.0
+    assert (red.defenses_faced, red.defenses_listed) == (1, 1)
+    assert green.rank == 1 and red.rank == 2       # before v3 red ranked first at (2.0 + 0.01) / 2
+
+
+def test_entries_rank_within_their_budget_and_the_referee_is_marked():
+    defenses = [defense("A", [True] * 4)]
+    runs = [run("a", "A", "hsja", [1.0] * 4, team="org", budget=500), run("b", "A", "hsja", [2.0] * 4, budget=1000),
+            run("c", "A", "boundary", [3.0] * 4, budget=1000, team="green")]
+    board = leaderboard(defenses, runs, WORST, referee_teams={"org"})
+    assert [(a.key, a.budget, a.rank, a.referee) for a in board.attacks] == [
+        ("red/hsja", 1000, 1, False), ("green/boundary", 1000, 2, False), ("org/hsja", 500, 1, True)]
+    # compared within the 1000 group only
+    assert board.attacks[0].uncertainty.has_next and not board.attacks[1].uncertainty.has_next
+    assert not board.attacks[2].uncertainty.has_next
+    assert board.defenses[0].faced[0].budget in (500, 1000)
+
+
+def test_the_organizer_chooses_the_attack_boards_defenses():
+    defenses = [defense("A", [True] * 4), defense("B", [True] * 4, submitted_at=1.0)]
+    runs = [run("a", "A", "x", [3.0] * 4), run("b", "B", "y", [1.0] * 4, team="blue")]
+    every = leaderboard(defenses, runs, WORST)
+    assert every.attack_defenses == ("A", "B") and all(a.rank == 0 for a in every.attacks)
+    top = leaderboard(defenses, runs, WORST, attack_defenses=["A"], attack_set_rule="the top 1 of the public board")
+    assert top.attack_defenses == ("A",) and top.attack_set_rule == "the top 1 of the public board"
+    assert [(a.key, a.rank) for a in top.attacks] == [("red/x", 1), ("blue/y", 0)]
+
+
+def test_neighbour_verdicts_are_holm_corrected():
+    """A board's verdicts come from Holm-adjusted p-values: a pair whose own interval excludes 0 can
+    still be "not separated" once the board's other comparisons are counted (section 7)."""
+    rng = np.random.default_rng(3)
+    n = 60
+    base = rng.lognormal(0.0, 0.5, n)
+    names = [f"d{i}" for i in range(8)]
+    defenses = [defense(name, [True] * n, submitted_at=float(i)) for i, name in enumerate(names)]
+    # neighbours differ by ~0.06 with noise: some raw intervals exclude 0, fewer Holm verdicts separate
+    runs = [run(f"r{i}", name, "x", base * (1 + 0.06 * i) + rng.normal(0, 0.05, n)) for i, name in enumerate(names)]
+    board = leaderboard(defenses, runs, EvaluationSet(worst_case=np.full(n, 50.0)), resamples=2000)
+    rows = [s.uncertainty for s in board.defenses if s.uncertainty.has_next]
+    raw = [u.diff_next_ci_low > 0 or u.diff_next_ci_high < 0 for u in rows]
+    assert all(u.diff_next_p >= 0 for u in rows)
+    assert sum(u.separated for u in rows) <= sum(raw)
+    from scoreboard.uncertainty import holm
+    # "separated" needs the Holm-adjusted sign-flip p at 5% and the pair's own interval excluding 0
+    for u, excludes in zip(rows, raw):
+        assert u.separated == (u.diff_next_p <= 0.05 and excludes)
+    assert holm([0.01, 0.04, 0.012, 0.3]) == [True, False, True, False]

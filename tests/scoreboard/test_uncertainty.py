@@ -183,3 +183,13 @@ def test_vectorised_board_intervals_equal_the_one_resample_at_a_time_loop():
     values = np.random.default_rng(4).lognormal(0.0, 0.5, size=(4, 37))
     # 2500 resamples: the vectorised draw goes in chunks of 1000 rows, the loop one row at a time.
     assert np.allclose(ours(values, 2500, 11), reference(values, 2500, 11), rtol=0, atol=1e-12)
+
+
+def test_sign_flip_p_value_by_hand():
+    # differences (1, 1, 1): a flipped mean is as far from 0 only when all three signs agree: p = 2/8
+    (p,) = uncertainty.sign_flip_p_values(np.array([[1.0, 1.0, 1.0]]), count=20000, seed=0)
+    assert p == pytest.approx(0.25, abs=0.01)
+    # identical rows: every flip ties, p = 1; seeded: the same p again
+    assert uncertainty.sign_flip_p_values(np.zeros((1, 5)), count=100) == [1.0]
+    d = np.random.default_rng(1).normal(0.3, 1.0, size=(2, 40))
+    assert uncertainty.sign_flip_p_values(d, 500, 3) == uncertainty.sign_flip_p_values(d, 500, 3)
