@@ -24,8 +24,8 @@ def register(sub) -> None:
     p.add_argument("--surrogate", type=Path, default=None, metavar="CKPT",
                    help="the organizer's surrogate checkpoint for transfer-pgd (from `arena train`)")
     p.add_argument("--budget", type=int, default=None,
-                   help="queries per sample for each attack (default and most: an equal share of the arena's "
-                        "budget, which the organizer's attacks on a defense and split share)")
+                   help="queries per sample for each attack (default and most: the arena's full budget; each "
+                        "reference attack runs as its own organizer sub-team, ORG.ATTACK, with its own budget)")
     p.add_argument("--splits", default="public,private", help="splits to evaluate (default: public,private)")
     p.add_argument("--seed", type=int, default=0, help="the attacks' seed (default 0)")
     p.add_argument("--state-dir", type=Path, default=Path("referee-state"),

@@ -54,7 +54,9 @@ class Competition:
         from arena.cli import main
 
         assert main([*args, "--server", self.server.address, "--token", self.tokens[who]]) == 0
-        return capsys.readouterr().out
+        captured = capsys.readouterr()
+        self.err = captured.err
+        return captured.out
 
 
 @pytest.fixture
@@ -79,6 +81,8 @@ def test_a_partly_attacked_defense_is_provisional_and_one_nobody_attacked_is_nev
     defense nobody attacked is not ranked either."""
     out = competition.cli(capsys, "attack", "--defense", "honest", "--attack", "hsja", "--samples", "8",
                           "--budget", "10", "--no-progress", "--out", str(tmp_path / "hsja.json"))
+    # the log says what the session really does (before v3: "20 samples, budget 40 per sample")
+    assert "attacking 8 of 20 samples, budget 10 per sample (the arena allows 40)" in competition.err
     data = json.loads(competition.cli(capsys, "leaderboard", "--json"))
     assert data["split"] == "public" and data["board"] == "public split (provisional ranking)"
     assert data["final"] is False
@@ -101,7 +105,7 @@ def test_a_partly_attacked_defense_is_provisional_and_one_nobody_attacked_is_nev
     assert [d.rank for d in board.defenses] == [1, 2] and all(not d.provisional for d in board.defenses)
     assert board.referee_covered_all and board.defenses[0].uncertainty.separated_from_next is not None
     ranked = {a.key: a for a in board.attacks}
-    assert ranked["organizer/boundary"].referee and not ranked["red/hsja"].referee
+    assert ranked["organizer.boundary/boundary"].referee and not ranked["red/hsja"].referee
     assert ranked["red/hsja"].rank == 0                          # it covered neither defense
 
 
@@ -123,7 +127,7 @@ def test_an_attack_is_never_scored_on_its_own_teams_defenses(competition, tmp_pa
     assert probe.own_defenses == ("red-model",)
     assert probe.defenses_listed == 1 and probe.defenses_faced == 1
     assert board.attack_defenses and set(board.attack_defenses) == {"honest", "red-model"}
-    referee = next(a for a in board.attacks if a.key == "organizer/boundary")
+    referee = next(a for a in board.attacks if a.key == "organizer.boundary/boundary")
     assert referee.defenses_listed == 2 and referee.own_defenses == ()
 
 
@@ -140,8 +144,8 @@ def test_entries_of_different_budgets_are_never_ranked_against_each_other(compet
             red.finish_run(run.run_id)
         board = from_proto(red.get_leaderboard())
     by_key = {a.key: a for a in board.attacks}
-    assert (by_key["organizer/boundary"].budget, by_key["red/late"].budget) == (BUDGET, 25)
-    assert by_key["organizer/boundary"].rank == 1 and by_key["red/late"].rank == 1   # each first of its budget
+    assert (by_key["organizer.boundary/boundary"].budget, by_key["red/late"].budget) == (BUDGET, 25)
+    assert by_key["organizer.boundary/boundary"].rank == 1 and by_key["red/late"].rank == 1   # each first of its budget
     assert not any(a.uncertainty.has_next for a in board.attacks)                    # no comparison across
 
 
