@@ -327,8 +327,9 @@ class Arena:
         elif self.config.isolate:  # start its worker now, not on the first Predict
             warm = loop.run_in_executor(self.io_pool, self.sessions.get, name)
             warm.add_done_callback(lambda f: f.cancelled() or f.exception())
-        log.info("defense %s accepted (team %s, clean accuracy %.3f, %s)", name, team, row.clean_accuracy,
-                 row.serving_mode)
+        public = row.clean_correct[self.evaluation.split_slice(PUBLIC)]
+        log.info("defense %s accepted (team %s, clean accuracy %s on the public split, %s)", name, team,
+                 f"{public.mean():.3f}" if public.size else "-", row.serving_mode)
         return row
 
     @staticmethod

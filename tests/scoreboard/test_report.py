@@ -224,3 +224,12 @@ def test_figures_draw_the_interval_bars(board):
         assert with_bars.shape == without.shape
         # The bars add dark pixels (black or the defense's colour) the bare figure lacks.
         assert (with_bars[..., :3].sum(-1) < 1.5).sum() > (without[..., :3].sum(-1) < 1.5).sum() + 20
+
+
+def test_eps_labels_of_close_radii_are_stacked_not_overlapping():
+    from scoreboard.plots import _label_heights
+
+    # 0.5 and 1.0 on an axis to 2.3 are ~22% apart: one line; 0.5 and 0.6 (4%) would overlap: stacked
+    assert _label_heights((0.5, 1.0, 2.0), 2.3) == [101.0, 101.0, 101.0]
+    assert _label_heights((0.5, 0.6, 2.0), 2.3) == [101.0, 106.0, 101.0]
+    assert _label_heights((0.6, 0.5), 2.3) == [106.0, 101.0]
