@@ -84,13 +84,14 @@ def config_key(config) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def train_role(preset, role: str, out: Path, device: str | None, epochs_scale: float, train_size: int | None) -> Path:
-    """Trains (or finds cached) the preset's `role`; returns its run folder."""
+def train_role(preset, role: str, out: Path, device: str | None, epochs_scale: float, train_size: int | None,
+               seed_offset: int = 0) -> Path:
+    """Trains (or finds cached) the preset's `role` (its seed plus `seed_offset`); returns its run folder."""
     from defenses.train import train
 
     base = preset.config(role)
     epochs = max(1, round(base.epochs * epochs_scale))
-    config = preset.config(role, epochs=epochs, train_size=train_size)
+    config = preset.config(role, epochs=epochs, train_size=train_size, seed=base.seed + seed_offset)
     folder = out / "checkpoints" / f"{role}-{config_key(config)}"
     started = time.perf_counter()
     train(config, folder, device=device, resume=(folder / "checkpoint.pt").exists(), progress=sys.stderr.isatty())
