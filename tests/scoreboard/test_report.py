@@ -197,7 +197,26 @@ def test_report_in_headless_chromium(board, gallery, tmp_path):
     dom = _browser("--dump-dom", page.as_uri(), profile=tmp_path / "profile").stdout
     rendered = _Page(dom)
     assert [row[1] for row in rendered.tables["defense-table"][1:]] == ["trades", "pgd-at", "natural"]
-    assert [row[1] for row in rendered.tables["attack-table"][1:]][:3] == ["hopskipjump", "boundary", "transfer-pgd"]
+    assert [row[1] for row in rendered.tables["attack-table"][1:]][:3] == [
+        "attackers/hopskipjump", "attackers/boundary", "attackers/transfer-pgd"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (Debian: apt-get install chromium)")
+def test_table_rows_stay_one_line_in_a_1400_px_window(board, gallery, tmp_path):
+    """Issue 19 item 7: in a 1400 px wide window no row of the defense or attack table wraps (the
+    "attacks faced" column wrapped every row into 3-4 lines); measured by the browser itself."""
+    measure = ("<script>for (const id of ['defense-table', 'attack-table']) {"
+               " const rows = document.querySelectorAll('#' + id + ' tr');"
+               " document.body.setAttribute('data-' + id, Array.from(rows, r => r.getBoundingClientRect().height).join(','));"
+               "}</script></body>")
+    page = tmp_path / "report.html"
+    page.write_text(render_html(board, gallery=gallery).replace("</body>", measure), encoding="utf-8")
+    dom = _browser("--dump-dom", "--window-size=1400,1000", page.as_uri(), profile=tmp_path / "profile").stdout
+    for table in ("defense-table", "attack-table"):
+        heights = [float(h) for h in re.search(f'data-{table}="([^"]+)"', dom).group(1).split(",")]
+        header, rows = heights[0], heights[1:]
+        assert rows and max(rows) < 1.6 * min(rows), (table, heights)   # one line each
+        assert max(rows) < 2 * header, (table, heights)
 
 
 def test_scoreboard_stays_pure():
