@@ -328,16 +328,16 @@ CSV_TABLES = ("defenses", "attacks")
 
 def render_csv(board: Leaderboard, table: str = "defenses") -> str:
     """One table ("defenses" or "attacks") as CSV with a header row; lists joined by ';'. Every row
-    names the board's split; the table's disqualified defenses (or runs) follow as rows with status
+    names the board's split (and its notice, if any); the table's disqualified defenses (or runs) follow as rows with status
     "disqualified" and the organizer's reason."""
     split = board.split
     if table == "defenses":
-        header = ["split", "status", "rank", "name", "team", "mean_l2", *UNCERTAINTY_FIELDS, "separated_from_next",
+        header = ["split", "notice", "status", "rank", "name", "team", "mean_l2", *UNCERTAINTY_FIELDS, "separated_from_next",
                   "unbroken", "covered_samples", "num_samples", "median_l2", f"clean_accuracy_{split or 'split'}"]
         header += [f"robust_accuracy_eps_{_eps(eps)}" for eps in board.radii]
         header += ["attacks_faced", "faced", "submitted_at", "reason"]
         rows = [
-            [split, "ranked" if s.rank else "provisional", s.rank, s.name, s.team, s.mean_l2,
+            [split, board.notice, "ranked" if s.rank else "provisional", s.rank, s.name, s.team, s.mean_l2,
              *_uncertainty_values(s.uncertainty), s.unbroken, s.covered_samples, s.num_samples, s.median_l2,
              s.clean_accuracy]
             + [s.robust_accuracy_at(eps) for eps in board.radii]
@@ -346,20 +346,21 @@ def render_csv(board: Leaderboard, table: str = "defenses") -> str:
             for s in board.defenses
         ]
         gone = [d for d in board.disqualified if d.kind == "defense"]
-        rows += [[split, "disqualified", 0, d.name, d.team] + [None] * (len(header) - 6) + [d.reason] for d in gone]
+        rows += [[split, board.notice, "disqualified", 0, d.name, d.team] + [None] * (len(header) - 7) + [d.reason]
+                 for d in gone]
     elif table == "attacks":
-        header = ["split", "status", "rank", "attack", "budget", "referee", "mean_l2", *UNCERTAINTY_FIELDS,
+        header = ["split", "notice", "status", "rank", "attack", "budget", "referee", "mean_l2", *UNCERTAINTY_FIELDS,
                   "separated_from_next", "defenses_faced", "defenses_listed", "own_defenses", "teams", "team",
                   "queries", "reason"]
         rows = [
-            [split, "ranked" if a.ranked else "unranked", a.rank, a.attack, a.budget, a.referee, a.mean_l2,
+            [split, board.notice, "ranked" if a.ranked else "unranked", a.rank, a.attack, a.budget, a.referee, a.mean_l2,
              *_uncertainty_values(a.uncertainty), a.defenses_faced, a.defenses_listed, ";".join(a.own_defenses),
              ";".join(a.teams), a.team, a.queries, ""]
             for a in board.attacks
         ]
         gone = [d for d in board.disqualified if d.kind == "run"]
-        rows += [[split, "disqualified", 0, f"run {d.name}" + (f" ({d.detail})" if d.detail else "")]
-                 + [None] * (len(header) - 7) + [d.team, None, d.reason] for d in gone]
+        rows += [[split, board.notice, "disqualified", 0, f"run {d.name}" + (f" ({d.detail})" if d.detail else "")]
+                 + [None] * (len(header) - 8) + [d.team, None, d.reason] for d in gone]
     else:
         raise ValueError(f"unknown table {table!r}; choose one of {', '.join(CSV_TABLES)}")
     buffer = io.StringIO()

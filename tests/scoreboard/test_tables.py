@@ -76,7 +76,7 @@ def _assert_uncertainty_json(row: dict, u) -> None:
 
 def test_csv_round_trips_numbers(board):
     rows = list(csv.DictReader(io.StringIO(render_csv(board))))
-    assert list(rows[0]) == ["split", "status", "rank", "name", "team", "mean_l2", "mean_ci_low", "mean_ci_high",
+    assert list(rows[0]) == ["split", "notice", "status", "rank", "name", "team", "mean_l2", "mean_ci_low", "mean_ci_high",
                              "diff_next", "diff_next_ci_low", "diff_next_ci_high", "diff_next_p",
                              "separated_from_next", "unbroken", "covered_samples", "num_samples", "median_l2",
                              "clean_accuracy_public", "robust_accuracy_eps_0.5", "robust_accuracy_eps_1.0",
@@ -131,3 +131,19 @@ def test_infinity_is_explicit_in_csv_and_refused_by_json():
     with pytest.raises(ValueError, match="inf"):
         render_json(board)
     assert to_dict(_board_with(1.25))["defenses"][0]["mean_l2"] == 1.25
+
+
+def test_a_board_notice_is_on_every_format(board):
+    """Rules v3 section 4: a competition whose private split comes from public data says so on every
+    board; the board carries the notice to text, JSON, CSV and HTML alike."""
+    from dataclasses import replace
+
+    from scoreboard.report import render_html
+
+    notice = "demo: the private split is built from public data"
+    noted = replace(board, notice=notice)
+    assert f"Notice: {notice}" in render_text(noted)
+    assert json.loads(render_json(noted))["notice"] == notice
+    for table in ("defenses", "attacks"):
+        assert {r["notice"] for r in csv.DictReader(io.StringIO(render_csv(noted, table)))} == {notice}
+    assert notice in render_html(noted)
