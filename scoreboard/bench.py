@@ -51,7 +51,7 @@ def _studentized(means: np.ndarray, squares: np.ndarray, values: np.ndarray) -> 
     n = values.shape[1]
     est, se = values.mean(axis=1), values.std(axis=1, ddof=1) / np.sqrt(n)
     se_star = np.sqrt(np.maximum(squares - means**2, 0) * (n / (n - 1)) / n)
-    t = (means - est[:, None]) / se_star
+    t = (means - est[:, None]) / np.where(se_star > 0, se_star, se[:, None])
     q_low, q_high = np.quantile(t, [0.025, 0.975], axis=1)
     return np.stack([est - q_high * se, est - q_low * se], axis=1)
 

@@ -101,10 +101,9 @@ def mean_intervals(values: np.ndarray, resamples: Resamples, level: float = LEVE
     est = values.mean(axis=1)
     se = values.std(axis=1, ddof=1) / math.sqrt(n)
     se_star = np.sqrt(np.maximum(squares - means * means, 0.0) * (n / (n - 1)) / n)
-    dev = means - est[:, None]
-    # A resample with no spread: t is 0 if it reproduces the mean, else as extreme as it gets.
-    t = np.divide(dev, se_star, out=np.where(np.abs(dev) <= 1e-12 * (1 + np.abs(est[:, None])), 0.0,
-                                             np.copysign(np.inf, dev)), where=se_star > 0)
+    # A resample with no spread (e.g. all zeros, likely at small n) is studentized by the sample's own
+    # standard error: an infinite t would make the quantiles, and so the interval, undefined.
+    t = (means - est[:, None]) / np.where(se_star > 0, se_star, np.maximum(se, 1e-300)[:, None])
     tail = (1 - level) / 2
     q_low, q_high = np.quantile(t, [tail, 1 - tail], axis=1)
     allowance = np.zeros(rows) if upper_allowance is None else np.asarray(upper_allowance, dtype=np.float64)

@@ -193,3 +193,10 @@ def test_sign_flip_p_value_by_hand():
     assert uncertainty.sign_flip_p_values(np.zeros((1, 5)), count=100) == [1.0]
     d = np.random.default_rng(1).normal(0.3, 1.0, size=(2, 40))
     assert uncertainty.sign_flip_p_values(d, 500, 3) == uncertainty.sign_flip_p_values(d, 500, 3)
+
+
+def test_small_samples_with_many_zeros_still_get_a_finite_interval():
+    """At n = 8 with 6 zeros many resamples have no spread at all; their t must not be infinite
+    (the quantiles, and so the interval, would be NaN: the study's 8-sample smoke board was)."""
+    got = mean_interval([0.0, 0.0, 0.0, 6.78, 0.0, 0.0, 1.2, 0.0], resamples=4000)
+    assert math.isfinite(got.low) and math.isfinite(got.high) and got.low <= got.estimate <= got.high
