@@ -13,14 +13,18 @@ defender could replay them offline and tune against exactly the queries they wil
 `seed` is given (reproducible research), it is drawn with `secrets` on the first run and kept in
 `state_dir/seed` (readable by the organizer only), so that a resumed referee replays its attacks.
 
-Budget: the referee is one team (the organizer's) under the same rule as every team, so its
-attacks on a defense and split share one budget of B queries per sample. Each reference attack
-gets an equal share, B // (number of attacks), unless `budget` caps it lower; otherwise the first
-attack would spend everything and the others would run on nothing.
+Budget (docs/rules.md section 4, rules v3: each reference attack as strong as a team's): each
+reference attack runs as its own organizer sub-team, `<organizer team>.<attack>` (e.g.
+`org.hsja`), so each has the full budget of B queries per sample that a team has, under the same
+ledger rule as every team (no server change: a budget account is a team's, per defense and
+split). The referee makes the sub-teams' organizer tokens itself the first time (recorded in the
+organizer's action log) and keeps them in `state_dir/tokens.json` (mode 0600). `budget` caps
+every attack lower. The boards mark entries of organizer teams as the referee's.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import time
@@ -56,7 +60,7 @@ class Referee:
 
     attacks: Sequence[str] = DEFAULT_ATTACKS
     surrogate: Path | Sequence[Path] | None = None
-    budget: int | None = None             # per attack; None: an equal share of the arena's budget
+    budget: int | None = None             # per attack; None: the arena's full budget B
     seed: int | None = None               # None: the organizer's secret seed (state_dir/seed)
     state_dir: Path = Path("referee-state")
     splits: Sequence[str] = SPLITS
@@ -82,11 +86,17 @@ class Referee:
         kind = surrogate_parameter(attack)
         return None if kind is None else self.surrogates[0] if kind == "surrogate" else self.surrogates
 
+    @staticmethod
+    def team_for(organizer: str, attack: str) -> str:
+        """The organizer sub-team a reference attack runs as (its own budget account)."""
+        return f"{organizer}.{attack}"
+
     def pending(self, client: ArenaClient, competition: pb.Competition | None = None) -> list[Evaluation]:
         competition = competition or client.get_competition()
         sizes = {"public": competition.public_samples, "private": competition.private_samples}
+        teams = {self.team_for(competition.team, a): a for a in self.names}
         finished = {(r.defense, split_name(r.split), r.attack) for r in client.list_runs()
-                    if r.finished and r.team == competition.team}
+                    if r.finished and teams.get(r.team) == r.attack}
         defenses = [d.name for d in client.list_defenses()
                     if d.status == pb.DEFENSE_STATUS_ACCEPTED and not d.disqualified_reason]
         return [Evaluation(d, s, a) for d in defenses for s in self.splits if sizes[s] > 0
@@ -100,22 +110,40 @@ class Referee:
         if competition.role != pb.ROLE_ORGANIZER:
             raise PermissionError("the referee needs an organizer token (`arena admin token create --organizer`)")
         todo = self.pending(client, competition)
-        share = competition.budget_per_sample // max(1, len(self.names))
-        per_attack = share if self.budget is None else min(int(self.budget), share)
-        self.log(f"referee: {len(todo)} evaluation(s) to run, {per_attack} queries per sample each")
+        full = int(competition.budget_per_sample)
+        per_attack = full if self.budget is None else min(int(self.budget), full)
+        self.log(f"referee: {len(todo)} evaluation(s) to run, {per_attack} queries per sample each "
+                 f"({'the full budget' if per_attack == full else f'capped below the budget of {full}'}), "
+                 f"each attack as its own organizer sub-team")
+        tokens = self._tokens(client, competition.team, sorted({ev.attack for ev in todo}))
         seed = self.seed if self.seed is not None else secret_seed(self.state_dir)
         for ev in todo:
             attack = make_attack(ev.attack, seed=seed, surrogate=self._surrogates_for(ev.attack))
             started = time.perf_counter()
-            outcome = attack_remote(client, defense=ev.defense, attack=attack, budget=per_attack, samples=None,
-                                    state_path=self.state_dir / f"{ev.defense}-{ev.split}-{ev.attack}.json",
-                                    progress=progress, log=lambda *_: None, split=ev.split)
+            with ArenaClient(client.address, tokens[ev.attack], timeout=client.timeout) as sub:
+                outcome = attack_remote(sub, defense=ev.defense, attack=attack, budget=per_attack, samples=None,
+                                        state_path=self.state_dir / f"{ev.defense}-{ev.split}-{ev.attack}.json",
+                                        progress=progress, log=lambda *_: None, split=ev.split)
             mean = outcome.summary()["mean_l2"]
             self.done.append((ev, mean))
             self.log(f"referee: {ev.attack:>12} vs {ev.defense:<10} {ev.split:<8} mean verified l2 "
                      f"{'-' if mean is None else f'{mean:.4f}'} ({time.perf_counter() - started:.0f} s)")
         return self.done
 
+    def _tokens(self, client: ArenaClient, organizer: str, attacks: Sequence[str]) -> dict[str, str]:
+        """attack -> its sub-team's organizer token, made once and kept in state_dir/tokens.json (0600)."""
+        path = self.state_dir / "tokens.json"
+        known = json.loads(path.read_text()) if path.is_file() else {}
+        for attack in attacks:
+            team = self.team_for(organizer, attack)
+            if team not in known:
+                known[team] = client.create_token(
+                    team, f"referee: {attack} runs with its own budget (docs/rules.md section 4)", organizer=True)
+                self.state_dir.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as out:
+                    json.dump(known, out)
+        return {a: known[self.team_for(organizer, a)] for a in attacks}
 
 SEED_FILE = "seed"
 

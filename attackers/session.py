@@ -273,15 +273,19 @@ def attack_remote(
     state = _open_state(state_path, config, client)
     if state.run_id:
         run = client.get_run(state.run_id)
-        log(f"resuming run {state.run_id} ({state.requests} requests to replay free of charge)")
+        started = f"resuming run {state.run_id} ({state.requests} requests to replay free of charge)"
     else:
         run = _start_run(client, defense, attack, split)
         state.run_id = run.run_id
         state.namespace = hashlib.sha256(json.dumps(config.config(), sort_keys=True).encode()).hexdigest()[:12]
         state.save(state_path)
-        log(f"started run {run.run_id}: {attack.name} against {defense}, {run.num_samples} samples, "
-            f"budget {run.budget_per_sample} per sample")
+        started = f"started run {run.run_id}"
     count = run.num_samples if samples is None else min(int(samples), int(run.num_samples))
+    # what this session really does: its samples and its budget per sample
+    allowed = int(run.budget_per_sample)
+    used = allowed if budget is None else min(int(budget), allowed)
+    log(f"{started}: {attack.name} against {defense}, attacking {count} of {run.num_samples} samples, "
+        f"budget {used} per sample" + ("" if used == allowed else f" (the arena allows {allowed})"))
     x, y = client.samples(run.run_id, count)
     if x.shape[0] != count:
         raise SessionError(f"the arena sent {x.shape[0]} samples, expected {count}")

@@ -143,6 +143,11 @@ class Trainer:
         if self.ctx.distributed:
             wrapped = nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.cuda else None)
         last = self.config.epochs if stop_after is None else min(stop_after, self.config.epochs)
+        from tqdm import tqdm
+
+        # One bar over the whole training, naming the model, so its ETA is the training's, not an epoch's.
+        self.bar = tqdm(total=(last - start_epoch) * self.steps_per_epoch, desc=f"training {self.label}",
+                        unit="step", disable=not self.progress, dynamic_ncols=True)
         for epoch in range(start_epoch, last):
             record = self._epoch(wrapped, epoch)
             history.append(record)
@@ -150,7 +155,15 @@ class Trainer:
             if self.ctx.is_main:
                 self._save(out, epoch + 1, history, rng_states)
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k.startswith(("train", "val")))
-                _log(f"epoch {record['epoch']}/{self.config.epochs}: {shown} ({record['seconds']:.1f}s)")
+                _log(f"{self.label}: epoch {record['epoch']}/{self.config.epochs}: {shown} ({record['seconds']:.1f}s)")
+        self.bar.close()
+
+    @property
+    def label(self) -> str:
+        """The model being trained, as the progress bar and the log name it."""
+        c = self.config
+        beta = f" beta {c.beta:g}" if c.method in ("trades", "mart") else ""
+        return f"{c.method}{beta} ({c.arch}, seed {c.seed})"
 
     def _restore(self, state: dict) -> tuple[int, list[dict]]:
         if len(state["rng"]) != self.ctx.world_size:
@@ -177,26 +190,18 @@ class Trainer:
             yield prepare_batch(x), self.train_data.labels[index]
 
     def _epoch(self, wrapped: nn.Module, epoch: int) -> dict:
-        from tqdm import tqdm
-
         self.model.train()
         started = time.perf_counter()
         totals = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss sum, clean hits, adv hits, seen
-        bar = tqdm(
-            self._batches(epoch),
-            total=self.steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{self.config.epochs}",
-            disable=not self.progress,
-            leave=False,
-            dynamic_ncols=True,
-        )
-        for step, (x, y) in enumerate(bar):
+        bar = self.bar
+        for step, (x, y) in enumerate(self._batches(epoch)):
             output = train_step(wrapped, self.optimizer, x, y, self.objective, self.settings, attack_model=self.model)
             self.scheduler.step()
             totals += _batch_totals(output, y)
+            bar.update(1)
             if self.progress and (step % 10 == 0 or step == self.steps_per_epoch - 1):
-                bar.set_postfix({k.removeprefix("train_"): f"{v:.3f}" for k, v in self._accuracies(totals.tolist()).items()})
-        bar.close()
+                bar.set_postfix({"epoch": f"{epoch + 1}/{self.config.epochs}",
+                                 **{k.removeprefix("train_"): f"{v:.3f}" for k, v in self._accuracies(totals.tolist()).items()}})
         totals = self.ctx.sum(totals.tolist())
         seconds = time.perf_counter() - started
         if not math.isfinite(totals[0]):

@@ -433,7 +433,7 @@ class RobustAccuracy(_message.Message):
     def __init__(self, eps: _Optional[float] = ..., accuracy: _Optional[float] = ...) -> None: ...
 
 class DefenseStanding(_message.Message):
-    __slots__ = ("rank", "name", "team", "mean_l2", "median_l2", "clean_accuracy", "robust_accuracy", "attacks_faced", "submitted_at", "mean_ci_low", "mean_ci_high", "diff_next", "diff_next_ci_low", "diff_next_ci_high", "separated_from_next")
+    __slots__ = ("rank", "name", "team", "mean_l2", "median_l2", "clean_accuracy", "robust_accuracy", "attacks_faced", "submitted_at", "mean_ci_low", "mean_ci_high", "diff_next", "diff_next_ci_low", "diff_next_ci_high", "separated_from_next", "diff_next_p", "covered_samples", "unbroken", "faced", "referee_covered")
     RANK_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TEAM_FIELD_NUMBER: _ClassVar[int]
@@ -449,6 +449,11 @@ class DefenseStanding(_message.Message):
     DIFF_NEXT_CI_LOW_FIELD_NUMBER: _ClassVar[int]
     DIFF_NEXT_CI_HIGH_FIELD_NUMBER: _ClassVar[int]
     SEPARATED_FROM_NEXT_FIELD_NUMBER: _ClassVar[int]
+    DIFF_NEXT_P_FIELD_NUMBER: _ClassVar[int]
+    COVERED_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    UNBROKEN_FIELD_NUMBER: _ClassVar[int]
+    FACED_FIELD_NUMBER: _ClassVar[int]
+    REFEREE_COVERED_FIELD_NUMBER: _ClassVar[int]
     rank: int
     name: str
     team: str
@@ -464,10 +469,25 @@ class DefenseStanding(_message.Message):
     diff_next_ci_low: float
     diff_next_ci_high: float
     separated_from_next: bool
-    def __init__(self, rank: _Optional[int] = ..., name: _Optional[str] = ..., team: _Optional[str] = ..., mean_l2: _Optional[float] = ..., median_l2: _Optional[float] = ..., clean_accuracy: _Optional[float] = ..., robust_accuracy: _Optional[_Iterable[_Union[RobustAccuracy, _Mapping]]] = ..., attacks_faced: _Optional[_Iterable[str]] = ..., submitted_at: _Optional[float] = ..., mean_ci_low: _Optional[float] = ..., mean_ci_high: _Optional[float] = ..., diff_next: _Optional[float] = ..., diff_next_ci_low: _Optional[float] = ..., diff_next_ci_high: _Optional[float] = ..., separated_from_next: _Optional[bool] = ...) -> None: ...
+    diff_next_p: float
+    covered_samples: int
+    unbroken: int
+    faced: _containers.RepeatedCompositeFieldContainer[AttackFaced]
+    referee_covered: bool
+    def __init__(self, rank: _Optional[int] = ..., name: _Optional[str] = ..., team: _Optional[str] = ..., mean_l2: _Optional[float] = ..., median_l2: _Optional[float] = ..., clean_accuracy: _Optional[float] = ..., robust_accuracy: _Optional[_Iterable[_Union[RobustAccuracy, _Mapping]]] = ..., attacks_faced: _Optional[_Iterable[str]] = ..., submitted_at: _Optional[float] = ..., mean_ci_low: _Optional[float] = ..., mean_ci_high: _Optional[float] = ..., diff_next: _Optional[float] = ..., diff_next_ci_low: _Optional[float] = ..., diff_next_ci_high: _Optional[float] = ..., separated_from_next: _Optional[bool] = ..., diff_next_p: _Optional[float] = ..., covered_samples: _Optional[int] = ..., unbroken: _Optional[int] = ..., faced: _Optional[_Iterable[_Union[AttackFaced, _Mapping]]] = ..., referee_covered: _Optional[bool] = ...) -> None: ...
+
+class AttackFaced(_message.Message):
+    __slots__ = ("attack", "budget", "samples")
+    ATTACK_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    attack: str
+    budget: int
+    samples: int
+    def __init__(self, attack: _Optional[str] = ..., budget: _Optional[int] = ..., samples: _Optional[int] = ...) -> None: ...
 
 class AttackStanding(_message.Message):
-    __slots__ = ("rank", "attack", "mean_l2", "defenses_faced", "teams", "team", "queries", "mean_ci_low", "mean_ci_high", "diff_next", "diff_next_ci_low", "diff_next_ci_high", "separated_from_next")
+    __slots__ = ("rank", "attack", "mean_l2", "defenses_faced", "teams", "team", "queries", "mean_ci_low", "mean_ci_high", "diff_next", "diff_next_ci_low", "diff_next_ci_high", "separated_from_next", "diff_next_p", "budget", "referee", "defenses_listed", "own_defenses")
     RANK_FIELD_NUMBER: _ClassVar[int]
     ATTACK_FIELD_NUMBER: _ClassVar[int]
     MEAN_L2_FIELD_NUMBER: _ClassVar[int]
@@ -481,6 +501,11 @@ class AttackStanding(_message.Message):
     DIFF_NEXT_CI_LOW_FIELD_NUMBER: _ClassVar[int]
     DIFF_NEXT_CI_HIGH_FIELD_NUMBER: _ClassVar[int]
     SEPARATED_FROM_NEXT_FIELD_NUMBER: _ClassVar[int]
+    DIFF_NEXT_P_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    REFEREE_FIELD_NUMBER: _ClassVar[int]
+    DEFENSES_LISTED_FIELD_NUMBER: _ClassVar[int]
+    OWN_DEFENSES_FIELD_NUMBER: _ClassVar[int]
     rank: int
     attack: str
     mean_l2: float
@@ -494,19 +519,26 @@ class AttackStanding(_message.Message):
     diff_next_ci_low: float
     diff_next_ci_high: float
     separated_from_next: bool
-    def __init__(self, rank: _Optional[int] = ..., attack: _Optional[str] = ..., mean_l2: _Optional[float] = ..., defenses_faced: _Optional[int] = ..., teams: _Optional[_Iterable[str]] = ..., team: _Optional[str] = ..., queries: _Optional[int] = ..., mean_ci_low: _Optional[float] = ..., mean_ci_high: _Optional[float] = ..., diff_next: _Optional[float] = ..., diff_next_ci_low: _Optional[float] = ..., diff_next_ci_high: _Optional[float] = ..., separated_from_next: _Optional[bool] = ...) -> None: ...
+    diff_next_p: float
+    budget: int
+    referee: bool
+    defenses_listed: int
+    own_defenses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, rank: _Optional[int] = ..., attack: _Optional[str] = ..., mean_l2: _Optional[float] = ..., defenses_faced: _Optional[int] = ..., teams: _Optional[_Iterable[str]] = ..., team: _Optional[str] = ..., queries: _Optional[int] = ..., mean_ci_low: _Optional[float] = ..., mean_ci_high: _Optional[float] = ..., diff_next: _Optional[float] = ..., diff_next_ci_low: _Optional[float] = ..., diff_next_ci_high: _Optional[float] = ..., separated_from_next: _Optional[bool] = ..., diff_next_p: _Optional[float] = ..., budget: _Optional[int] = ..., referee: _Optional[bool] = ..., defenses_listed: _Optional[int] = ..., own_defenses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Disqualified(_message.Message):
-    __slots__ = ("kind", "name", "team", "reason")
+    __slots__ = ("kind", "name", "team", "reason", "detail")
     KIND_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TEAM_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
     kind: str
     name: str
     team: str
     reason: str
-    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., team: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    detail: str
+    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., team: _Optional[str] = ..., reason: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class GetLeaderboardRequest(_message.Message):
     __slots__ = ("split",)
@@ -515,20 +547,28 @@ class GetLeaderboardRequest(_message.Message):
     def __init__(self, split: _Optional[_Union[Split, str]] = ...) -> None: ...
 
 class GetLeaderboardResponse(_message.Message):
-    __slots__ = ("defenses", "attacks", "num_samples", "split", "disqualified", "bootstrap_resamples")
+    __slots__ = ("defenses", "attacks", "num_samples", "split", "disqualified", "bootstrap_resamples", "fill_cap", "attack_defenses", "attack_set_rule", "notice")
     DEFENSES_FIELD_NUMBER: _ClassVar[int]
     ATTACKS_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     SPLIT_FIELD_NUMBER: _ClassVar[int]
     DISQUALIFIED_FIELD_NUMBER: _ClassVar[int]
     BOOTSTRAP_RESAMPLES_FIELD_NUMBER: _ClassVar[int]
+    FILL_CAP_FIELD_NUMBER: _ClassVar[int]
+    ATTACK_DEFENSES_FIELD_NUMBER: _ClassVar[int]
+    ATTACK_SET_RULE_FIELD_NUMBER: _ClassVar[int]
+    NOTICE_FIELD_NUMBER: _ClassVar[int]
     defenses: _containers.RepeatedCompositeFieldContainer[DefenseStanding]
     attacks: _containers.RepeatedCompositeFieldContainer[AttackStanding]
     num_samples: int
     split: Split
     disqualified: _containers.RepeatedCompositeFieldContainer[Disqualified]
     bootstrap_resamples: int
-    def __init__(self, defenses: _Optional[_Iterable[_Union[DefenseStanding, _Mapping]]] = ..., attacks: _Optional[_Iterable[_Union[AttackStanding, _Mapping]]] = ..., num_samples: _Optional[int] = ..., split: _Optional[_Union[Split, str]] = ..., disqualified: _Optional[_Iterable[_Union[Disqualified, _Mapping]]] = ..., bootstrap_resamples: _Optional[int] = ...) -> None: ...
+    fill_cap: float
+    attack_defenses: _containers.RepeatedScalarFieldContainer[str]
+    attack_set_rule: str
+    notice: str
+    def __init__(self, defenses: _Optional[_Iterable[_Union[DefenseStanding, _Mapping]]] = ..., attacks: _Optional[_Iterable[_Union[AttackStanding, _Mapping]]] = ..., num_samples: _Optional[int] = ..., split: _Optional[_Union[Split, str]] = ..., disqualified: _Optional[_Iterable[_Union[Disqualified, _Mapping]]] = ..., bootstrap_resamples: _Optional[int] = ..., fill_cap: _Optional[float] = ..., attack_defenses: _Optional[_Iterable[str]] = ..., attack_set_rule: _Optional[str] = ..., notice: _Optional[str] = ...) -> None: ...
 
 class GetReportRequest(_message.Message):
     __slots__ = ("split",)

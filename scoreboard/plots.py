@@ -33,7 +33,7 @@ def robust_accuracy_curves(board: Leaderboard) -> str | None:
     """Robust accuracy (fraction of samples with d > eps) against eps, one step curve per defense.
 
     The x axis ends just past the largest distance an attack actually found: beyond it each
-    curve is flat at the fraction of samples no attack broke (scored at the worst case).
+    curve is flat at the fraction of samples no attack broke (scored at the capped fill).
     """
     scored = _with_distances(board)
     if not scored:
@@ -48,9 +48,9 @@ def robust_accuracy_curves(board: Leaderboard) -> str | None:
         xs = np.concatenate([[0.0], d[d < x_max], [x_max]])
         ys = 1.0 - np.searchsorted(d, xs, side="right") / d.size
         ax.step(xs, 100 * ys, where="post", color=defense_colour(i), linewidth=2, label=f"{s.rank}. {s.name}")
-    for eps in board.radii:
+    for eps, height in zip(board.radii, _label_heights(board.radii, x_max)):
         ax.axvline(eps, color="#999999", linestyle=":", linewidth=1)
-        ax.annotate(f"eps {eps}", (eps, 101), fontsize=8, color="#666666", ha="center", va="bottom",
+        ax.annotate(f"eps {eps}", (eps, height), fontsize=8, color="#666666", ha="center", va="bottom",
                     annotation_clip=False)
     ax.set_xlim(0, x_max)
     ax.set_ylim(0, 100)
@@ -59,6 +59,22 @@ def robust_accuracy_curves(board: Leaderboard) -> str | None:
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right", fontsize=9, frameon=True)
     return _png(fig)
+
+
+def _label_heights(radii, x_max: float, width: float = 0.09) -> list[float]:
+    """The y of each eps label (percent): a label closer than `width` of the axis to the one before
+    it goes one line higher, so that neighbouring labels never overlap."""
+    heights: list[float] = []
+    previous = None
+    for eps in sorted(radii):
+        close = previous is not None and (eps - previous) < width * x_max
+        heights.append(heights[-1] + 5.0 if close and heights else 101.0)
+        previous = eps
+    order = sorted(range(len(radii)), key=lambda i: radii[i])
+    out = [0.0] * len(radii)
+    for rank, i in enumerate(order):
+        out[i] = heights[rank]
+    return out
 
 
 def distance_distribution(board: Leaderboard) -> str | None:
@@ -137,7 +153,8 @@ def amplified_perturbation(clean: np.ndarray, adversarial: np.ndarray) -> tuple[
 
 
 def _with_distances(board: Leaderboard) -> list[tuple[int, DefenseScore]]:
-    return [(i, s) for i, s in enumerate(board.defenses) if s.distances]
+    """The ranked defenses with per-sample detail: a provisional one is in no comparison (section 6)."""
+    return [(i, s) for i, s in enumerate(board.defenses) if s.distances and s.rank]
 
 
 def _figure(width: float, height: float) -> tuple[Figure, object]:

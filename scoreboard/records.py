@@ -38,6 +38,10 @@ class RunRecord:
     finished: bool               # only finished runs count
     distances: np.ndarray        # float64 [N]: smallest verified distance, +inf where none
     queries: int = 0             # images the run was charged (shown beside its attack's entry)
+    # bool [N]: the samples the run spent queries on or submitted for (docs/rules.md section 6:
+    # only attacked samples get a d). None: every sample (records that predate coverage).
+    attacked: np.ndarray | None = None
+    budget: int = 0              # queries per sample the run was allowed (the arena's B at its start)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 
 from scoreboard import plots
 from scoreboard.scoring import DefenseScore, Leaderboard
-from scoreboard.tables import attack_table, comparison_table, defense_table
+from scoreboard.tables import attack_set_text, attack_table, comparison_table, defense_table, status_lines
 
 GALLERY_SCALE = 2  # 64x64 images are drawn at 128x128, nearest neighbour (two samples per row)
 
@@ -72,6 +72,11 @@ def render_html(
 ) -> str:
     """The report as one self-contained HTML document."""
     attacks = attack_table(board)
+    defenses = defense_table(board)
+    # The list of attacks faced (with budgets) lives in the attack table's matrix: here only how many,
+    # so that a row stays one line in a 1400 px window.
+    for row, s in zip(defenses.rows, board.defenses):
+        row[-1] = str(len(s.faced) or len(s.attacks_faced))
     # The attack x defense matrix, when the per-defense detail is there.
     if any(a.per_defense for a in board.attacks):
         names = [s.name for s in board.defenses]
@@ -82,7 +87,9 @@ def render_html(
     return _template().render(
         title=title,
         board=board,
-        defense_table=defense_table(board),
+        defense_table=defenses,
+        status=status_lines(board),
+        attack_set=attack_set_text(board),
         defense_pairs=comparison_table(board, "defenses"),
         attack_table=attacks,
         attack_pairs=comparison_table(board, "attacks"),

@@ -13,6 +13,13 @@ The four findings checked:
 
 Black-box figures are the arena's per-sample scores d (docs/rules.md section 6), compared with
 paired bootstraps over the same samples (section 7).
+
+Seeds (`arena study --seeds K`): each configuration is trained K times; its figures are the means
+over the seeds, with the seed spread (standard deviation) beside each. A verdict calls a
+difference shown only where it exceeds both the sample uncertainty (the paired interval excludes
+0) and the seed uncertainty (a Welch t-test over the seeds' figures at 5%, `seed_separated`); and a
+comparison with "the nearest TRADES model" must hold against every TRADES model whose clean
+accuracy is within one standard error of the nearest's, so no verdict rests on a tie-break.
 """
 
 from __future__ import annotations
@@ -53,6 +60,21 @@ class StudyModel:
     arena_ci: tuple[float, float]     # its 95% bootstrap interval
     arena_clean_accuracy: float
     arena_distances: np.ndarray = field(default_factory=lambda: np.zeros(0))  # d per arena sample
+    whitebox_samples: int = 0         # images behind clean_accuracy (its standard error)
+    seeds: tuple[StudyModel, ...] = ()  # one per training seed when there are several; figures are their means
+
+    def spread(self, attr: str) -> float:
+        """The standard deviation of a figure over the seeds (NaN with fewer than two)."""
+        values = [getattr(m, attr) for m in self.seeds]
+        return float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+
+    @property
+    def clean_se(self) -> float:
+        """The standard error of clean_accuracy: sampling over the images, and over the seeds."""
+        p, n = self.clean_accuracy, self.whitebox_samples * max(1, len(self.seeds))
+        sampling = p * (1 - p) / n if n else math.nan
+        seed = self.spread("clean_accuracy") ** 2 / len(self.seeds) if len(self.seeds) > 1 else 0.0
+        return math.sqrt(sampling + seed)
 
     @property
     def label(self) -> str:
@@ -62,6 +84,52 @@ class StudyModel:
     @property
     def edge_correlation(self) -> float:
         return float(np.mean(self.edge_correlations)) if len(self.edge_correlations) else math.nan
+
+
+def aggregate(per_seed: Sequence[StudyModel]) -> StudyModel:
+    """One configuration over its seeds: the figures' means (per arena sample and per gradient image
+    too, the samples and images being the same), the seeds kept for their spread."""
+    from scoreboard.uncertainty import mean_interval
+
+    if len(per_seed) == 1:
+        return per_seed[0]
+    first = per_seed[0]
+    mean = {a: float(np.mean([getattr(m, a) for m in per_seed]))
+            for a in ("clean_accuracy", "pgd_linf_accuracy", "pgd_l2_accuracy", "whitebox_mean_l2",
+                      "arena_mean_l2", "arena_clean_accuracy")}
+    distances = np.mean([m.arena_distances for m in per_seed], axis=0)
+    ci = mean_interval(distances)
+    return StudyModel(name=first.name.rsplit("-s", 1)[0], method=first.method, beta=first.beta, **mean,
+                      edge_correlations=np.mean([m.edge_correlations for m in per_seed], axis=0),
+                      gradient_maps=first.gradient_maps, arena_ci=(ci.low, ci.high), arena_distances=distances,
+                      whitebox_samples=first.whitebox_samples, seeds=tuple(per_seed))
+
+
+# Two-sided 97.5% quantiles of Student's t by degrees of freedom (Welch's, rounded down: conservative).
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def seed_separated(a: StudyModel, b: StudyModel, attr: str = "arena_mean_l2") -> bool | None:
+    """Whether a's and b's figure differ beyond the seed spread (Welch's t-test at 5% over their
+    seeds); None when either has a single seed (no seed uncertainty measured)."""
+    if len(a.seeds) < 2 or len(b.seeds) < 2:
+        return None
+    va, vb = a.spread(attr) ** 2 / len(a.seeds), b.spread(attr) ** 2 / len(b.seeds)
+    diff = getattr(a, attr) - getattr(b, attr)
+    if va + vb == 0:
+        return diff != 0
+    df = (va + vb) ** 2 / (va**2 / (len(a.seeds) - 1) + vb**2 / (len(b.seeds) - 1))
+    t = _T975[max(k for k in _T975 if k <= max(1, int(df)))]
+    return abs(diff) > t * math.sqrt(va + vb)
+
+
+def _seed_note(a: StudyModel, b: StudyModel) -> str:
+    sep = seed_separated(a, b)
+    if sep is None:
+        return " One training seed per model: the seed spread is not measured."
+    return (f" Over {len(a.seeds)} and {len(b.seeds)} seeds (sd {a.spread('arena_mean_l2'):.3f}, "
+            f"{b.spread('arena_mean_l2'):.3f}): {'beyond' if sep else 'within'} the seed spread.")
 
 
 @dataclass(frozen=True)
@@ -78,12 +146,22 @@ class Finding:
 
 
 def study_table(models: Sequence[StudyModel]) -> Table:
-    header = ["model", "clean acc", "PGD-20 linf 8/255", "PGD-20 l2 0.5", "DDN mean l2", "arena mean l2",
+    """Every model's figures; with several seeds, each figure is their mean "± their sd"."""
+    header = ["model", "seeds", "clean acc", "PGD-20 linf 8/255", "PGD-20 l2 0.5", "DDN mean l2", "arena mean l2",
               "95% CI", "arena clean acc", "edge corr"]
+
+    def pct(m, attr):
+        sd = m.spread(attr)
+        return _pct(getattr(m, attr)) + ("" if math.isnan(sd) else f" \u00b1{100 * sd:.1f}")
+
+    def l2(m, attr):
+        sd = m.spread(attr)
+        return f"{getattr(m, attr):.3f}" + ("" if math.isnan(sd) else f" \u00b1{sd:.3f}")
+
     rows = [
-        [m.label, _pct(m.clean_accuracy), _pct(m.pgd_linf_accuracy), _pct(m.pgd_l2_accuracy), f"{m.whitebox_mean_l2:.3f}",
-         f"{m.arena_mean_l2:.3f}", f"[{m.arena_ci[0]:.3f}, {m.arena_ci[1]:.3f}]", _pct(m.arena_clean_accuracy),
-         f"{m.edge_correlation:.3f}"]
+        [m.label, str(max(1, len(m.seeds))), pct(m, "clean_accuracy"), pct(m, "pgd_linf_accuracy"),
+         pct(m, "pgd_l2_accuracy"), l2(m, "whitebox_mean_l2"), l2(m, "arena_mean_l2"),
+         f"[{m.arena_ci[0]:.3f}, {m.arena_ci[1]:.3f}]", pct(m, "arena_clean_accuracy"), f"{m.edge_correlation:.3f}"]
         for m in models
     ]
     return Table(header, rows, frozenset({0}))
@@ -97,6 +175,9 @@ class MatchedComparison:
     trades_interpolated: float | None   # TRADES' arena mean l2 interpolated at the model's clean accuracy
     nearest: StudyModel                 # the TRADES model closest in clean accuracy
     difference: Interval                # paired: nearest TRADES minus the model, per arena sample
+    # The other TRADES models within one standard error of the nearest's clean accuracy: a verdict
+    # must hold against each of them too (no tie-break decides it).
+    ties: tuple[MatchedComparison, ...] = ()
 
 
 def matched_comparisons(models: Sequence[StudyModel], *, seed: int = 0) -> list[MatchedComparison]:
@@ -114,7 +195,12 @@ def matched_comparisons(models: Sequence[StudyModel], *, seed: int = 0) -> list[
         interpolated = float(np.interp(m.clean_accuracy, accs, l2s)) if inside and len(trades) > 1 else None
         nearest = min(trades, key=lambda t: abs(t.clean_accuracy - m.clean_accuracy))
         diff = paired_difference(nearest.arena_distances, m.arena_distances, seed=seed)
-        out.append(MatchedComparison(m, interpolated, nearest, diff))
+        ties = tuple(
+            MatchedComparison(m, interpolated, t, paired_difference(t.arena_distances, m.arena_distances, seed=seed))
+            for t in trades if t is not nearest
+            and abs(abs(t.clean_accuracy - m.clean_accuracy) - abs(nearest.clean_accuracy - m.clean_accuracy))
+            <= math.hypot(t.clean_se, nearest.clean_se))
+        out.append(MatchedComparison(m, interpolated, nearest, diff, ties))
     return out
 
 
@@ -153,15 +239,15 @@ def findings(models: Sequence[StudyModel], *, seed: int = 0) -> list[Finding]:
         lo, hi = trades[0], trades[-1]
         diff = paired_difference(hi.arena_distances, lo.arena_distances, seed=seed)
         ok = rho_clean < 0 and rho_l2 > 0
-        verdict = ("reproduced" if ok and diff.low > 0 else
-                   "not shown at this sample size" if ok else "not reproduced")
+        verdict = ("reproduced" if ok and diff.low > 0 and seed_separated(hi, lo) is not False else
+                   "not shown at this sample size and seed spread" if ok else "not reproduced")
         out.append(Finding(
             "TRADES' trade-off grows with beta: clean accuracy falls, robustness rises (Zhang et al. 2019, Table 5)",
             verdict,
             f"Spearman rank correlation over beta {', '.join(f'{m.beta:g}' for m in trades)}: with clean accuracy "
             f"{rho_clean:+.2f}, with arena mean l2 {rho_l2:+.2f}; {hi.label} - {lo.label}: {diff.estimate:+.3f} "
             f"[{diff.low:+.3f}, {diff.high:+.3f}] ({SEPARATED if diff.excludes_zero else NOT_SEPARATED}); "
-            f"clean accuracy {_pct(lo.clean_accuracy)} -> {_pct(hi.clean_accuracy)}.",
+            f"clean accuracy {_pct(lo.clean_accuracy)} -> {_pct(hi.clean_accuracy)}." + _seed_note(hi, lo),
         ))
     if "mart" in matched:
         out.append(_robustness_claim("MART raises robustness further (Wang et al. 2020): above TRADES at its "
@@ -189,6 +275,25 @@ def findings(models: Sequence[StudyModel], *, seed: int = 0) -> list[Finding]:
 
 
 def _robustness_claim(claim: str, c: MatchedComparison, *, trades_should_win: bool) -> Finding:
+    """The claim against the nearest TRADES model and each one tied with it in clean accuracy
+    (within one standard error): "reproduced" only if it holds against every one of them and beyond
+    the seed spread; otherwise not shown."""
+    first = _one_claim(claim, c, trades_should_win=trades_should_win)
+    verdicts = [first.verdict] + [_one_claim(claim, t, trades_should_win=trades_should_win).verdict for t in c.ties]
+    verdict = first.verdict
+    if verdict == "reproduced" and (any(v != "reproduced" for v in verdicts)
+                                    or seed_separated(c.nearest, c.model) is False):
+        verdict = "not shown at this sample size and seed spread"
+    evidence = first.evidence
+    if c.ties:
+        evidence += (" Within one standard error of its clean accuracy: "
+                     + "; ".join(f"{t.nearest.label} minus {t.model.label}: {t.difference.estimate:+.3f} "
+                                 f"[{t.difference.low:+.3f}, {t.difference.high:+.3f}]" for t in c.ties)
+                     + " (the verdict must hold against each).")
+    return Finding(claim, verdict, evidence + _seed_note(c.nearest, c.model))
+
+
+def _one_claim(claim: str, c: MatchedComparison, *, trades_should_win: bool) -> Finding:
     """Inside the TRADES curve's clean-accuracy range: reproduced when the paired interval (nearest
     TRADES minus the model) lies on the claimed side of 0 and the interpolated curve agrees.
     Outside it only dominance decides: the claimed winner must be at least as accurate and more

@@ -69,18 +69,14 @@ def _client(args):
 
 
 def _print_competition(competition) -> None:
+    from arena.server.store.rows import DEMO_NOTICE
     from protos import arena_v1_pb2 as pb
 
     print(f"phase {pb.Phase.Name(competition.phase).removeprefix('PHASE_').lower()}, "
           f"budget {competition.budget_per_sample} queries per sample, team and defense; "
           f"public split {competition.public_samples} samples, private split {competition.private_samples}; "
           f"you are {competition.team!r} ({pb.Role.Name(competition.role).removeprefix('ROLE_').lower()})")
-    print(DEMO_LINE if competition.demo else f"private split: {competition.private_split_source or 'unknown'} images")
-
-
-# What every board and status says when the private split comes from public data (rules v3).
-DEMO_LINE = ("DEMO, NOT A COMPETITION: the private split comes from public data (--private-from-public); "
-             "any team could rebuild it")
+    print(DEMO_NOTICE if competition.demo else f"private split: {competition.private_split_source or 'unknown'} images")
 
 
 def _status(args) -> int:

@@ -51,7 +51,7 @@ def _run(args) -> int:
         ])
         if not accepted:
             rows.extend(["", "", "", "", "", "", "", f"  - {reason}"] for reason in d["rejection_reasons"])
-    print(_table(["name", "team", "status", "clean acc", "classes", "size", "submitted", ""], rows))
+    print(_table(["name", "team", "status", "clean acc (public)", "classes", "size", "submitted", ""], rows))
     return 0
 
 

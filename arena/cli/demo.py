@@ -96,13 +96,14 @@ def config_key(config) -> str:
 
 
 def train_role(preset, role: str, out: Path, device: str | None, epochs_scale: float, train_size: int | None,
-               **overrides) -> Path:
-    """Trains (or finds cached) the preset's `role` (with `overrides` of its configuration); returns its run folder."""
+               seed_offset: int = 0, **overrides) -> Path:
+    """Trains (or finds cached) the preset's `role` (with `overrides` of its configuration, its seed plus
+    `seed_offset`); returns its run folder."""
     from defenses.train import train
 
     base = preset.config(role, **overrides)
     epochs = max(1, round(base.epochs * epochs_scale))
-    config = preset.config(role, epochs=epochs, train_size=train_size, **overrides)
+    config = preset.config(role, epochs=epochs, train_size=train_size, **{**overrides, "seed": base.seed + seed_offset})
     folder = out / "checkpoints" / f"{role}-{config_key(config)}"
     started = time.perf_counter()
     train(config, folder, device=device, resume=(folder / "checkpoint.pt").exists(), progress=sys.stderr.isatty())
@@ -226,9 +227,9 @@ def _run(args) -> int:
             (out / "report.html").write_text(client.get_report("private"))
             (out / "report-public.html").write_text(client.get_report("public"))
         if args.private_from_public:
-            from arena.cli.admin import DEMO_LINE
+            from arena.server.store.rows import DEMO_NOTICE
 
-            print(DEMO_LINE)
+            print(DEMO_NOTICE)
         print("Official board: the private split\n")
         print(render_text(from_proto(official)))
         print("Provisional board: the public split (what the teams saw during the open phase)\n")
@@ -247,9 +248,9 @@ def _run(args) -> int:
 
 def _private_source(args) -> str:
     if args.private_from_public:
-        from arena.cli.admin import DEMO_LINE
+        from arena.server.store.rows import DEMO_NOTICE
 
-        return DEMO_LINE
+        return DEMO_NOTICE
     return "secret evaluation data: generated from a seed drawn for this store and never kept"
 
 

@@ -42,6 +42,9 @@ def register(sub) -> None:
     parser.add_argument("--split", choices=("public", "private"), default=None,
                         help="which board: public (provisional) or private (official); default: the current "
                              "phase's (a team sees the private board from the final phase on)")
+    parser.add_argument("--attack-board-top-k", type=int, default=0, metavar="K",
+                        help="offline (--store / --database-url): the attack board ranks over the top K of the public "
+                             "board, as `arena serve --attack-board-top-k K` does (default 0: every covered defense)")
     parser.set_defaults(func=_run)
 
 
@@ -49,11 +52,8 @@ def _run(args) -> int:
     from scoreboard import tables
 
     offline = args.store is not None or args.database_url is not None
-    board, html, demo = _from_store(args) if offline else _from_server(args)
-    if demo:   # rules v3: a board whose private split anyone could rebuild says so
-        from arena.cli.admin import DEMO_LINE
-
-        print(DEMO_LINE, file=sys.stdout if not (args.json or args.csv) else sys.stderr)
+    # a demo's board carries its notice itself (arena.server.leaderboard.DEMO_NOTICE), in every format
+    board, html = _from_store(args) if offline else _from_server(args)
     if args.json:
         sys.stdout.write(tables.render_json(board))
     elif args.csv:
@@ -74,22 +74,7 @@ def _from_server(args):
     with ArenaClient(args.server, token_from(args.token), timeout=args.timeout) as client:
         board = from_proto(client.get_leaderboard(args.split))
         html = client.get_report(args.split) if args.html is not None else None
-        demo = _is_demo(client)
-    return board, html, demo
-
-
-def _is_demo(client) -> bool:
-    """Competition.demo; False from a server that serves the boards alone (no CompetitionService)."""
-    import grpc
-
-    from arena.client import ArenaCallError
-
-    try:
-        return client.get_competition().demo
-    except ArenaCallError as error:
-        if error.code() == grpc.StatusCode.UNIMPLEMENTED:
-            return False
-        raise
+    return board, html
 
 
 def _from_store(args):
@@ -108,14 +93,16 @@ def _from_store(args):
         if args.database_url is not None and store.evaluation() is None:
             raise CommandError(f"{args.database_url.split('@')[-1]}: no arena has been served from this database")
         split = args.split or ("public" if store.phase() == "open" else "private")
-        board = compute(store, split)
+        if args.attack_board_top_k < 0:
+            raise CommandError(f"--attack-board-top-k must be >= 0, got {args.attack_board_top_k}")
+        board = compute(store, split, attack_board_top_k=args.attack_board_top_k)
         html = None
         if args.html is not None:
+            from arena.server.leaderboard import TITLES
             from scoreboard.report import render_html
 
-            html = render_html(board, gallery=gallery_items(store, board, split))
-        meta = store.evaluation()
-        demo = meta is not None and meta.demo
+            html = render_html(board, gallery=gallery_items(store, board, split),
+                               title=f"Robustness arena leaderboard: {TITLES[split]}")
     finally:
         store.close()
-    return board, html, demo
+    return board, html

@@ -26,8 +26,8 @@ def register(sub) -> None:
                    help="the organizer's surrogate checkpoints (repeatable; from `arena train`; one adversarially "
                         "trained, none a defender's): livia and prior-cgba take all, transfer-pgd the first")
     p.add_argument("--budget", type=int, default=None,
-                   help="queries per sample for each attack (default and most: an equal share of the arena's "
-                        "budget, which the organizer's attacks on a defense and split share)")
+                   help="queries per sample for each attack (default and most: the arena's full budget; each "
+                        "reference attack runs as its own organizer sub-team, ORG.ATTACK, with its own budget)")
     p.add_argument("--splits", default="public,private", help="splits to evaluate (default: public,private)")
     p.add_argument("--seed", type=int, default=None,
                    help="the attacks' seed, for reproducible research (default: a secret seed drawn on the first "

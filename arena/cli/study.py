@@ -38,6 +38,9 @@ def register(sub) -> None:
                         help="white-box images whose input gradients are measured (default 500, i.e. all of them "
                              "at the default --whitebox-samples; the first 4 are drawn)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the attacks and the bootstrap (default 0)")
+    parser.add_argument("--seeds", type=int, default=1, metavar="K",
+                        help="training seeds per configuration (default 1): figures are their means with the seed "
+                             "spread beside each, and a verdict needs a difference beyond it (issue 19)")
     parser.add_argument("--device", default=None, help="training and white-box device (default: cuda if available, else cpu)")
     parser.add_argument("--epochs-scale", type=float, default=1.0, help="multiply the preset's epochs (default 1)")
     parser.add_argument("--train-size", type=int, default=None, help="train on the first N training images only (default all)")
@@ -62,6 +65,8 @@ def _run(args) -> int:
     for name in ("samples", "budget", "whitebox_samples", "ddn_steps", "pgd_steps", "gradient_images"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     if args.epochs_scale <= 0:
         raise ValueError(f"--epochs-scale must be > 0, got {args.epochs_scale}")
     preset = study_preset(betas)
@@ -71,9 +76,14 @@ def _run(args) -> int:
     study_dir = out / "study"
     stage = _Stages(5)
 
-    stage(f"training: {', '.join(models)} (cached per configuration)")
-    roles = list(models) + ([SURROGATE] if "transfer-pgd" in attacks else [])
-    folders = {role: train_role(preset, role, out, args.device, args.epochs_scale, args.train_size) for role in roles}
+    stage(f"training: {', '.join(models)}" + (f", {args.seeds} seeds each" if args.seeds > 1 else "")
+          + " (cached per configuration)")
+    # a model per configuration and seed: "trades-b3" with one seed, "trades-b3-s0", "-s1", ... with several
+    seeded = {_seeded(role, s, args.seeds): (role, s) for role in models for s in range(args.seeds)}
+    folders = {name: train_role(preset, role, out, args.device, args.epochs_scale, args.train_size, seed_offset=s)
+               for name, (role, s) in seeded.items()}
+    if "transfer-pgd" in attacks:
+        folders[SURROGATE] = train_role(preset, SURROGATE, out, args.device, args.epochs_scale, args.train_size)
 
     stage(f"white-box: clean, PGD-{args.pgd_steps}, DDN-{args.ddn_steps} on {args.whitebox_samples} validation images; "
           f"input gradients of {args.gradient_images}")
@@ -82,7 +92,7 @@ def _run(args) -> int:
 
     x, y, _ = load_samples("demo", args.whitebox_samples)
     whitebox = {}
-    for role in models:
+    for role in seeded:
         started = time.perf_counter()
         whitebox[role] = whitebox_study(folders[role], x, y, gradient_images=args.gradient_images,
                                         pgd_steps=args.pgd_steps, ddn_steps=args.ddn_steps, device=args.device)
@@ -92,26 +102,30 @@ def _run(args) -> int:
               f"({time.perf_counter() - started:.0f} s)", flush=True)
 
     stage("export: ONNX, parity-checked against torch")
-    onnx = {role: export_role(folders[role], out) for role in models}
+    onnx = {name: export_role(folders[name], out) for name in seeded}
 
     stage(f"arena: a fresh store, every model submitted; {', '.join(attacks)} against each, {args.budget} queries "
           f"per sample on {args.samples} samples")
     board = _black_box(study_dir, onnx, attacks, args, folders.get(SURROGATE))
 
     stage("the page")
-    from scoreboard.study import StudyModel, render_html, render_text
+    from scoreboard.study import StudyModel, aggregate, render_html, render_text
 
     scores = {s.name: s for s in board.defenses}
     rows = []
     for role, (method, beta) in models.items():
-        wb, s = whitebox[role], scores[role]
-        rows.append(StudyModel(
-            name=role, method=method, beta=beta, clean_accuracy=wb.clean_accuracy,
-            pgd_linf_accuracy=wb.pgd_linf_accuracy, pgd_l2_accuracy=wb.pgd_l2_accuracy,
-            whitebox_mean_l2=wb.mean_l2, edge_correlations=wb.edge_correlations, gradient_maps=wb.gradient_maps,
-            arena_mean_l2=s.mean_l2, arena_ci=(s.uncertainty.mean_ci_low, s.uncertainty.mean_ci_high),
-            arena_clean_accuracy=s.clean_accuracy, arena_distances=np.asarray(s.distances),
-        ))
+        per_seed = []
+        for name in (_seeded(role, s, args.seeds) for s in range(args.seeds)):
+            wb, s = whitebox[name], scores[name]
+            per_seed.append(StudyModel(
+                name=name, method=method, beta=beta, clean_accuracy=wb.clean_accuracy,
+                pgd_linf_accuracy=wb.pgd_linf_accuracy, pgd_l2_accuracy=wb.pgd_l2_accuracy,
+                whitebox_mean_l2=wb.mean_l2, edge_correlations=wb.edge_correlations, gradient_maps=wb.gradient_maps,
+                arena_mean_l2=s.mean_l2, arena_ci=(s.uncertainty.mean_ci_low, s.uncertainty.mean_ci_high),
+                arena_clean_accuracy=s.clean_accuracy, arena_distances=np.asarray(s.distances),
+                whitebox_samples=args.whitebox_samples,
+            ))
+        rows.append(aggregate(per_seed))
     settings = _settings(preset, models, args, attacks)
     print(render_text(rows, seed=args.seed))
     page = study_dir / "report.html"
@@ -120,6 +134,10 @@ def _run(args) -> int:
     print(f"page: {page.resolve()}")
     print(f"total: {time.perf_counter() - stage.start:.0f} s")
     return 0
+
+
+def _seeded(role: str, seed: int, seeds: int) -> str:
+    return role if seeds == 1 else f"{role}-s{seed}"
 
 
 def _black_box(study_dir: Path, onnx: dict[str, Path], attacks: list[str], args, surrogate: Path | None):
@@ -176,6 +194,8 @@ def _settings(preset, models, args, attacks) -> list[tuple[str, str]]:
                           f"{threat}" + (f", first {args.train_size} training images" if args.train_size else "")))
     out.append(("white-box", f"{args.whitebox_samples} validation images; PGD-{args.pgd_steps} at l_inf 8/255 and "
                              f"l2 0.5; DDN-{args.ddn_steps}; input gradients of the first {args.gradient_images}"))
+    out.append(("seeds", f"{args.seeds} training seed(s) per configuration; figures are means over them, "
+                         "\u00b1 their standard deviation"))
     out.append(("black-box", f"{args.samples} arena samples, {args.budget} queries each, attacks {', '.join(attacks)} "
                              f"(seed {args.seed})"))
     return out
@@ -189,7 +209,9 @@ def _results(rows, settings) -> dict:
              "pgd_linf_accuracy": m.pgd_linf_accuracy, "pgd_l2_accuracy": m.pgd_l2_accuracy,
              "whitebox_mean_l2": m.whitebox_mean_l2, "arena_mean_l2": m.arena_mean_l2, "arena_ci": list(m.arena_ci),
              "arena_clean_accuracy": m.arena_clean_accuracy, "edge_correlation": m.edge_correlation,
-             "arena_distances": [float(d) for d in m.arena_distances]}
+             "arena_distances": [float(d) for d in m.arena_distances],
+             "seeds": [{"name": s.name, "clean_accuracy": s.clean_accuracy, "arena_mean_l2": s.arena_mean_l2,
+                        "whitebox_mean_l2": s.whitebox_mean_l2} for s in m.seeds]}
             for m in rows
         ],
     }

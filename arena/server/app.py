@@ -122,7 +122,8 @@ class ArenaServer:
         if cfg.http_port is not None:
             from arena.server.http_report import ReportServer
 
-            self._http = ReportServer(self.store, cfg.host, cfg.http_port, metrics=self.arena.metrics, tokens=tokens)
+            self._http = ReportServer(self.store, cfg.host, cfg.http_port, metrics=self.arena.metrics, tokens=tokens,
+                                      attack_board_top_k=cfg.arena.attack_board_top_k)
             self.http_address = self._http.address
         log.info("arena serving on %s (public split %d samples, private %d from %s; phase %s)", self.address,
                  evaluation.split_size("public"), evaluation.split_size("private"), evaluation.private_source,

@@ -28,8 +28,10 @@ log = logging.getLogger("arena.http")
 class ReportServer:
     """The live HTML report over HTTP (no token: the public board while open, the official one once
     final), cached for a few seconds."""
-    def __init__(self, store: Store, host: str, port: int, cache_s: float = 5.0, metrics=None, tokens=None) -> None:
+    def __init__(self, store: Store, host: str, port: int, cache_s: float = 5.0, metrics=None, tokens=None,
+                 attack_board_top_k: int = 0) -> None:
         self._store = store
+        self._top_k = attack_board_top_k
         self._cache_s = cache_s
         self._lock = threading.Lock()
         self._cached: tuple[float, bytes] | None = None
@@ -90,7 +92,7 @@ class ReportServer:
             if self._cached is None or now - self._cached[0] > self._cache_s:
                 # no token here: the public board while open, the official (private) one once final
                 split = PUBLIC if self._store.phase() == OPEN else PRIVATE
-                self._cached = (now, report_html(self._store, split).encode("utf-8"))
+                self._cached = (now, report_html(self._store, split, attack_board_top_k=self._top_k).encode("utf-8"))
             return self._cached[1]
 
     def close(self) -> None:

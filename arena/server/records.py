@@ -17,6 +17,7 @@ from arena.contract import IMAGE_SHAPE, DefenseStatus
 from arena.server import evaluation as evaluation_module
 from arena.server.store import PUBLIC, Store, open_store
 from scoreboard.records import DefenseRecord, EvaluationSet, RunRecord
+from scoreboard.scoring import Disqualification
 
 
 def _store(store: Store | str | Path) -> tuple[Store, bool]:
@@ -50,22 +51,30 @@ def build_records(store: Store | str | Path, split: str = PUBLIC
             for d in store.list_defenses() if d.status == DefenseStatus.ACCEPTED and not d.disqualified_reason
             and np.asarray(d.clean_correct).size >= part.stop
         ]
-        runs = [
-            RunRecord(run_id=r.run_id, defense=r.defense, attack=r.attack, team=r.team, started_at=r.started_at,
-                      finished=r.finished, distances=store.best_distances(r.run_id, n),
-                      queries=int(store.usage(r.run_id, n).sum()))
-            for r in store.list_runs() if r.split == split and not r.disqualified_reason
-        ]
+        runs = [_run_record(store, r, n) for r in store.list_runs() if r.split == split and not r.disqualified_reason]
         return defenses, runs, evaluation
     finally:
         if owned:
             store.close()
 
 
-def disqualified(store: Store) -> list[tuple[str, str, str, str]]:
-    """(kind, name, team, reason) of every disqualified defense and run."""
-    out = [("defense", d.name, d.team, d.disqualified_reason) for d in store.list_defenses() if d.disqualified_reason]
-    out += [("run", r.run_id, r.team, r.disqualified_reason) for r in store.list_runs() if r.disqualified_reason]
+def _run_record(store: Store, row, n: int) -> RunRecord:
+    """A run as the scoring needs it. A sample is attacked once the run spent queries on it (a
+    verification costs a query too, unless Predict already paid for those bytes): docs/rules.md
+    section 6."""
+    spent = store.usage(row.run_id, n)
+    return RunRecord(run_id=row.run_id, defense=row.defense, attack=row.attack, team=row.team,
+                     started_at=row.started_at, finished=row.finished, distances=store.best_distances(row.run_id, n),
+                     queries=int(spent.sum()), attacked=spent > 0, budget=int(row.budget))
+
+
+def disqualified(store: Store, split: str | None = None) -> list[Disqualification]:
+    """Every disqualified defense, and every disqualified run (of `split`, if named), with the
+    organizer's reason."""
+    out = [Disqualification("defense", d.name, d.team, d.disqualified_reason)
+           for d in store.list_defenses() if d.disqualified_reason]
+    out += [Disqualification("run", r.run_id, r.team, r.disqualified_reason, f"{r.attack} against {r.defense}")
+            for r in store.list_runs() if r.disqualified_reason and (split is None or r.split == split)]
     return out
 
 
@@ -99,7 +108,7 @@ def gallery_items(store: Store, board, split: str = PUBLIC, per_defense: int = 4
                     label = names[row.label] if 0 <= row.label < len(names) else (
                         "no answer" if row.label < 0 else str(row.label))
                     distance = row.distance
-                    attack = runs[run_id].attack if run_id in runs else ""
+                    attack = f"{runs[run_id].team}/{runs[run_id].attack}" if run_id in runs else ""
             true = int(data.labels[base + i])
             items.append(GalleryItem(
                 defense=score.name, sample_index=int(i), clean=data.images[base + i],

@@ -112,6 +112,9 @@ class ArenaConfig:
                                       check=child_memory, group=LIMITS_GROUP, metavar="MB")
     concurrent_validations: int = setting(2, "submissions validated at once, at most one per team",
                                           check=at_least(1), group=LIMITS_GROUP, metavar="N")
+    attack_board_top_k: int = setting(0, "the attack board ranks over the top K defenses of the public board, as "
+                                      "the 2018 challenge did (0: every covered defense; docs/rules.md section 6)",
+                                      check=at_least(0), metavar="K")
     # The organizer's caps: none in code (tests, benchmarks); `arena serve` sets the rules' (SERVE_DEFAULTS).
     max_defenses_per_team: int = setting(0, "accepted defenses a team may have, disqualified ones not counted",
                                          check=at_least(0), group=CAPS_GROUP, metavar="N")

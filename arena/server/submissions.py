@@ -181,7 +181,7 @@ class Submissions:
         elif config.isolate:  # start its worker now, not on the first Predict
             warm = loop.run_in_executor(arena.io_pool, arena.sessions.get, name)
             warm.add_done_callback(lambda f: f.cancelled() or f.exception())
-        log.info("defense %s accepted (team %s, clean accuracy %.3f, %s)", name, team, row.clean_accuracy,
+        log.info("defense %s accepted (team %s, clean accuracy %.3f on the public split, %s)", name, team, row.clean_accuracy,
                  row.serving_mode)
         arena.private.measure_later(name)
         return row

@@ -29,7 +29,6 @@ from arena.server.errors import ArenaError, BadRequest, BudgetExceeded, Permissi
 from arena.server.images import parse_with_images
 from arena.server.leaderboard import compute, report_html
 from arena.server.leaderboard_wire import SPLITS, to_proto
-from arena.server.records import disqualified
 from arena.server.store import FINAL, OPEN, ORGANIZER, PRIVATE, PUBLIC, TEAM, StoreError
 from arena.wire import encode
 from protos import arena_v1_pb2 as pb
@@ -263,7 +262,7 @@ class LeaderboardServicer(pb_grpc.LeaderboardServiceServicer):
     async def GetLeaderboard(self, request, context):
         split = self._split(request.split)
         def board():
-            return to_proto(compute(self.arena.store, split), split, disqualified(self.arena.store))
+            return to_proto(compute(self.arena.store, split, attack_board_top_k=self.arena.config.attack_board_top_k))
 
         return await asyncio.get_running_loop().run_in_executor(self.arena.io_pool, board)
 
@@ -271,7 +270,8 @@ class LeaderboardServicer(pb_grpc.LeaderboardServiceServicer):
     async def GetReport(self, request, context):
         split = self._split(request.split)
         html = await asyncio.get_running_loop().run_in_executor(
-            self.arena.io_pool, report_html, self.arena.store, split)
+            self.arena.io_pool, lambda: report_html(self.arena.store, split,
+                                                    attack_board_top_k=self.arena.config.attack_board_top_k))
         return pb.GetReportResponse(html=html)
 
 

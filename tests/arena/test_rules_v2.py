@@ -282,12 +282,15 @@ def test_the_referee_evaluates_every_defense_on_both_splits_once(competition, tm
         assert referee.pending(organizer) == []                         # resumable: nothing left
         runs = organizer.list_runs()
         boards = {s: from_proto(organizer.get_leaderboard(s)) for s in ("public", "private")}
-    assert sorted({(r.defense, r.split, r.attack) for r in runs if r.team == "organizer"}) == sorted(
-        (d, s, a) for d in ("honest", "second") for s in (pb.SPLIT_PUBLIC, pb.SPLIT_PRIVATE)
+    # v3: each reference attack runs as its own organizer sub-team, with the full budget B
+    assert sorted({(r.team, r.defense, r.split, r.attack) for r in runs}) == sorted(
+        (f"organizer.{a}", d, s, a) for d in ("honest", "second") for s in (pb.SPLIT_PUBLIC, pb.SPLIT_PRIVATE)
         for a in ("boundary", "hsja"))
     for board in boards.values():
-        assert {a.team + "/" + a.attack for a in board.attacks} == {"organizer/hsja", "organizer/boundary"}
-        assert all(d.attacks_faced == ("organizer/boundary", "organizer/hsja") for d in board.defenses)
+        assert {a.key for a in board.attacks} == {"organizer.hsja/hsja", "organizer.boundary/boundary"}
+        assert all(a.referee and a.budget == BUDGET for a in board.attacks)
+        assert all(d.attacks_faced == ("organizer.boundary/boundary", "organizer.hsja/hsja") for d in board.defenses)
+        assert board.referee_covered_all
     with competition.client("red") as red:                                # a team never could
         with pytest.raises(PermissionError, match="organizer token"):
             Referee(attacks=("hsja",), budget=5, state_dir=tmp_path / "red").run(red)
@@ -325,7 +328,7 @@ def test_the_organizer_cli(competition, tmp_path, capsys):
     assert main(["leaderboard", "--split", "private", "--server", address, "--token", cyan]) == 0
     assert "boss" in capsys.readouterr().out                    # the referee's entry on the official board
     assert main(["leaderboard", "--store", str(store), "--split", "public", "--json"]) == 0
-    assert '"team": "boss"' in capsys.readouterr().out
+    assert '"team": "boss.hsja"' in capsys.readouterr().out
 
 
 def test_a_team_token_under_the_organizers_name_is_refused(competition):

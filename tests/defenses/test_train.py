@@ -133,3 +133,15 @@ def test_cli_trains_with_a_preset_and_resumes_from_the_checkpoint_config(tmp_pat
     assert main(["train", "--resume", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
     _, saved = checkpoint.load_checkpoint(out)
     assert saved.epoch == 2 and saved.config.train_size == 256
+
+
+def test_progress_names_the_model_and_gives_the_trainings_eta(tmp_path, capsys):
+    """One bar over the whole training (issue 19 item 8): it names the model and its ETA is the
+    training's ("elapsed<remaining" over all epochs' steps)."""
+    from dataclasses import replace
+
+    train(replace(SMALL, epochs=1, train_size=128), tmp_path / "run", device="cpu", progress=True)
+    err = capsys.readouterr().err
+    assert "training trades beta 6 (" in err and "seed 0)" in err
+    assert "2/2" in err and "<" in err                     # all steps of the training, with the time left
+    assert "trades beta 6 (" in err.split("epoch 1/1:")[0].splitlines()[-1]   # the epoch log names it too

@@ -27,10 +27,13 @@ def test_demo_end_to_end_and_cached(tmp_path, capsys):
     # attackers' team only on the private split (attacks are keyed by team and name).
     for board in (official, public):
         assert {"natural", "pgd-at", "trades"} <= set(re.findall(r"^\s*\d\s+(\S+)", board, flags=re.M))
-        assert re.search(r"hsja\s+\S+\s+\[\S+ \S+\]\s+3/3\s+organizer", board)
-        assert re.search(r"transfer-pgd\s+\S+\s+\[\S+ \S+\]\s+3/3\s+organizer", board)
+        # v3: each reference attack is its own organizer sub-team with the full budget, marked as the referee's
+        assert re.search(r"organizer\.hsja/hsja\s+\d+\s+\S+\s+\[\S+ \S+\]\s+3/3\s+organizer\.hsja \(referee\)", board)
+        assert re.search(r"organizer\.transfer-pgd/transfer-pgd\s+\d+\s+\S+\s+\[\S+ \S+\]\s+3/3\s+"
+                         r"organizer\.transfer-pgd \(referee\)", board)
+        assert "Board: " in board and "Ranking final: yes" in board
         assert "Neighbours: paired bootstrap" in board       # section 7 on both boards
-    assert re.search(r"hsja\s+\S+\s+\[\S+ \S+\]\s+3/3\s+attackers", official)
+    assert re.search(r"attackers/hsja\s+\d+\s+\S+\s+\[\S+ \S+\]\s+3/3\s+attackers", official)
     assert "attackers" not in public
     # the demo's own pairs, on the official board
     assert re.search(r"trades - natural: [+-]\d\.\d{3} \[\S+ \S+\] over 4 samples, (not )?separated", first)

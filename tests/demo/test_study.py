@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from arena.cli import main
 from arena.server.store import open_store
@@ -58,3 +59,34 @@ def test_study_rejects_bad_betas(capsys):
     assert main(["study", "--betas", "1,x"]) == 2
     assert "--betas" in capsys.readouterr().err
     assert main(["study", "--betas", "0,1"]) == 2
+
+
+def test_study_with_seeds_reports_the_seed_spread_and_cautious_verdicts(tmp_path, capsys):
+    """`arena study --seeds 2` at smoke scale: every configuration trained twice, each figure the
+    mean with its seed spread, each seed a model on the arena, and a verdict that counts the seeds."""
+    from scoreboard.study import StudyModel, aggregate, seed_separated
+
+    out = tmp_path / "study"
+    argv = ["study", "--out", str(out), "--seeds", "2", "--epochs-scale", "0.125", "--train-size", "256",
+            "--samples", "4", "--budget", "10", "--attacks", "hsja", "--betas", "1,6", "--whitebox-samples", "8",
+            "--ddn-steps", "2", "--pgd-steps", "1", "--gradient-images", "4"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "2 seeds each" in text and "\u00b1" in text
+    results = json.loads((out / "study" / "results.json").read_text())
+    assert [m["name"] for m in results["models"]] == ["natural", "pgd-at", "mart", "trades-b1", "trades"]
+    for m in results["models"]:
+        assert [s["name"] for s in m["seeds"]] == [f"{m['name']}-s0", f"{m['name']}-s1"]
+        assert m["arena_mean_l2"] == pytest.approx(np.mean([s["arena_mean_l2"] for s in m["seeds"]]))
+    assert len(list((out / "checkpoints").iterdir())) == 10
+    assert "Over 2 and 2 seeds" in text or "not comparable" in text
+
+    # the seed rule by hand: two seeds each, 0.1 apart with a spread of 0.2: within it, not shown
+    def model(name, l2s):
+        seeds = [StudyModel(f"{name}-s{i}", "trades", 1.0, 0.8, 0.1, 0.1, 1.0, np.zeros(1), np.zeros((1, 2, 2)), v,
+                            (v, v), 0.8, np.full(3, v), 100) for i, v in enumerate(l2s)]
+        return aggregate(seeds)
+    a, b = model("a", [1.0, 1.2]), model("b", [0.9, 1.1])
+    assert seed_separated(a, b) is False
+    assert seed_separated(model("c", [2.0, 2.01]), model("d", [1.0, 1.01])) is True
+    assert seed_separated(a.seeds[0], b.seeds[0]) is None            # one seed: not measured

@@ -61,7 +61,7 @@ def arena_records():
 @pytest.fixture(scope="session")
 def board(arena_records) -> Leaderboard:
     defenses, runs, evaluation, _ = arena_records
-    return leaderboard(defenses, runs, evaluation)
+    return leaderboard(defenses, runs, evaluation, split="public")
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,8 @@
-"""Scoring (docs/rules.md section 6) against tables computed by hand."""
+"""Scoring (docs/rules.md section 6) against tables computed by hand.
+
+The hand board's largest verified distance on a correctly classified sample is 4.0 (r2 and r5 on
+sample 3 of B, r2 on sample 1 of A), so every unbroken attacked sample scores min(worst, 4.0) = 4.0.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +22,10 @@ def defense(name, clean, submitted_at=0.0, team="blue"):
     return DefenseRecord(name=name, team=team, submitted_at=submitted_at, clean_correct=np.array(clean, dtype=bool))
 
 
-def run(run_id, defense, attack, distances, started_at=0.0, finished=True, team="red"):
+def run(run_id, defense, attack, distances, started_at=0.0, finished=True, team="red", attacked=None, budget=0):
     return RunRecord(run_id=run_id, defense=defense, attack=attack, team=team, started_at=started_at,
-                     finished=finished, distances=np.array(distances, dtype=np.float64))
+                     finished=finished, distances=np.array(distances, dtype=np.float64),
+                     attacked=None if attacked is None else np.array(attacked, dtype=bool), budget=budget)
 
 
 @pytest.fixture
@@ -44,10 +49,12 @@ def hand_board():
 
 def test_defense_table_by_hand(hand_board):
     b, a = hand_board.defenses
-    # B: d = [min(inf,.5,1), min(1,2,1), worst 30, min(3,4,inf)] = [.5, 1, 30, 3]
+    # B: d = [min(inf,.5,1), min(1,2,1), fill min(30, 4), min(3,4,inf)] = [.5, 1, 4, 3]
     assert (b.rank, b.name) == (1, "B")
-    assert b.distances == (0.5, 1.0, 30.0, 3.0)
-    assert b.mean_l2 == pytest.approx(8.625)
+    assert b.distances == (0.5, 1.0, 4.0, 3.0)
+    assert b.mean_l2 == pytest.approx(2.125)
+    assert b.unbroken == 1 and a.unbroken == 0
+    assert hand_board.fill_cap == 4.0
     assert b.median_l2 == pytest.approx(2.0)          # even count: mean of 1 and 3
     assert b.clean_accuracy == 1.0
     assert b.attacks_faced == ("green/z", "red/x")     # attacks are keyed by team and name
@@ -70,7 +77,7 @@ def test_robust_accuracy_is_strictly_greater(hand_board):
     b, a = hand_board.defenses
     # A: d = [1, 4, 3, 0]: > 0.5 -> 3/4; > 1.0 -> 2/4 (d = 1.0 is not robust at 1.0); > 2.0 -> 2/4
     assert a.robust_accuracy == ((0.5, 0.75), (1.0, 0.5), (2.0, 0.5))
-    # B: d = [.5, 1, 30, 3]: > 0.5 -> 3/4 (d = 0.5 is not robust at 0.5); > 1 -> 2/4; > 2 -> 2/4
+    # B: d = [.5, 1, 4, 3]: > 0.5 -> 3/4 (d = 0.5 is not robust at 0.5); > 1 -> 2/4; > 2 -> 2/4
     assert b.robust_accuracy == ((0.5, 0.75), (1.0, 0.5), (2.0, 0.5))
     assert a.robust_accuracy_at(1.0) == 0.5
     assert math.isnan(a.robust_accuracy_at(3.0))
@@ -83,32 +90,52 @@ def test_custom_radii(hand_board):
         WORST,
         radii=(0.0, 3.0),
     )
-    # d = [1, worst 20, 3, 0]
+    # d = [1, fill min(20, 3), 3, 0]: the largest verified distance is 3 (0.5 is on a misclassified sample)
     assert board.radii == (0.0, 3.0)
-    assert board.defenses[0].robust_accuracy == ((0.0, 0.75), (3.0, 0.25))
+    assert board.defenses[0].robust_accuracy == ((0.0, 0.75), (3.0, 0.0))
 
 
 def test_attack_table_by_hand(hand_board):
-    x, y, z = hand_board.attacks
-    # x vs A (r1 only): [1, worst 20, 3, 0] -> 6.0; x vs B (min of r4, r5): [.5, 1, worst 30, 3] -> 8.625
+    x, z, y = hand_board.attacks
+    # x vs A (r1 only): [1, fill 4, 3, 0] -> 2.0; x vs B (min of r4, r5): [.5, 1, fill 4, 3] -> 2.125
     assert (x.rank, x.attack) == (1, "x")
-    assert x.per_defense == (("B", pytest.approx(8.625)), ("A", pytest.approx(6.0)))
-    assert x.mean_l2 == pytest.approx(7.3125)
+    assert x.per_defense == (("B", pytest.approx(2.125)), ("A", pytest.approx(2.0)))
+    assert x.mean_l2 == pytest.approx(2.0625)
     assert x.defenses_faced == 2
     assert x.first_started_at == 5.0                  # r3 (0.5) is unfinished and does not count
-    # y faced A only (its run on "ghost" is ignored): [2, 4, worst 30, 0] -> 9.0; unranked
+    # y faced A only (its run on "ghost" is ignored): [2, 4, fill 4, 0] -> 2.5; unranked
     assert (y.rank, y.attack, y.defenses_faced) == (0, "y", 1)
-    assert y.mean_l2 == pytest.approx(9.0)
+    assert y.mean_l2 == pytest.approx(2.5)
     assert not y.ranked
-    # z faced B only: [1, 1, worst 30, worst 40] -> 18.0; unranked, listed after y (same count, larger mean)
+    # z faced B only: [1, 1, fill 4, fill 4] -> 2.5; unranked, listed before y (same count and mean,
+    # earlier first run)
     assert (z.rank, z.attack, z.defenses_faced, z.teams) == (0, "z", 1, ("green",))
-    assert z.mean_l2 == pytest.approx(18.0)
+    assert z.mean_l2 == pytest.approx(2.5)
 
 
-def test_no_adversarial_found_scores_the_worst_case():
+def test_no_adversarial_found_scores_the_capped_fill():
     board = leaderboard([defense("A", [True, True, False, True])], [run("r", "A", "x", [INF, 2.0, INF, INF])], WORST)
-    assert board.defenses[0].distances == (10.0, 2.0, 0.0, 40.0)
-    assert board.attacks[0].mean_l2 == pytest.approx(13.0)
+    # the fill is min(worst case, the largest distance verified on the split: 2.0)
+    assert board.defenses[0].distances == (2.0, 2.0, 0.0, 2.0)
+    assert board.defenses[0].unbroken == 2
+    assert board.attacks[0].mean_l2 == pytest.approx(1.5)
+
+
+def test_with_nothing_verified_on_the_split_the_fill_is_the_worst_case():
+    board = leaderboard([defense("A", [True, True, False, True])], [run("r", "A", "x", [INF] * 4)], WORST)
+    assert board.defenses[0].distances == (10.0, 20.0, 0.0, 40.0) and math.isnan(board.fill_cap)
+
+
+def test_an_unbroken_sample_weighs_no_more_than_the_largest_verified_distance():
+    """Making attacks fail on one input gains no more than being robust there at the split's largest
+    verified distance (docs/rules.md section 6)."""
+    honest = run("h", "honest", "x", [1.0, 1.0, 1.0, 1.0])
+    trick = run("t", "trick", "x", [1.0, 1.0, 1.0, INF])       # one input where the attack fails
+    robust = run("r", "robust", "x", [1.0, 1.0, 1.0, 3.0])     # robust there at 3.0, the split's largest
+    board = leaderboard([defense("honest", [True] * 4), defense("trick", [True] * 4), defense("robust", [True] * 4)],
+                        [honest, trick, robust], WORST)
+    scores = {s.name: s.mean_l2 for s in board.defenses}
+    assert scores["trick"] == scores["robust"] == pytest.approx(1.5)   # not (1+1+1+40)/4 = 10.75
 
 
 def test_clean_misclassified_scores_zero_even_if_an_attack_reports_a_distance():
@@ -120,18 +147,38 @@ def test_clean_misclassified_scores_zero_even_if_an_attack_reports_a_distance():
     assert board.attacks[0].mean_l2 == 0.0
 
 
-def test_no_runs_every_defense_at_its_worst_case():
+def test_a_defense_nobody_attacked_is_never_ranked():
+    """No runs: no d but the misclassified clean images' 0; both defenses provisional, unranked."""
     board = leaderboard([defense("A", [True, True, True, False]), defense("B", [True] * 4)], [], WORST)
-    b, a = board.defenses
-    assert b.distances == (10.0, 20.0, 30.0, 40.0) and b.mean_l2 == 25.0 and b.median_l2 == 25.0
-    assert a.distances == (10.0, 20.0, 30.0, 0.0) and a.mean_l2 == 15.0
+    a, b = board.defenses
+    assert (a.rank, b.rank) == (0, 0) and a.provisional and b.provisional
+    assert (a.covered_samples, b.covered_samples) == (1, 0)
+    assert math.isnan(b.mean_l2) and a.mean_l2 == 0.0
+    assert all(math.isnan(v) for v in b.distances) and a.distances[3] == 0.0
     assert b.attacks_faced == () and b.best_runs == ("",) * 4
-    assert board.attacks == ()
+    assert not b.uncertainty.has_next and board.attacks == ()
+
+
+def test_unattacked_samples_have_no_d_and_leave_the_defense_provisional():
+    """A run that attacked 2 of 4 samples: the other two have no d (not the worst case); the defense
+    is provisional, shown with its coverage and its mean over the attacked samples, and compared
+    with nothing, even when a covered defense scores lower."""
+    partial = run("p", "A", "x", [1.0, INF, INF, INF], attacked=[True, True, False, False])
+    full = run("f", "B", "x", [0.5, 0.5, 0.5, 0.5])
+    board = leaderboard([defense("A", [True] * 4), defense("B", [True] * 4)], [partial, full], WORST)
+    b, a = board.defenses
+    assert (b.rank, a.rank) == (1, 0) and a.provisional and not b.provisional
+    assert a.covered_samples == 2 and a.unbroken == 1
+    assert a.distances[:2] == (1.0, 1.0) and all(math.isnan(v) for v in a.distances[2:])
+    assert a.mean_l2 == pytest.approx(1.0)
+    assert not b.uncertainty.has_next and not a.uncertainty.has_next
+    # the attack did not cover A: it is scored on B alone (and unranked: A is not on the attack board)
+    assert board.attack_defenses == ("B",)
 
 
 def test_only_unfinished_runs_count_as_no_runs():
     board = leaderboard([defense("A", [True] * 4)], [run("r", "A", "x", [0.1] * 4, finished=False)], WORST)
-    assert board.defenses[0].mean_l2 == 25.0
+    assert board.defenses[0].rank == 0 and math.isnan(board.defenses[0].mean_l2)
     assert board.attacks == ()
 
 
@@ -215,10 +262,69 @@ def test_bad_radii_are_rejected():
 
 def test_clean_correct_as_zero_one_integers_is_accepted():
     record = DefenseRecord(name="A", team="t", submitted_at=0.0, clean_correct=np.array([1, 1, 0, 1], dtype=np.uint8))
-    assert leaderboard([record], [], WORST).defenses[0].distances == (10.0, 20.0, 0.0, 40.0)
+    runs = [run("r", "A", "x", [INF, 1.0, INF, INF])]
+    assert leaderboard([record], runs, WORST).defenses[0].distances == (1.0, 1.0, 0.0, 1.0)
 
 
 def test_synthetic_arena_ranks_trades_first(board):
     assert [s.name for s in board.defenses] == ["trades", "pgd-at", "natural"]
     assert [a.rank for a in board.attacks] == [1, 2, 3, 0]
     assert board.attacks[-1].attack == "square"
+
+
+def test_an_attack_is_not_scored_on_its_own_teams_defenses():
+    """Red's attack breaks red's own defense at 0.01 (a trigger only red knows): that cell is not
+    part of its score, and the entry is ranked over the other defenses alone (docs/rules.md section 6)."""
+    defenses = [defense("honest", [True] * 4, team="blue"), defense("trigger", [True] * 4, team="red")]
+    runs = [run("r1", "honest", "hsja", [2.0] * 4, team="red"), run("r2", "trigger", "hsja", [0.01] * 4, team="red"),
+            run("g1", "honest", "hsja", [1.5] * 4, team="green"), run("g2", "trigger", "hsja", [1.5] * 4, team="green")]
+    board = leaderboard(defenses, runs, WORST)
+    red, green = (next(a for a in board.attacks if a.team == t) for t in ("red", "green"))
+    assert red.own_defenses == ("trigger",) and red.per_defense == (("honest", 2.0),) and red.mean_l2 == 2.0
+    assert (red.defenses_faced, red.defenses_listed) == (1, 1)
+    assert green.rank == 1 and red.rank == 2       # before v3 red ranked first at (2.0 + 0.01) / 2
+
+
+def test_entries_rank_within_their_budget_and_the_referee_is_marked():
+    defenses = [defense("A", [True] * 4)]
+    runs = [run("a", "A", "hsja", [1.0] * 4, team="org", budget=500), run("b", "A", "hsja", [2.0] * 4, budget=1000),
+            run("c", "A", "boundary", [3.0] * 4, budget=1000, team="green")]
+    board = leaderboard(defenses, runs, WORST, referee_teams={"org"})
+    assert [(a.key, a.budget, a.rank, a.referee) for a in board.attacks] == [
+        ("red/hsja", 1000, 1, False), ("green/boundary", 1000, 2, False), ("org/hsja", 500, 1, True)]
+    # compared within the 1000 group only
+    assert board.attacks[0].uncertainty.has_next and not board.attacks[1].uncertainty.has_next
+    assert not board.attacks[2].uncertainty.has_next
+    assert board.defenses[0].faced[0].budget in (500, 1000)
+
+
+def test_the_organizer_chooses_the_attack_boards_defenses():
+    defenses = [defense("A", [True] * 4), defense("B", [True] * 4, submitted_at=1.0)]
+    runs = [run("a", "A", "x", [3.0] * 4), run("b", "B", "y", [1.0] * 4, team="blue")]
+    every = leaderboard(defenses, runs, WORST)
+    assert every.attack_defenses == ("A", "B") and all(a.rank == 0 for a in every.attacks)
+    top = leaderboard(defenses, runs, WORST, attack_defenses=["A"], attack_set_rule="the top 1 of the public board")
+    assert top.attack_defenses == ("A",) and top.attack_set_rule == "the top 1 of the public board"
+    assert [(a.key, a.rank) for a in top.attacks] == [("red/x", 1), ("blue/y", 0)]
+
+
+def test_neighbour_verdicts_are_holm_corrected():
+    """A board's verdicts come from Holm-adjusted p-values: a pair whose own interval excludes 0 can
+    still be "not separated" once the board's other comparisons are counted (section 7)."""
+    rng = np.random.default_rng(3)
+    n = 60
+    base = rng.lognormal(0.0, 0.5, n)
+    names = [f"d{i}" for i in range(8)]
+    defenses = [defense(name, [True] * n, submitted_at=float(i)) for i, name in enumerate(names)]
+    # neighbours differ by ~0.06 with noise: some raw intervals exclude 0, fewer Holm verdicts separate
+    runs = [run(f"r{i}", name, "x", base * (1 + 0.06 * i) + rng.normal(0, 0.05, n)) for i, name in enumerate(names)]
+    board = leaderboard(defenses, runs, EvaluationSet(worst_case=np.full(n, 50.0)), resamples=2000)
+    rows = [s.uncertainty for s in board.defenses if s.uncertainty.has_next]
+    raw = [u.diff_next_ci_low > 0 or u.diff_next_ci_high < 0 for u in rows]
+    assert all(u.diff_next_p >= 0 for u in rows)
+    assert sum(u.separated for u in rows) <= sum(raw)
+    from scoreboard.uncertainty import holm
+    # "separated" needs the Holm-adjusted sign-flip p at 5% and the pair's own interval excluding 0
+    for u, excludes in zip(rows, raw):
+        assert u.separated == (u.diff_next_p <= 0.05 and excludes)
+    assert holm([0.01, 0.04, 0.012, 0.3]) == [True, False, True, False]

@@ -15,20 +15,22 @@ from scoreboard.tables import render_csv, render_json, render_text, to_dict
 
 def test_text_has_both_tables(board):
     text = render_text(board)
-    defenses, defense_pairs, attacks, attack_pairs = text.split("\n\n")
+    status, defenses, defense_pairs, attacks, attack_pairs = text.split("\n\n")
+    assert status.splitlines()[0] == "Board: public split (provisional ranking)"
     header = defenses.splitlines()[1]
-    for column in ("rank", "defense", "mean l2", "95% CI", "median l2", "clean acc", "robust acc @0.5",
-                   "robust acc @1.0", "robust acc @2.0", "attacks faced"):
+    for column in ("rank", "defense", "mean l2", "95% CI", "unbroken", "median l2", "clean acc (public)",
+                   "robust acc @0.5", "robust acc @1.0", "robust acc @2.0", "coverage", "attacks faced"):
         assert column in header
     first = defenses.splitlines()[3].split()
     top = board.defenses[0]
     u = top.uncertainty
-    assert first[:7] == ["1", "trades", "defenders", f"{top.mean_l2:.3f}", f"[{u.mean_ci_low:.3f},",
-                         f"{u.mean_ci_high:.3f}]", f"{top.median_l2:.3f}"]
-    assert f"{100 * top.clean_accuracy:.1f}%" in first
+    assert first[:8] == ["1", "trades", "defenders", f"{top.mean_l2:.3f}", f"[{u.mean_ci_low:.3f},",
+                         f"{u.mean_ci_high:.3f}]", str(top.unbroken), f"{top.median_l2:.3f}"]
+    assert f"{100 * top.clean_accuracy:.1f}%" in first and "40/40" in first
     rows = attacks.splitlines()
-    assert rows[1].split() == ["rank", "attack", "mean", "l2", "95%", "CI", "defenses", "faced", "team", "queries"]
-    assert rows[-1].split()[:2] == ["-", "square"] and "1/3" in rows[-1]  # unranked
+    assert rows[1].split() == ["rank", "attack", "budget", "mean", "l2", "95%", "CI", "defenses", "faced", "team",
+                               "queries", "own", "defenses"]
+    assert rows[-1].split()[:2] == ["-", "late/square"] and "1/3" in rows[-1]  # unranked
     # One comparison per pair of neighbours; the unranked attack is compared with nothing.
     pairs = defense_pairs.splitlines()[3:]
     assert [p.split()[:5] for p in pairs] == [["1.", "trades", "-", "2.", "pgd-at"], ["2.", "pgd-at", "-", "3.", "natural"]]
@@ -74,15 +76,18 @@ def _assert_uncertainty_json(row: dict, u) -> None:
 
 def test_csv_round_trips_numbers(board):
     rows = list(csv.DictReader(io.StringIO(render_csv(board))))
-    assert list(rows[0]) == ["rank", "name", "team", "mean_l2", "mean_ci_low", "mean_ci_high", "diff_next",
-                             "diff_next_ci_low", "diff_next_ci_high", "separated_from_next", "median_l2", "clean_accuracy",
-                             "robust_accuracy_eps_0.5", "robust_accuracy_eps_1.0", "robust_accuracy_eps_2.0",
-                             "attacks_faced", "submitted_at"]
+    assert list(rows[0]) == ["split", "notice", "status", "rank", "name", "team", "mean_l2", "mean_ci_low", "mean_ci_high",
+                             "diff_next", "diff_next_ci_low", "diff_next_ci_high", "diff_next_p",
+                             "separated_from_next", "unbroken", "covered_samples", "num_samples", "median_l2",
+                             "clean_accuracy_public", "robust_accuracy_eps_0.5", "robust_accuracy_eps_1.0",
+                             "robust_accuracy_eps_2.0", "attacks_faced", "faced", "submitted_at", "reason"]
     for row, score in zip(rows, board.defenses, strict=True):
+        assert (row["split"], row["status"]) == ("public", "ranked")
         assert int(row["rank"]) == score.rank and row["name"] == score.name
         assert float(row["mean_l2"]) == score.mean_l2 and float(row["median_l2"]) == score.median_l2
-        assert float(row["clean_accuracy"]) == score.clean_accuracy
+        assert float(row["clean_accuracy_public"]) == score.clean_accuracy
         assert float(row["robust_accuracy_eps_1.0"]) == score.robust_accuracy_at(1.0)
+        assert int(row["unbroken"]) == score.unbroken
         assert row["attacks_faced"].split(";") == list(score.attacks_faced)
         assert float(row["mean_ci_low"]) == score.uncertainty.mean_ci_low
         assert float(row["mean_ci_high"]) == score.uncertainty.mean_ci_high
@@ -116,7 +121,8 @@ def test_nan_is_null_in_json_and_empty_in_csv():
     assert data["attacks"][0]["mean_l2"] is None
     row = next(csv.DictReader(io.StringIO(render_csv(board))))
     assert row["mean_l2"] == "" and row["robust_accuracy_eps_0.5"] == ""
-    assert render_text(board).splitlines()[3].split()[3:8] == ["-", "-", "-", "50.0%", "-"]
+    first = next(line for line in render_text(board).splitlines() if line.startswith("   1"))
+    assert first.split()[3:9] == ["-", "-", "0", "-", "50.0%", "-"]
 
 
 def test_infinity_is_explicit_in_csv_and_refused_by_json():
@@ -125,3 +131,19 @@ def test_infinity_is_explicit_in_csv_and_refused_by_json():
     with pytest.raises(ValueError, match="inf"):
         render_json(board)
     assert to_dict(_board_with(1.25))["defenses"][0]["mean_l2"] == 1.25
+
+
+def test_a_board_notice_is_on_every_format(board):
+    """Rules v3 section 4: a competition whose private split comes from public data says so on every
+    board; the board carries the notice to text, JSON, CSV and HTML alike."""
+    from dataclasses import replace
+
+    from scoreboard.report import render_html
+
+    notice = "demo: the private split is built from public data"
+    noted = replace(board, notice=notice)
+    assert f"Notice: {notice}" in render_text(noted)
+    assert json.loads(render_json(noted))["notice"] == notice
+    for table in ("defenses", "attacks"):
+        assert {r["notice"] for r in csv.DictReader(io.StringIO(render_csv(noted, table)))} == {notice}
+    assert notice in render_html(noted)

@@ -28,27 +28,39 @@ def test_counts_are_resamples_with_replacement():
 def test_constant_sample_has_a_point_interval():
     got = mean_interval([0.7] * 12)
     assert (got.estimate, got.low, got.high) == pytest.approx((0.7, 0.7, 0.7))
-    assert mean_interval([2.5]) == uncertainty.Interval(2.5, 2.5, 2.5)
+    one = mean_interval([2.5])   # one sample: no spread to studentize with, no interval
+    assert one.estimate == 2.5 and math.isnan(one.low) and math.isnan(one.high)
 
 
-def test_hand_computed_binomial_case():
-    # Values (0, 0, 0, 1): a resample's mean is K/4 with K ~ Binomial(4, 1/4), so
-    # P(K=0) = 0.316 > 0.025 puts the 2.5% quantile at 0, and P(K<=2) = 0.949 < 0.975 <= P(K<=3) = 0.996
-    # puts the 97.5% quantile at 3/4.
-    got = mean_interval([0.0, 0.0, 0.0, 1.0])
-    assert (got.estimate, got.low, got.high) == (0.25, 0.0, 0.75)
-    # Two values (0, 1): means 0, 1/2, 1 with probabilities 1/4, 1/2, 1/4: the interval is [0, 1].
-    got = mean_interval([0.0, 1.0])
-    assert (got.low, got.high) == (0.0, 1.0)
-
-
-def test_the_interval_is_the_percentiles_of_resampled_means():
+def test_the_interval_is_the_bootstrap_t_interval_by_hand():
+    """Each resample's t = (mean* - mean) / se*; the interval is mean - q(97.5%) se .. mean - q(2.5%) se,
+    and the p-value of "mean 0" is twice the smaller tail of t* beyond mean / se (section 7)."""
     values = np.array([0.3, 1.2, 0.0, 2.2, 0.9, 1.1, 0.4])
-    counts = resample_counts(values.size, resamples=500, seed=9)
-    by_hand = [float(np.dot(values, c) / values.size) for c in counts]
-    low, high = np.quantile(by_hand, [0.025, 0.975])
-    got = uncertainty.mean_intervals(values[None], uncertainty.Resamples(values.size, 500, 9))[0]
-    assert got.low == pytest.approx(low, abs=1e-12) and got.high == pytest.approx(high, abs=1e-12)
+    n = values.size
+    counts = resample_counts(n, resamples=500, seed=9)
+    se = values.std(ddof=1) / math.sqrt(n)
+    t = []
+    for c in counts:
+        sample = np.repeat(values, c.astype(int))
+        t.append((sample.mean() - values.mean()) / (sample.std(ddof=1) / math.sqrt(n)))
+    q_low, q_high = np.quantile(t, [0.025, 0.975])
+    got = uncertainty.mean_intervals(values[None], uncertainty.Resamples(n, 500, 9))[0]
+    assert got.low == pytest.approx(values.mean() - q_high * se, abs=1e-9)
+    assert got.high == pytest.approx(values.mean() - q_low * se, abs=1e-9)
+    t_obs = values.mean() / se
+    p = 2 * min((np.sum(np.array(t) >= t_obs) + 1) / 501, (np.sum(np.array(t) <= t_obs) + 1) / 501)
+    assert got.p_value == pytest.approx(min(p, 1.0))
+    # the allowance widens the upper end only
+    wide = uncertainty.mean_intervals(values[None], uncertainty.Resamples(n, 500, 9), upper_allowance=[0.25])[0]
+    assert (wide.low, wide.high) == pytest.approx((got.low, got.high + 0.25))
+
+
+def test_holm_rejects_step_down_and_controls_the_family():
+    # m = 4: the smallest p against 0.05/4, the next against 0.05/3, ...; it stops at the first failure.
+    assert uncertainty.holm([0.01, 0.04, 0.012, 0.3]) == [True, False, True, False]
+    assert uncertainty.holm([0.013, 0.5, 0.5, 0.5]) == [False] * 4          # 0.013 > 0.05 / 4
+    assert uncertainty.holm([0.02, math.nan]) == [True, False]              # NaN: not in the family
+    assert uncertainty.holm_adjusted([0.01, 0.04, 0.012, 0.3]) == pytest.approx([0.04, 0.08, 0.04, 0.3])
 
 
 def test_paired_difference_sees_what_two_separate_intervals_cannot():
@@ -109,9 +121,11 @@ def test_board_rows_carry_their_intervals_and_neighbour_comparisons():
     names = [s.name for s in board.defenses]
     assert names[2] == "weak" and set(names[:2]) == {"strong", "close"}
     counts = uncertainty.Resamples(60, 2000, 0)
+    cap = max(max(s.distances) for s in board.defenses)   # nothing unbroken: the largest verified distance
     for i, s in enumerate(board.defenses):
         d = np.asarray(s.distances)
-        expected = uncertainty.mean_intervals(d[None], counts)[0]
+        # the upper end allows for one more unbroken sample, at the fill's cap (section 7)
+        expected = uncertainty.mean_intervals(d[None], counts, upper_allowance=[(cap - d.mean()) / 60])[0]
         assert (s.uncertainty.mean_ci_low, s.uncertainty.mean_ci_high) == pytest.approx((expected.low, expected.high))
         assert s.uncertainty.mean_ci_low <= s.mean_l2 <= s.uncertainty.mean_ci_high
         if i + 1 < len(board.defenses):
@@ -169,3 +183,20 @@ def test_vectorised_board_intervals_equal_the_one_resample_at_a_time_loop():
     values = np.random.default_rng(4).lognormal(0.0, 0.5, size=(4, 37))
     # 2500 resamples: the vectorised draw goes in chunks of 1000 rows, the loop one row at a time.
     assert np.allclose(ours(values, 2500, 11), reference(values, 2500, 11), rtol=0, atol=1e-12)
+
+
+def test_sign_flip_p_value_by_hand():
+    # differences (1, 1, 1): a flipped mean is as far from 0 only when all three signs agree: p = 2/8
+    (p,) = uncertainty.sign_flip_p_values(np.array([[1.0, 1.0, 1.0]]), count=20000, seed=0)
+    assert p == pytest.approx(0.25, abs=0.01)
+    # identical rows: every flip ties, p = 1; seeded: the same p again
+    assert uncertainty.sign_flip_p_values(np.zeros((1, 5)), count=100) == [1.0]
+    d = np.random.default_rng(1).normal(0.3, 1.0, size=(2, 40))
+    assert uncertainty.sign_flip_p_values(d, 500, 3) == uncertainty.sign_flip_p_values(d, 500, 3)
+
+
+def test_small_samples_with_many_zeros_still_get_a_finite_interval():
+    """At n = 8 with 6 zeros many resamples have no spread at all; their t must not be infinite
+    (the quantiles, and so the interval, would be NaN: the study's 8-sample smoke board was)."""
+    got = mean_interval([0.0, 0.0, 0.0, 6.78, 0.0, 0.0, 1.2, 0.0], resamples=4000)
+    assert math.isfinite(got.low) and math.isfinite(got.high) and got.low <= got.estimate <= got.high

@@ -55,6 +55,9 @@ class Store(abc.ABC):
         """(team, role) of a token that was not revoked."""
     @abc.abstractmethod
     def revoke_tokens(self, team: str, action: Action | None = None) -> int: ...
+    @abc.abstractmethod
+    def organizer_teams(self) -> set[str]:
+        """Teams with an organizer token, revoked or not (the boards mark their entries as the referee's)."""
     # the competition (rules v2): every organizer write records its Action in the same transaction
     @abc.abstractmethod
     def phase(self) -> str: ...

@@ -40,6 +40,11 @@ ROLES = (TEAM, ORGANIZER)
 # ------------------------------------------------------------------ rows
 
 
+# What every board and status says when the private split comes from public data (rules v3).
+DEMO_NOTICE = ("DEMO, NOT A COMPETITION: the private split comes from public data (--private-from-public); "
+               "any team could rebuild it (docs/rules.md section 4)")
+
+
 @dataclass(frozen=True)
 class EvaluationMeta:
     """The fixed evaluation set a store was created with (images are in the blob store)."""

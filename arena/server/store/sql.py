@@ -170,6 +170,9 @@ class SqlStore(Store):
                           (token_sha256,)).fetchone()
         return None if row is None else (row[0], row[1])
 
+    def organizer_teams(self) -> set[str]:
+        return {r[0] for r in self._query("SELECT DISTINCT team FROM tokens WHERE role = 'organizer'").fetchall()}
+
     def revoke_tokens(self, team: str, action: Action | None = None) -> int:
         with self._transaction() as conn:
             count = self._exec(conn, "UPDATE tokens SET revoked_at = ? WHERE team = ? AND revoked_at IS NULL",
