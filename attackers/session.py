@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from arena.client import ArenaCallError, ArenaClient
+from arena.ground.client import ArenaCallError, ArenaClient
 from attackers.base import Attack, AttackResult
 from attackers.oracle import Oracle
 from attackers.remote import RemoteOracle, RequestIds

@@ -34,7 +34,7 @@ def imports_of(package: str) -> dict[str, set[str]]:
                 if node.level:
                     raise AssertionError(f"{path}: relative import; the layout rules read absolute names")
                 names.add(node.module)
-                # `from arena import client` imports arena.client
+                # `from arena import client` imports arena.top.client
                 names.update(f"{node.module}.{alias.name}" for alias in node.names)
         out[str(path.relative_to(ROOT))] = names
     return out
@@ -106,27 +106,27 @@ def test_no_class_in_the_server_over_250_lines():
 
 
 def test_server_imports_no_attackers_no_torch_no_cli():
-    assert offenders("arena/server", lambda n: _under(n, "attackers", "torch", "torchvision", "arena.cli")) == []
+    assert offenders("arena/server", lambda n: _under(n, "attackers", "torch", "torchvision", "arena.top.cli")) == []
 
 
 def test_scoreboard_imports_only_the_contract_of_ours():
     def bad(name):
-        return _under(name, *OURS) and not _under(name, "scoreboard", "arena.contract") and name != "arena"
+        return _under(name, *OURS) and not _under(name, "scoreboard", "arena.ground.contract") and name != "arena"
     assert offenders("scoreboard", bad) == []
 
 
 def test_attackers_never_import_server_internals():
-    assert offenders("attackers", lambda n: _under(n, "arena.server", "arena.cli")) == []
+    assert offenders("attackers", lambda n: _under(n, "arena.server", "arena.top.cli")) == []
 
 
 def test_contract_imports_numpy_only():
-    names = imports_of("arena")["arena/contract.py"]
+    names = imports_of("arena")["arena/ground/contract.py"]
     assert names <= {"__future__", "__future__.annotations", "enum", "numpy"}, names
 
 
 def test_defenses_import_neither_the_arena_nor_the_attackers():
     def bad(name):
-        return _under(name, "attackers") or (_under(name, "arena") and not _under(name, "arena.contract")
+        return _under(name, "attackers") or (_under(name, "arena") and not _under(name, "arena.ground.contract")
                                             and name != "arena")
     assert offenders("defenses", bad) == []
 
@@ -134,9 +134,9 @@ def test_defenses_import_neither_the_arena_nor_the_attackers():
 def test_shared_modules_stay_out_of_the_server():
     """The client, the wire encoding and the inference path are used by clients too: they may
     not reach into the server package either."""
-    for module in ("arena/client.py", "arena/wire.py", "arena/inference.py", "arena/contract.py", "arena/charging.py"):
+    for module in ("arena/ground/client.py", "arena/ground/wire.py", "arena/ground/inference.py", "arena/ground/contract.py", "arena/ground/charging.py"):
         names = imports_of("arena")[module]
-        assert not [n for n in names if _under(n, "arena.server", "arena.cli", "attackers", "torch")], module
+        assert not [n for n in names if _under(n, "arena.server", "arena.top.cli", "attackers", "torch")], module
 
 
 @pytest.mark.parametrize("rule, module", [

@@ -16,12 +16,12 @@ import grpc
 import numpy as np
 import pytest
 
-from arena.bench import toy_models
+from arena.top.bench import toy_models
 from arena.server import evaluation
 from arena.server.auth import create_token
-from arena.client import ArenaClient
+from arena.ground.client import ArenaClient
 from arena.server.core import ArenaConfig
-from arena.inference import make_session
+from arena.ground.inference import make_session
 from arena.server import ServerConfig, start_server
 
 BUDGET = 40
@@ -94,7 +94,7 @@ def client(arena):
     """A client of a fresh team: budgets are per team, defense and split (rules v2), so each test
     starts with the whole budget."""
     token = arena.new_team()
-    with arena.client(token) as c:
+    with arena.ground.client(token) as c:
         c.token = token
         yield c
 

@@ -15,11 +15,11 @@ import uuid
 import numpy as np
 import pytest
 
-from arena.bench import toy_models
-from arena.client import ArenaClient
+from arena.top.bench import toy_models
+from arena.ground.client import ArenaClient
 from arena.server.transport import predict_call
-from arena.wire import encode
-from arena.inference import SERVING_PER_IMAGE, chunk_sizes, make_session, split_batch
+from arena.ground.wire import encode
+from arena.ground.inference import SERVING_PER_IMAGE, chunk_sizes, make_session, split_batch
 from arena.server import ServerConfig, evaluation, start_server, validation
 from arena.server.auth import create_token
 from arena.server.core import ArenaConfig
@@ -61,7 +61,7 @@ def boundary_points(model_bytes: bytes, images: np.ndarray, pairs: int) -> list[
 @pytest.fixture(scope="module")
 def resnet(arena):
     data = toy_models.resnet_like(widths=(8, 16), seed=3).SerializeToString()
-    with arena.client() as c:
+    with arena.ground.client() as c:
         c.submit_defense(data, "resnet-small")
     return data
 
@@ -80,12 +80,12 @@ def test_boundary_labels_do_not_depend_on_the_batch(arena, resnet, defense):
     hair = max(float(np.abs(hi - lo).max()) for lo, hi in points)
     assert hair < 1e-5, hair  # really on the boundary
 
-    with arena.client() as c:
+    with arena.ground.client() as c:
         def fresh_run():
             # budgets are per team (rules v2): a new team, so a new budget
             nonlocal c
             c.close()
-            c = arena.client(arena.new_team())
+            c = arena.ground.client(arena.new_team())
             return c.start_run(defense, f"invariance-{uuid.uuid4().hex[:6]}")
 
         run = fresh_run()

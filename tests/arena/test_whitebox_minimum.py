@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from attackers.whitebox_minimum import board_gap, format_gap, whitebox_minimum
+from arena.top.bench.whitebox_minimum import board_gap, format_gap, whitebox_minimum
 
 
 def linear_model(seed: int = 0):
