@@ -286,6 +286,12 @@ class ArenaClient:
         return list(self._call(self.admin.ListActions, pb.ListActionsRequest()).actions)
 
 
+def is_rejected(defense: pb.Defense) -> bool:
+    """Whether the arena rejected this defense (its record's status), so that callers above the
+    client ask it rather than compare protobuf enum values themselves."""
+    return defense.status == pb.DEFENSE_STATUS_REJECTED
+
+
 def split_value(split: str | None) -> int:
     """"public" / "private" / None (the current phase's) -> arena.v1.Split."""
     values = {None: pb.SPLIT_UNSPECIFIED, "public": pb.SPLIT_PUBLIC, "private": pb.SPLIT_PRIVATE}
