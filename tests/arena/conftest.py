@@ -94,7 +94,7 @@ def client(arena):
     """A client of a fresh team: budgets are per team, defense and split (rules v2), so each test
     starts with the whole budget."""
     token = arena.new_team()
-    with arena.ground.client(token) as c:
+    with arena.client(token) as c:
         c.token = token
         yield c
 

@@ -61,7 +61,7 @@ def boundary_points(model_bytes: bytes, images: np.ndarray, pairs: int) -> list[
 @pytest.fixture(scope="module")
 def resnet(arena):
     data = toy_models.resnet_like(widths=(8, 16), seed=3).SerializeToString()
-    with arena.ground.client() as c:
+    with arena.client() as c:
         c.submit_defense(data, "resnet-small")
     return data
 
@@ -80,12 +80,12 @@ def test_boundary_labels_do_not_depend_on_the_batch(arena, resnet, defense):
     hair = max(float(np.abs(hi - lo).max()) for lo, hi in points)
     assert hair < 1e-5, hair  # really on the boundary
 
-    with arena.ground.client() as c:
+    with arena.client() as c:
         def fresh_run():
             # budgets are per team (rules v2): a new team, so a new budget
             nonlocal c
             c.close()
-            c = arena.ground.client(arena.new_team())
+            c = arena.client(arena.new_team())
             return c.start_run(defense, f"invariance-{uuid.uuid4().hex[:6]}")
 
         run = fresh_run()

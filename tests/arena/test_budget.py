@@ -92,7 +92,7 @@ def test_concurrent_clients_never_overdraw(arena, client, run):
 
     def worker(seed: int) -> None:
         local = np.random.default_rng(seed)
-        with arena.ground.client(client.token) as c:
+        with arena.client(client.token) as c:
             for _ in range(40):
                 n = int(local.integers(1, 9))
                 samples = local.integers(0, 4, n)
@@ -112,7 +112,7 @@ def test_concurrent_clients_never_overdraw(arena, client, run):
         t.start()
     for t in threads:
         t.join()
-    with arena.ground.client(client.token) as c:
+    with arena.client(client.token) as c:
         used = np.array(c.get_run(run.run_id).queries_used)
     assert (used <= BUDGET).all()
     assert used.tolist() == accepted.tolist()
@@ -147,5 +147,5 @@ def test_merged_batches_are_group_committed(arena, client, run):
     assert writer.stats.commits - commits == 1
     assert batcher.stats.runs - runs == 1 and batcher.stats.merged_runs - merged == 1
     assert [list(a.labels) for a in answers] == [[int(arena.labels[i])] * 2 for i in range(8)]
-    with arena.ground.client(client.token) as c:
+    with arena.client(client.token) as c:
         assert list(c.get_run(run.run_id).queries_used)[:8] == [2] * 8

@@ -46,7 +46,7 @@ def test_metrics_count_what_the_clients_sent(arena, client, run):
 
     def sender(seed: int) -> None:
         rng = np.random.default_rng(seed)
-        with arena.ground.client(client.token) as c:
+        with arena.client(client.token) as c:
             refused = 0
             while refused < 3:
                 samples = rng.integers(0, NUM_SAMPLES, int(rng.integers(1, 9)))
@@ -76,11 +76,11 @@ def test_metrics_count_what_the_clients_sent(arena, client, run):
     done.set()
     watcher.join()
     assert len(scrapes) >= 2 and scrapes == sorted(scrapes)
-    with arena.ground.client(client.token) as c:
+    with arena.client(client.token) as c:
         used = np.array(c.get_run(run.run_id).queries_used)
     assert used.sum() == sent["ok_images"] and (used <= BUDGET).all()
 
-    with arena.ground.client(arena.new_team()) as c:
+    with arena.client(arena.new_team()) as c:
         run2 = c.start_run("tiny", "metrics")
         c.predict(run2.run_id, arena.images[:2], [0, 1], request_id="twice")
         c.predict(run2.run_id, arena.images[:2], [0, 1], request_id="twice")     # replayed: free
