@@ -35,8 +35,8 @@ ATTACKS = builtin_attacks()
 
 # Remote pieces import grpc and the protos: loaded on first use.
 _LAZY = {
-    "RemoteOracle": "attackers.remote", "RequestIds": "attackers.remote", "ArenaClient": "arena.client",
-    "ArenaCallError": "arena.client", "attack_remote": "attackers.session", "attack_local": "attackers.session",
+    "RemoteOracle": "attackers.remote", "RequestIds": "attackers.remote", "ArenaClient": "arena.ground.client",
+    "ArenaCallError": "arena.ground.client", "attack_remote": "attackers.session", "attack_local": "attackers.session",
     "Outcome": "attackers.session", "SessionError": "attackers.session",
 }
 

@@ -38,7 +38,7 @@ from typing import Any, ClassVar, final
 
 import numpy as np
 
-from arena.contract import DEFAULT_BUDGET
+from arena.ground.contract import DEFAULT_BUDGET
 from attackers.oracle import Oracle
 from attackers.tracker import Tracker
 

@@ -1,11 +1,11 @@
 """LocalOracle: an ONNX defense in-process, run by the arena's own inference code, with the arena's
 budget semantics.
 
-Same contract as the arena's Predict: labels only (`arena.contract.labels_from_logits`: logits
+Same contract as the arena's Predict: labels only (`arena.ground.contract.labels_from_logits`: logits
 that are not all finite are a failure, FAILED_LABEL), each image charged to the sample it is about
-when the oracle knows the samples' clean images (`originals`: the arena's rule, `arena.charging`),
+when the oracle knows the samples' clean images (`originals`: the arena's rule, `arena.ground.charging`),
 else to the sample it names, and a request that would take any sample past its budget (or breaks the image contract) is
-refused whole and charges nothing. The model runs through `arena.inference.DefenseModel`, with the
+refused whole and charges nothing. The model runs through `arena.ground.inference.DefenseModel`, with the
 arena's session options and power-of-two chunks, so an adversarial found locally is one on the
 arena too, down to points on the decision boundary (tests/attackers/test_local_matches_arena.py).
 """
@@ -17,15 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from arena.charging import SampleCharger
-from arena.contract import DEFAULT_BUDGET, labels_from_logits
-from arena.inference import DEFAULT_MAX_CHUNK, SERVING_BATCHED, SERVING_PER_IMAGE, DefenseModel, make_session
+from arena.ground.charging import SampleCharger
+from arena.ground.contract import DEFAULT_BUDGET, labels_from_logits
+from arena.ground.inference import DEFAULT_MAX_CHUNK, SERVING_BATCHED, SERVING_PER_IMAGE, DefenseModel, make_session
 from attackers.oracle import BudgetExceeded, InvalidRequest, Oracle, OracleError, check_request
 
 
 def load_defense(model: str | os.PathLike | bytes, threads: int = 0, serving_mode: str = SERVING_BATCHED,
                  max_chunk: int = DEFAULT_MAX_CHUNK) -> DefenseModel:
-    """The defense as the arena runs it (`arena.inference`: same session options, same chunks)."""
+    """The defense as the arena runs it (`arena.ground.inference`: same session options, same chunks)."""
     if serving_mode not in (SERVING_BATCHED, SERVING_PER_IMAGE):
         raise ValueError(f"serving_mode must be {SERVING_BATCHED!r} or {SERVING_PER_IMAGE!r}, got {serving_mode!r}")
     if isinstance(model, bytes):
@@ -47,7 +47,7 @@ class LocalOracle(Oracle):
     given, bounds the sample ids a request may name; `serving_mode` is how the arena serves the
     defense ("batched" unless its validation found logits that vary with the batch size);
     `originals`, the clean images of every sample (the whole split), charges each image to the
-    sample it is about as the arena does (`arena.charging`), else to the one it names."""
+    sample it is about as the arena does (`arena.ground.charging`), else to the one it names."""
 
     def __init__(self, model: str | os.PathLike | bytes, *, budget: int | None = DEFAULT_BUDGET,
                  num_samples: int | None = None, threads: int = 0, serving_mode: str = SERVING_BATCHED,

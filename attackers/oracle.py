@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from arena.contract import BOUNDS, IMAGE_SHAPE, within_bounds
+from arena.ground.contract import BOUNDS, IMAGE_SHAPE, within_bounds
 
 
 class OracleError(RuntimeError):
@@ -35,7 +35,7 @@ class BudgetExceeded(OracleError):
 
     `sample_indices` names the offending samples where the oracle knows them (else it is empty):
     the samples named by the images that could not be charged. Under the arena's rule an image is
-    charged to the sample it is about (`arena.charging`), so these may be samples that still have
+    charged to the sample it is about (`arena.ground.charging`), so these may be samples that still have
     budget of their own, whose queries went into an exhausted sample's neighbourhood."""
 
     def __init__(self, message: str, sample_indices: Sequence[int] = ()) -> None:

@@ -1,4 +1,4 @@
-"""The arena's Predict on one run as an oracle: `RemoteOracle`, over the one client (`arena.client`).
+"""The arena's Predict on one run as an oracle: `RemoteOracle`, over the one client (`arena.ground.client`).
 
 The client retries UNAVAILABLE with the same request id (the server replays the answer instead
 of charging twice); a budget refusal of the server becomes `BudgetExceeded` naming the samples
@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from arena.charging import SampleCharger
-from arena.client import ArenaCallError, ArenaClient, BudgetRefused, ReplayMismatch, max_batch_of
+from arena.ground.charging import SampleCharger
+from arena.ground.client import ArenaCallError, ArenaClient, BudgetRefused, ReplayMismatch, max_batch_of
 from attackers.oracle import BudgetExceeded, InvalidRequest, Oracle, OracleError, check_request
 
 
@@ -118,7 +118,7 @@ class RemoteOracle(Oracle):
 
     def _refused(self, exhausted, images: np.ndarray, ids: np.ndarray) -> list[int]:
         """The named samples whose images were charged to the `exhausted` samples the arena
-        listed: the arena charges an image to the sample it is about (`arena.charging`), which
+        listed: the arena charges an image to the sample it is about (`arena.ground.charging`), which
         may not be the one named. The rule needs the whole split's images: fetched once, here."""
         exhausted = np.asarray(exhausted, dtype=np.int64)
         if exhausted.size == 0:

@@ -31,11 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from arena.client import ArenaCallError, ArenaClient
+from arena.ground.client import ArenaCallError, ArenaClient, is_rejected
 from attackers.base import Attack, AttackResult
 from attackers.oracle import Oracle
 from attackers.remote import RemoteOracle, RequestIds
-from protos import arena_v1_pb2 as pb
 from attackers.tracker import Tracker
 
 STATE_VERSION = 1
@@ -370,7 +369,7 @@ def check_defense(client: ArenaClient, defense: str):
             names = []
         known = f"; defenses on this arena: {', '.join(names)}" if names else "; this arena has no defenses yet"
         raise SessionError(f"unknown defense {defense!r}{known}") from None
-    if record.status == pb.DEFENSE_STATUS_REJECTED:
+    if is_rejected(record):
         raise SessionError(f"defense {defense!r} was rejected by the arena: {'; '.join(record.rejection_reasons)}")
     return record
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from arena.contract import within_bounds
+from arena.ground.contract import within_bounds
 from attackers.kernels import copy_rows, keep_closer, l2_distances
 from attackers.oracle import BudgetExceeded, Oracle
 

@@ -10,5 +10,6 @@
 Modules: models/ (architectures), methods/ (natural, PGD-AT, TRADES, MART objectives),
 threat.py (perturbation sets and the projected-gradient loop), modes.py (frozen parameters,
 BatchNorm mode), augment.py, schedule.py, device.py, distributed.py (torchrun/DDP), rng.py,
-tensors.py, bench.py (`arena bench train`); data/ (numpy-only datasets) is imported by the server.
+tensors.py; data/ (numpy-only datasets) is imported by the server.
+`arena bench train` lives on the top floor (arena/top/bench/train.py).
 """

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from arena.contract import IMAGE_SHAPE
+from arena.ground.contract import IMAGE_SHAPE
 from defenses.atomic import atomic_write
 from defenses.checkpoint import CheckpointMeta, load_checkpoint
 from defenses.tensors import load_tensors, predict_logits

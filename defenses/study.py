@@ -2,7 +2,7 @@
 minimal l2 (`defenses.whitebox.evaluate`), and its input-gradient maps with their edge
 correlation (`defenses.saliency`), on the same evaluation images for every model.
 
-The black-box half (an arena, the reference attacks) is in `arena.cli.study`; the page in
+The black-box half (an arena, the reference attacks) is in `arena.top.cli.study`; the page in
 `scoreboard.study`.
 """
 

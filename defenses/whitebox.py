@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arena.contract import sample_scores, worst_case_distances
+from arena.ground.contract import sample_scores, worst_case_distances
 from defenses.modes import frozen
 from defenses.tensors import model_device, predict_logits
 from defenses.threat import ThreatModel, maximize

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from arena.contract import sample_scores
+from arena.ground.contract import sample_scores
 from scoreboard import uncertainty
 from scoreboard.records import DefenseRecord, EvaluationSet, RunRecord
 

@@ -1,6 +1,6 @@
 """Fixtures shared by every test package: a real PostgreSQL server for the session.
 
-`postgres` starts one server for the whole session (arena.bench.postgres_server) and stops it at the
+`postgres` starts one server for the whole session (arena.top.bench.postgres_server) and stops it at the
 end; `postgres_url` is a fresh empty database on it per test. Without the server binaries the
 tests that need them are skipped, unless ARENA_REQUIRE_POSTGRES=1 (`.ci/run` sets it), which
 makes that a failure.
@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from arena.bench.postgres_server import PostgresServer, find_bin
+from arena.top.bench.postgres_server import PostgresServer, find_bin
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from arena.contract import first_bad_image, in_unit_interval
+from arena.ground.contract import first_bad_image, in_unit_interval
 
 
 def _images(*values):

@@ -2,13 +2,19 @@
 statement counts, the lazy ones inside functions included, so a rule cannot be dodged by
 importing late.
 
-- the server package (arena/server) imports neither `attackers`, nor torch, nor the CLI;
-- `scoreboard` imports nothing of ours but the contract module;
-- `attackers` never imports server internals;
-- the contract module imports numpy and nothing else of ours;
-- `defenses` imports neither the arena (but its contract) nor `attackers`;
+The floors (arrows point down only):
+- the ground floor (arena/ground: contract, wire, inference, client, charging, tuning) imports
+  nothing of ours but itself and `protos`; the contract module imports numpy and nothing else;
+- the middle floor: the server (arena/server) stands on the ground floor and imports neither
+  the top floor, nor `attackers`, nor torch; `attackers` import only what the README's table
+  says (the ground floor, numpy, numba; torch and `defenses` lazily, in the surrogate modules
+  only; tqdm lazily, for progress bars), never `protos`; `scoreboard` imports nothing of ours
+  but the contract module; `defenses` imports neither the arena (but its contract) nor
+  `attackers`;
+- the top floor (arena/top: the CLI, the benchmarks, the referee) is imported by nothing below it;
 - in the server, only the modules that speak the wire import `protos`: the core and its rooms
-  speak plain types (`arena.server.calls`), and nothing they import reaches protobuf either.
+  speak plain types (`arena.server.calls`), and nothing they import reaches protobuf either;
+- and there are no import cycles.
 """
 
 from __future__ import annotations
@@ -34,9 +40,31 @@ def imports_of(package: str) -> dict[str, set[str]]:
                 if node.level:
                     raise AssertionError(f"{path}: relative import; the layout rules read absolute names")
                 names.add(node.module)
-                # `from arena import client` imports arena.client
+                # `from arena.ground import client` imports arena.ground.client
                 names.update(f"{node.module}.{alias.name}" for alias in node.names)
         out[str(path.relative_to(ROOT))] = names
+    return out
+
+
+def scoped_imports_of(package: str) -> dict[str, set[tuple[str, bool]]]:
+    """{module file: {(module name it imports, whether the import is lazy: inside a function)}}."""
+    out: dict[str, set[tuple[str, bool]]] = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        found: set[tuple[str, bool]] = set()
+
+        def visit(node, lazy: bool) -> None:
+            for child in ast.iter_child_nodes(node):
+                inner = lazy or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+                if isinstance(child, ast.Import):
+                    found.update((alias.name, inner) for alias in child.names)
+                elif isinstance(child, ast.ImportFrom):
+                    found.add((child.module, inner))
+                    found.update((f"{child.module}.{alias.name}", inner) for alias in child.names)
+                visit(child, inner)
+
+        visit(tree, False)
+        out[str(path.relative_to(ROOT))] = found
     return out
 
 
@@ -105,38 +133,100 @@ def test_no_class_in_the_server_over_250_lines():
     assert long == []
 
 
-def test_server_imports_no_attackers_no_torch_no_cli():
-    assert offenders("arena/server", lambda n: _under(n, "attackers", "torch", "torchvision", "arena.cli")) == []
+def test_server_imports_no_attackers_no_torch_no_top_floor():
+    assert offenders("arena/server", lambda n: _under(n, "attackers", "torch", "torchvision", "arena.top")) == []
+
+
+def test_the_ground_floor_imports_only_itself_and_protos():
+    def bad(name):
+        return (_under(name, *OURS) and not _under(name, "arena.ground", "protos") and name != "arena") \
+            or _under(name, "torch", "torchvision")
+    assert offenders("arena/ground", bad) == []
+
+
+def test_the_server_stands_on_the_ground_floor():
+    """The server's shared pieces come from the ground floor (the contract, inference, wire,
+    charging), not from copies of its own."""
+    grounded = [path for path, names in imports_of("arena/server").items() if any(_under(n, "arena.ground") for n in names)]
+    assert "arena/server/queries.py" in grounded and "arena/server/validation.py" in grounded
+
+
+BELOW_THE_TOP = ("arena/ground", "arena/server", "attackers", "defenses", "scoreboard", "protos")
+
+
+@pytest.mark.parametrize("package", BELOW_THE_TOP)
+def test_nothing_below_the_top_floor_imports_it(package):
+    assert offenders(package, lambda n: _under(n, "arena.top")) == []
+
+
+def test_arena_has_only_its_floors():
+    """arena/ holds the three floors and nothing beside them (a module at arena/'s top level would
+    be on no floor): ground/, server/, top/, and the package's own __init__ and __main__."""
+    entries = {p.name for p in (ROOT / "arena").iterdir() if p.name != "__pycache__" and not p.name.endswith(".egg-info")}
+    assert entries == {"__init__.py", "__main__.py", "ground", "server", "top"}, entries
+
+
+# The README's table, row `attackers/`: what the attacks may import. Numpy and numba at any time;
+# the surrogate attacks' modules load torch and `defenses` (checkpoints, the white-box DDN warm
+# start) lazily, only when a surrogate is used; tqdm draws progress bars, lazily. Of ours, the
+# ground floor (client, contract, charging, inference) and nothing else: no `protos` (the client
+# answers in its own terms), no server, no scoreboard, no top floor.
+ATTACKER_THIRD_PARTY = ("numpy", "numba")
+ATTACKER_LAZY = ("tqdm",)
+SURROGATE_MODULES = ("attackers/surrogates.py", "attackers/transfer.py", "attackers/livia.py")
+SURROGATE_LAZY = ("torch", "defenses.checkpoint", "defenses.whitebox")
+
+
+def attacker_offences() -> list[str]:
+    import sys
+
+    bad = []
+    for path, found in scoped_imports_of("attackers").items():
+        for name, lazy in found:
+            top = name.split(".")[0]
+            if top in sys.stdlib_module_names or _under(name, "attackers", "arena.ground", *ATTACKER_THIRD_PARTY):
+                continue
+            if name in ("arena", "defenses"):      # the package a `from arena.ground...` names
+                continue
+            if lazy and _under(name, *ATTACKER_LAZY):
+                continue
+            if lazy and path in SURROGATE_MODULES and _under(name, *SURROGATE_LAZY):
+                continue
+            bad.append(f"{path}: {name}{' (lazy)' if lazy else ''}")
+    return sorted(bad)
+
+
+def test_attackers_import_only_what_the_readme_says():
+    assert attacker_offences() == []
+
+
+def test_the_attacker_rule_sees_torch_at_module_level():
+    probe = ROOT / "attackers" / "surrogates_probe.py"
+    probe.write_text("import torch\nimport defenses.train\ndef f():\n    import protos\n    import torch\n")
+    try:
+        assert [o for o in attacker_offences() if "surrogates_probe" in o] == [
+            "attackers/surrogates_probe.py: defenses.train", "attackers/surrogates_probe.py: protos (lazy)",
+            "attackers/surrogates_probe.py: torch", "attackers/surrogates_probe.py: torch (lazy)"]
+    finally:
+        probe.unlink()
 
 
 def test_scoreboard_imports_only_the_contract_of_ours():
     def bad(name):
-        return _under(name, *OURS) and not _under(name, "scoreboard", "arena.contract") and name != "arena"
+        return _under(name, *OURS) and not _under(name, "scoreboard", "arena.ground.contract") and name != "arena"
     assert offenders("scoreboard", bad) == []
 
 
-def test_attackers_never_import_server_internals():
-    assert offenders("attackers", lambda n: _under(n, "arena.server", "arena.cli")) == []
-
-
 def test_contract_imports_numpy_only():
-    names = imports_of("arena")["arena/contract.py"]
+    names = imports_of("arena")["arena/ground/contract.py"]
     assert names <= {"__future__", "__future__.annotations", "enum", "numpy"}, names
 
 
 def test_defenses_import_neither_the_arena_nor_the_attackers():
     def bad(name):
-        return _under(name, "attackers") or (_under(name, "arena") and not _under(name, "arena.contract")
+        return _under(name, "attackers") or (_under(name, "arena") and not _under(name, "arena.ground.contract")
                                             and name != "arena")
     assert offenders("defenses", bad) == []
-
-
-def test_shared_modules_stay_out_of_the_server():
-    """The client, the wire encoding and the inference path are used by clients too: they may
-    not reach into the server package either."""
-    for module in ("arena/client.py", "arena/wire.py", "arena/inference.py", "arena/contract.py", "arena/charging.py"):
-        names = imports_of("arena")[module]
-        assert not [n for n in names if _under(n, "arena.server", "arena.cli", "attackers", "torch")], module
 
 
 @pytest.mark.parametrize("rule, module", [

@@ -32,7 +32,7 @@ Modules, one concept each:
 - images      zero-copy parsing and checking of image batches in requests
 - digests     the serving path's two digests
 - errors      domain errors, each with its gRPC status
-Inference itself (ONNX Runtime sessions, batch-invariant chunking) is `arena.inference`, shared
+Inference itself (ONNX Runtime sessions, batch-invariant chunking) is `arena.ground.inference`, shared
 with the attackers' LocalOracle so that local and remote labels agree bit for bit.
 """
 

@@ -34,7 +34,7 @@ from arena.server.evaluation import EvaluationData
 from arena.server.settings import ServerConfig
 from arena.server.store import Store, open_store
 from arena.server.transport import add_services
-from arena.tuning import tune_malloc
+from arena.ground.tuning import tune_malloc
 from protos import arena_v1_pb2 as pb
 
 log = logging.getLogger("arena.server")

@@ -7,7 +7,7 @@ Requests that arrive while the runs are busy queue up and go together into the n
 by default so a lone request never waits). After a run, every request's write operations
 (charges, replay record, query hashes, adversarials) are committed in one group commit and only
 then are the labels released; the next run starts meanwhile. Labels do not depend on the
-company a request had: see `arena.inference`.
+company a request had: see `arena.ground.inference`.
 
 The event loop only queues and dispatches: model run, preparing the write operations (digests
 included) and the group commit happen on one worker thread per run, and the loop wakes once
@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnxruntime as ort
 
-from arena.contract import FAILED_LABEL
+from arena.ground.contract import FAILED_LABEL
 from arena.server.errors import Unavailable
-from arena.inference import DefenseModel
+from arena.ground.inference import DefenseModel
 from arena.server.store import WriteOp
 from arena.server.writer import GroupCommitWriter
 

@@ -21,7 +21,7 @@ refills it; submissions are refused once the final phase began, atomically with 
 (`Store.put_defense(require_open=True)`); organizer actions are recorded with their reason.
 
 Rules v3 on the query path (docs/rules.md sections 4-5): each queried image is charged to the
-sample it is about (`arena.charging`: the sample whose neighbourhood holds it, else the one named),
+sample it is about (`arena.ground.charging`: the sample whose neighbourhood holds it, else the one named),
 so remaining, refusals and replays follow that sample; a team's images in flight on a defense are
 bounded (`arena.server.admission`); a time-out is never a verdict (`arena.server.batching`).
 
@@ -46,8 +46,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from arena.charging import SampleCharger
-from arena.inference import default_threads
+from arena.ground.charging import SampleCharger
+from arena.ground.inference import default_threads
 from arena.server import sandbox
 from arena.server.admission import TeamAdmission
 from arena.server.competition import Competition

@@ -29,7 +29,7 @@ from hashlib import sha256
 
 import numpy as np
 
-from arena.contract import IMAGE_SHAPE, worst_case_distances
+from arena.ground.contract import IMAGE_SHAPE, worst_case_distances
 from arena.server.store import EvaluationMeta, Store, StoreError
 from arena.server.store.rows import split_slice
 

@@ -1,4 +1,4 @@
-"""Image batches in requests, as the server reads them (the encoding side is `arena.wire`).
+"""Image batches in requests, as the server reads them (the encoding side is `arena.ground.wire`).
 
 Decoding is zero-copy (`np.frombuffer` over the message's bytes) and checks everything
 docs/rules.md section 2 asks of an image; every failure is a `BadRequest` (an unknown sample: `NotFound`) naming the field.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from arena.contract import IMAGE_BYTES, IMAGE_SHAPE, first_bad_image, in_unit_interval
+from arena.ground.contract import IMAGE_BYTES, IMAGE_SHAPE, first_bad_image, in_unit_interval
 from arena.server.errors import BadRequest, NotFound
-from arena.wire import WIRE_DTYPE
+from arena.ground.wire import WIRE_DTYPE
 
 
 # ---------------------------------------------------------------- zero-copy request parsing
@@ -112,7 +112,7 @@ def decode(batch, field: str, max_batch: int) -> np.ndarray:
     """An ImageBatch (or a RawImages view of one) -> read-only float32 [N,3,64,64] view of the message bytes, fully checked.
 
     Checks: shape [N,3,64,64] with 1 <= N <= max_batch, byte length N*49,152, every value finite
-    and in [0, 1] (one pass: `arena.contract.in_unit_interval`).
+    and in [0, 1] (one pass: `arena.ground.contract.in_unit_interval`).
     """
     shape = tuple(int(s) for s in batch.shape)
     if len(shape) != 4 or shape[1:] != IMAGE_SHAPE:

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 
 import numpy as np
 
-from arena.contract import FAILED_LABEL, DefenseStatus
+from arena.ground.contract import FAILED_LABEL, DefenseStatus
 from arena.server.errors import Unavailable
 from arena.server.store import PRIVATE, Store
 

@@ -1,7 +1,7 @@
 """The queries room: Predict and SubmitAdversarials, top to bottom (docs/rules.md sections 4-5).
 
 Predict: the run, a replay of a repeated request id (its stored answer), the image checks, the
-sample each image is charged to (`arena.charging`), the team's room on the defense
+sample each image is charged to (`arena.ground.charging`), the team's room on the defense
 (`arena.server.admission`), the reservation of the charge (`arena.server.ledger`), then the
 defense's micro-batcher (`arena.server.batching`) whose group commit writes the charge, the
 request's record and the hashes of the images answered adversarial before a label is released.
@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from arena.contract import FAILED_LABEL, l2_distances
+from arena.ground.contract import FAILED_LABEL, l2_distances
 from arena.server import images as wire
 from arena.server.batching import BatchResult
 from arena.server.calls import PredictAnswer, PredictCall, SubmitCall, Verdict
@@ -142,7 +142,7 @@ class Queries:
                              replayed=False)
 
     async def _charged_samples(self, state: RunState, images: np.ndarray, indices: np.ndarray) -> np.ndarray:
-        """The sample each image is charged to (`arena.charging`): one distance per image on
+        """The sample each image is charged to (`arena.ground.charging`): one distance per image on
         the loop; the search over the split, for the images outside their named sample's ball, off it."""
         charger = self.arena.chargers[state.row.split]
         charged, rest = charger.fast_path(images, indices)

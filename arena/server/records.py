@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from arena.contract import IMAGE_SHAPE, DefenseStatus
+from arena.ground.contract import IMAGE_SHAPE, DefenseStatus
 from arena.server import evaluation as evaluation_module
 from arena.server.store import PUBLIC, Store, open_store
 from scoreboard.records import DefenseRecord, EvaluationSet, RunRecord

@@ -1,5 +1,5 @@
 """The served defenses: loading an accepted defense's ONNX file (memory-bounded cache,
-`arena.inference.SessionCache`) and one micro-batcher per defense (`arena.server.batching`).
+`arena.ground.inference.SessionCache`) and one micro-batcher per defense (`arena.server.batching`).
 Rows live in the store; this module only turns them into something that answers.
 
 A submitted model is untrusted code: with `isolate` (the default of `arena serve`) each served
@@ -9,8 +9,8 @@ a hang or a memory blow-up fails only that defense's requests; without it, in th
 
 from __future__ import annotations
 
-from arena.contract import DefenseStatus
-from arena.inference import DefenseModel, SessionCache, make_session
+from arena.ground.contract import DefenseStatus
+from arena.ground.inference import DefenseModel, SessionCache, make_session
 from arena.server import sandbox
 from arena.server.batching import MicroBatcher, Workers
 from arena.server.store import Store, StoreError

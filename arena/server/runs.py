@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from arena.contract import IMAGE_BYTES, DefenseStatus
+from arena.ground.contract import IMAGE_BYTES, DefenseStatus
 from arena.server.calls import RunInfo, Samples
 from arena.server.errors import BadRequest, FailedPrecondition, NotFound, PermissionDenied
 from arena.server.ledger import Account, RunState, make_account

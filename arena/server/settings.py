@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from arena.contract import DEFAULT_BUDGET, DEFAULT_MAX_CHUNK, IMAGE_BYTES
+from arena.ground.contract import DEFAULT_BUDGET, DEFAULT_MAX_CHUNK, IMAGE_BYTES
 
 MESSAGE_SLACK = 1 << 20               # room in a message for everything but the image bytes
 MIN_CHILD_MEMORY_MB = 512             # ONNX Runtime alone needs about 300 MiB of address space

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from arena.contract import DefenseStatus
+from arena.ground.contract import DefenseStatus
 from arena.server import sandbox, validation
 from arena.server.calls import DefenseUpload, DefenseView
 from arena.server.errors import AlreadyExists, BadRequest, Busy, FailedPrecondition, NotFound, OverCap, Rejected

@@ -30,7 +30,7 @@ from arena.server.images import parse_with_images
 from arena.server.leaderboard import compute, report_html
 from arena.server.leaderboard_wire import SPLITS, to_proto
 from arena.server.store import FINAL, OPEN, ORGANIZER, PRIVATE, PUBLIC, TEAM, StoreError
-from arena.wire import encode
+from arena.ground.wire import encode
 from protos import arena_v1_pb2 as pb
 from protos import arena_v1_pb2_grpc as pb_grpc
 

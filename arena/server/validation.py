@@ -2,7 +2,7 @@
 
 `validate(data, evaluation, limits)` runs on a worker thread and returns a `Validation` with all
 failed rules (empty when accepted), the clean accuracy and per-sample clean correctness on the
-evaluation set, and how the defense must be served (`arena.inference`):
+evaluation set, and how the defense must be served (`arena.ground.inference`):
 
 static  size limit; parses as ONNX; onnx.checker (full check); exactly one input float32
         [N,3,64,64] with N dynamic and one output float32 [N,C]; only the default operator
@@ -22,7 +22,7 @@ correctness is measured after acceptance: `arena.server.private_accuracy`), and 
 the rules that failed and their limits, never runtime text or values the model can influence
 (ONNX Runtime's error text, shapes or counts the model produced, measured times): those go to
 `Validation.details`, which the server logs for the operator only.
-Labels come from `arena.contract.labels_from_logits` everywhere: logits that are not all finite
+Labels come from `arena.ground.contract.labels_from_logits` everywhere: logits that are not all finite
 are a failure (FAILED_LABEL), which counts as misclassified (docs/rules.md section 5).
 The server runs all of this in a child process under limits (`arena.server.sandbox`).
 How it is served (rules v3, section 3): a defense whose logits are bit-identical at every size,
@@ -44,8 +44,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto
 
-from arena.contract import IMAGE_SHAPE, labels_from_logits
-from arena.inference import (
+from arena.ground.contract import IMAGE_SHAPE, labels_from_logits
+from arena.ground.inference import (
     SERVING_BATCHED,
     SERVING_PER_IMAGE,
     DefenseModel,

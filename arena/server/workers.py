@@ -1,10 +1,10 @@
 """Served defenses run in worker processes: one child per loaded defense, images and logits in
 shared memory.
 
-`WorkerDefense` stands where an in-process `arena.inference.DefenseModel` would (it has the same
+`WorkerDefense` stands where an in-process `arena.ground.inference.DefenseModel` would (it has the same
 `labels(images)`), so the micro-batcher, its group commits and the session cache are unchanged.
 Its ONNX Runtime session lives in a child started by `arena.server.sandbox.spawn_child` (address
-space limit, killed as a process group). The child runs `arena.inference.DefenseModel.logits`,
+space limit, killed as a process group). The child runs `arena.ground.inference.DefenseModel.logits`,
 the one inference path, so chunking into power-of-two batches (batch invariance) is exactly the
 in-process one.
 
@@ -14,7 +14,7 @@ resource tracker, freed with the last mapping): `capacity` input images and `cap
 logits, and two pipes. A run copies its images into the slot, writes 8 bytes (slot, count) to
 the slot's request pipe, where the child's thread for that slot waits, and polls the slot's
 answer pipe for 16 bytes (slot, status, rows, classes): no thread in between on either side.
-The logits are read from the slot and labelled here by `arena.contract.labels_from_logits`
+The logits are read from the slot and labelled here by `arena.ground.contract.labels_from_logits`
 (non-finite logits are failures). Nothing is pickled. The child ends when its stdin closes.
 
 Failures. A run that gets no answer within `timeout_s` kills the child (it may be stuck inside
@@ -42,7 +42,7 @@ import time
 
 import numpy as np
 
-from arena.contract import IMAGE_SHAPE, IMAGE_VALUES, labels_from_logits
+from arena.ground.contract import IMAGE_SHAPE, IMAGE_VALUES, labels_from_logits
 from arena.server.errors import Unavailable
 from arena.server.sandbox import ChildLimits, Children, describe_exit, is_allocation_failure, kill, spawn_child, tail
 
@@ -366,7 +366,7 @@ def worker_child() -> None:
 
     import onnxruntime as ort
 
-    from arena.inference import DefenseModel, providers, session_options
+    from arena.ground.inference import DefenseModel, providers, session_options
 
     options = session_options(threads)
     options.log_severity_level = 4     # ORT's own error lines would grow the stderr file per failed run

@@ -11,7 +11,7 @@ import numpy as np
 
 from defenses.data import embedded, tinyimagenet
 from defenses.data.cache import cached_split, default_cache_dir
-from arena.contract import in_unit_interval
+from arena.ground.contract import in_unit_interval
 from defenses.data.split import IMAGE_SIZE, DataError, Split, to_float_chw
 
 DEMO = "demo"

@@ -16,12 +16,12 @@ import grpc
 import numpy as np
 import pytest
 
-from arena.bench import toy_models
+from arena.top.bench import toy_models
 from arena.server import evaluation
 from arena.server.auth import create_token
-from arena.client import ArenaClient
+from arena.ground.client import ArenaClient
 from arena.server.core import ArenaConfig
-from arena.inference import make_session
+from arena.ground.inference import make_session
 from arena.server import ServerConfig, start_server
 
 BUDGET = 40

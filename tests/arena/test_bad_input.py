@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from grpc import StatusCode
 
-from arena.wire import encode
+from arena.ground.wire import encode
 from protos import arena_v1_pb2 as pb
 
 from .conftest import MAX_BATCH, NUM_SAMPLES, rpc_error
@@ -154,7 +154,7 @@ def test_server_answers_after_all_that(arena, client, run):
 
 
 def test_fast_request_encoding_matches_protobuf(arena):
-    from arena.wire import predict_request_bytes, submit_request_bytes
+    from arena.ground.wire import predict_request_bytes, submit_request_bytes
 
     x = arena.images[:3]
     fast = pb.PredictRequest.FromString(predict_request_bytes("run", "req", [0, 1, 2], x))
@@ -165,7 +165,7 @@ def test_fast_request_encoding_matches_protobuf(arena):
 
 
 def test_malformed_wire_bytes(arena, client, run):
-    from arena.wire import image_batch_field, predict_request_bytes
+    from arena.ground.wire import image_batch_field, predict_request_bytes
 
     raw = client.channel.unary_unary("/arena.v1.RunService/Predict", request_serializer=None,
                                      response_deserializer=pb.PredictResponse.FromString)

@@ -15,11 +15,11 @@ import uuid
 import numpy as np
 import pytest
 
-from arena.bench import toy_models
-from arena.client import ArenaClient
+from arena.top.bench import toy_models
+from arena.ground.client import ArenaClient
 from arena.server.transport import predict_call
-from arena.wire import encode
-from arena.inference import SERVING_PER_IMAGE, chunk_sizes, make_session, split_batch
+from arena.ground.wire import encode
+from arena.ground.inference import SERVING_PER_IMAGE, chunk_sizes, make_session, split_batch
 from arena.server import ServerConfig, evaluation, start_server, validation
 from arena.server.auth import create_token
 from arena.server.core import ArenaConfig

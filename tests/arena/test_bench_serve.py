@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from arena.bench import serve as bench
+from arena.top.bench import serve as bench
 
 
 def test_bench_serve_measures_every_path():
@@ -46,7 +46,7 @@ def test_bench_serve_measures_every_path():
 
 def test_bench_serve_replicas_measures_every_configuration(tmp_path, postgres_url):
     """`--replicas 2 --database-url`: SQLite x1, PostgreSQL x1 and x2 as separate processes, in one run."""
-    from arena.bench import toy_models
+    from arena.top.bench import toy_models
 
     model = tmp_path / "tiny.onnx"
     model.write_bytes(toy_models.tiny_cnn(seed=0).SerializeToString())

@@ -19,8 +19,8 @@ import json
 import numpy as np
 import pytest
 
-from arena.bench import toy_models
-from arena.client import ArenaClient
+from arena.top.bench import toy_models
+from arena.ground.client import ArenaClient
 from arena.server import ServerConfig, evaluation, start_server
 from arena.server.auth import create_token
 from arena.server.core import ArenaConfig
@@ -51,7 +51,7 @@ class Competition:
         return ArenaClient(self.server.address, self.tokens[who], timeout=60)
 
     def cli(self, capsys, *args: str, who: str = "red") -> str:
-        from arena.cli import main
+        from arena.top.cli import main
 
         assert main([*args, "--server", self.server.address, "--token", self.tokens[who]]) == 0
         captured = capsys.readouterr()
@@ -67,7 +67,7 @@ def competition(tmp_path):
 
 
 def _referee(competition, tmp_path, splits=("public",)):
-    from arena.referee import Referee
+    from arena.top.referee import Referee
 
     with competition.client("organizer") as organizer:
         Referee(attacks=("boundary",), budget=2, splits=splits, state_dir=tmp_path / "referee",

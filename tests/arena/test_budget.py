@@ -131,7 +131,7 @@ def test_merged_batches_are_group_committed(arena, client, run):
 
     from protos import arena_v1_pb2 as pb
     from arena.server.transport import predict_call
-    from arena.wire import encode
+    from arena.ground.wire import encode
 
     server = arena.server
     writer, batcher = server.arena.writer, server.arena.registry.batcher("tiny")

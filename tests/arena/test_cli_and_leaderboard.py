@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 
 from arena.server.auth import hash_token
-from arena.cli import main
+from arena.top.cli import main
 from arena.server.leaderboard_wire import from_proto
 
 

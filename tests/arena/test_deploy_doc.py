@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from arena.bench import toy_models
-from arena.bench.postgres_server import PostgresServer, find_bin
+from arena.top.bench import toy_models
+from arena.top.bench.postgres_server import PostgresServer, find_bin
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "deploy.md"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import onnxruntime as ort
 
-from arena import inference
+from arena.ground import inference
 from arena.server import validation
 
 

@@ -1,4 +1,4 @@
-"""Hostile submissions (arena.bench.toy_models' hostile models): each is rejected, or fails only its
+"""Hostile submissions (arena.top.bench.toy_models' hostile models): each is rejected, or fails only its
 own requests, within a bound, while a well-behaved defense keeps answering another client.
 
 Limits are kept small (1 GiB of address space per child) so that the shared machine is never
@@ -19,10 +19,10 @@ import grpc
 import numpy as np
 import pytest
 
-from arena.bench import toy_models
-from arena.client import ArenaClient
-from arena.contract import FAILED_LABEL, labels_from_logits
-from arena.inference import make_session
+from arena.top.bench import toy_models
+from arena.ground.client import ArenaClient
+from arena.ground.contract import FAILED_LABEL, labels_from_logits
+from arena.ground.inference import make_session
 from arena.server import ServerConfig, evaluation, start_server
 from arena.server.auth import create_token
 from arena.server.core import ArenaConfig
@@ -305,8 +305,8 @@ def _quietly(address, token, model) -> None:
 
 
 def test_serve_flags_set_the_limits(tmp_path, capsys):
-    from arena.cli import build_parser, main
-    from arena.cli.serve import config_from_args
+    from arena.top.cli import build_parser, main
+    from arena.top.cli.serve import config_from_args
 
     args = build_parser().parse_args([
         "serve", "--store", str(tmp_path), "--validation-timeout-s", "60", "--validation-memory-mb", "2048",

@@ -11,7 +11,7 @@ from collections import defaultdict
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from arena.client import BudgetRefused
+from arena.ground.client import BudgetRefused
 from arena.server.auth import create_token
 
 from .conftest import BUDGET, NUM_SAMPLES

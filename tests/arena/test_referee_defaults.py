@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from arena.referee import DEFAULT_ATTACKS, FALLBACK_ATTACKS, Referee
+from arena.top.referee import DEFAULT_ATTACKS, FALLBACK_ATTACKS, Referee
 from attackers.registry import surrogate_parameter
 
 

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from arena.bench import toy_models
-from arena.client import ArenaClient, ArenaCallError, BudgetRefused
+from arena.top.bench import toy_models
+from arena.ground.client import ArenaClient, ArenaCallError, BudgetRefused
 from arena.server import evaluation
 from arena.server.auth import create_token
 from arena.server.store import open_store

@@ -17,9 +17,9 @@ import grpc
 import numpy as np
 import pytest
 
-from arena.bench import toy_models
+from arena.top.bench import toy_models
 from arena.server.auth import create_token
-from arena.client import ArenaClient
+from arena.ground.client import ArenaClient
 from arena.server.store import open_store
 
 from .conftest import model_labels, synthetic_images
@@ -167,8 +167,8 @@ def test_kill_9_mid_run_and_restart(tmp_path, eval_file):
         db.close()
 
 
-@pytest.mark.parametrize("module", ["arena.server", "arena.bench", "arena.cli.serve", "arena.cli.token",
-                                    "arena.cli.submit", "arena.cli.defenses", "arena.cli"])
+@pytest.mark.parametrize("module", ["arena.server", "arena.top.bench", "arena.top.cli.serve", "arena.top.cli.token",
+                                    "arena.top.cli.submit", "arena.top.cli.defenses", "arena.top.cli"])
 def test_server_never_imports_torch(module):
     code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch imported by {module}'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
@@ -176,6 +176,6 @@ def test_server_never_imports_torch(module):
 
 def test_arena_serve_process_never_imports_torch():
     """`python -m arena serve` builds the whole CLI parser: no subcommand may import torch eagerly."""
-    code = ("import sys; from arena.cli import COMMANDS, build_parser; build_parser(); "
-            "assert 'torch' not in sys.modules, 'a module of arena.cli imports torch at import time'")
+    code = ("import sys; from arena.top.cli import COMMANDS, build_parser; build_parser(); "
+            "assert 'torch' not in sys.modules, 'a module of arena.top.cli imports torch at import time'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from grpc import StatusCode
 
-from arena.bench import toy_models
-from arena.client import ArenaClient
+from arena.top.bench import toy_models
+from arena.ground.client import ArenaClient
 from arena.server import ServerConfig, evaluation, sandbox, start_server
 from arena.server.auth import create_token
 from arena.server.core import ArenaConfig
@@ -270,7 +270,7 @@ def test_a_rules_v1_store_is_refused_with_what_to_do(tmp_path):
 
 
 def test_the_referee_evaluates_every_defense_on_both_splits_once(competition, tmp_path):
-    from arena.referee import Referee
+    from arena.top.referee import Referee
 
     with competition.client("red") as red:
         red.submit_defense(toy_models.tiny_cnn(seed=5).SerializeToString(), "second")
@@ -300,7 +300,7 @@ def test_the_referee_evaluates_every_defense_on_both_splits_once(competition, tm
 def test_the_organizer_cli(competition, tmp_path, capsys):
     """`arena token create --organizer`, `arena admin ...`, `arena referee`, `arena leaderboard
     --split` from the command line, as the README shows them."""
-    from arena.cli import main
+    from arena.top.cli import main
 
     address = competition.server.address
     store = competition.server.arena.store.path.parent

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from grpc import StatusCode
 
-from arena.client import ArenaCallError
-from arena.charging import SampleCharger
+from arena.ground.client import ArenaCallError
+from arena.ground.charging import SampleCharger
 from attackers import HopSkipJump
 from attackers.remote import RemoteOracle, RequestIds
 from attackers.tracker import Tracker
@@ -164,7 +164,7 @@ def concurrent_answers(address: str, token: str, run_id: str, images: np.ndarray
     samples (their own clean images), until `requests` each or refusals."""
     import threading
 
-    from arena.client import ArenaClient, BudgetRefused
+    from arena.ground.client import ArenaClient, BudgetRefused
 
     answers: list = []
     errors: list = []

@@ -17,8 +17,8 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from arena.bench import toy_models
-from arena.client import ArenaClient
+from arena.top.bench import toy_models
+from arena.ground.client import ArenaClient
 from arena.server import ServerConfig, evaluation, start_server
 from arena.server.auth import create_token
 from arena.server.core import ArenaConfig
@@ -82,7 +82,7 @@ def test_the_private_split_cannot_be_rebuilt_from_public_data_and_survives_a_res
 
 
 def test_a_private_split_from_public_data_needs_a_flag_and_is_a_demo(tmp_path, capsys):
-    from arena.cli import main
+    from arena.top.cli import main
 
     x = synthetic_images(PUBLIC + PRIVATE, seed=3)
     data = tmp_path / "public.npz"
@@ -166,7 +166,7 @@ def test_a_lookup_table_of_everything_a_team_can_have_gains_nothing_on_the_priva
 
 
 def test_the_referee_seed_is_secret_unless_given(tmp_path):
-    from arena.referee import Referee, secret_seed
+    from arena.top.referee import Referee, secret_seed
 
     first = secret_seed(tmp_path / "state")
     assert first == secret_seed(tmp_path / "state")                  # kept: a resumed referee replays
@@ -359,8 +359,8 @@ def test_the_organizers_caps_on_defenses_and_daily_submissions(tmp_path, monkeyp
 
 
 def test_arena_serve_caps_by_default():
-    from arena.cli import build_parser
-    from arena.cli.serve import config_from_args
+    from arena.top.cli import build_parser
+    from arena.top.cli.serve import config_from_args
 
     args = build_parser().parse_args(["serve", "--store", "s"])
     assert (config_from_args(args).arena.max_defenses_per_team, config_from_args(args).arena.max_submissions_per_day) \

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from grpc import StatusCode
 
-from arena.bench import toy_models
-from arena.client import ArenaCallError, ArenaClient
-from arena.contract import FAILED_LABEL
+from arena.top.bench import toy_models
+from arena.ground.client import ArenaCallError, ArenaClient
+from arena.ground.contract import FAILED_LABEL
 from arena.server import ServerConfig, evaluation, start_server
 from arena.server.admission import TeamAdmission
 from arena.server.auth import create_token

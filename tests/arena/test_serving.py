@@ -9,13 +9,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import grpc
 
-from arena.bench import toy_models
+from arena.top.bench import toy_models
 from arena.server import evaluation
 from arena.server.auth import create_token
-from arena.contract import FAILED_LABEL
-from arena.client import ArenaClient
+from arena.ground.contract import FAILED_LABEL
+from arena.ground.client import ArenaClient
 from arena.server.core import ArenaConfig
-from arena.inference import SERVING_BATCHED, DefenseModel, SessionCache, make_session
+from arena.ground.inference import SERVING_BATCHED, DefenseModel, SessionCache, make_session
 from arena.server import ServerConfig, start_server
 
 from .conftest import synthetic_images

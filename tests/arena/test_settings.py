@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from arena.cli import build_parser
-from arena.cli.serve import config_from_args
+from arena.top.cli import build_parser
+from arena.top.cli.serve import config_from_args
 from arena.server.settings import ArenaConfig, ServerConfig, flag_defaults
 
 RULES = Path(__file__).resolve().parents[2] / "docs" / "rules.md"

@@ -11,9 +11,9 @@ import pytest
 from grpc import StatusCode
 from onnx import TensorProto, helper, numpy_helper
 
-from arena.bench import toy_models
+from arena.top.bench import toy_models
 from arena.server import validation
-from arena.client import ArenaClient
+from arena.ground.client import ArenaClient
 from arena.server.records import build_records
 from protos import arena_v1_pb2 as pb
 

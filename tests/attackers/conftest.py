@@ -173,7 +173,7 @@ def shared_arena_server(models, tmp_path_factory) -> ArenaServer:
     samples, budget 300, max_batch 16 so that attacks' batches get split)."""
     from arena.server.auth import create_token
     from arena.server.core import ArenaConfig
-    from arena.client import ArenaClient
+    from arena.ground.client import ArenaClient
     from arena.server import ServerConfig, start_server
 
     budget, max_batch, n = 300, 16, 8

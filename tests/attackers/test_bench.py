@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from attackers.bench import measure
+from arena.top.bench.attack import measure
 
 
 def test_bench_measures_every_attack_against_the_whitebox_reference(models, samples):

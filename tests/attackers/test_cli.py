@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from arena.cli import main
+from arena.top.cli import main
 
 
 def write_npz(path, samples, n=3):
@@ -92,7 +92,7 @@ def test_missing_or_wrong_surrogate(models, samples, tmp_path, capsys):
 
 def test_exhausted_budget_is_a_clear_error(arena_server, tmp_path, capsys):
     from attackers import HopSkipJump
-    from arena.client import ArenaClient
+    from arena.ground.client import ArenaClient
     from attackers.remote import RemoteOracle, RequestIds
     from attackers.session import SessionState
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arena.cli import main
+from arena.top.cli import main
 from attackers import Attack, LocalOracle, attack_class, make_attack
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "arena-attack-example"

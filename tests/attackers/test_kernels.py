@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from arena import contract
+from arena.ground import contract
 from attackers import kernels
 
 SHAPE = (3, 8, 8)

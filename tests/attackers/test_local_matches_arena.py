@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from arena.client import ArenaClient
+from arena.ground.client import ArenaClient
 from attackers import LocalOracle
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from attackers import CGBA, LIVIA, BoundaryAttack, HopSkipJump, LocalOracle, TransferPGD
 from attackers.oracle import BudgetExceeded
-from arena.client import ArenaCallError, ArenaClient, BudgetRefused
+from arena.ground.client import ArenaCallError, ArenaClient, BudgetRefused
 from attackers.remote import RemoteOracle, RequestIds
 from protos import arena_v1_pb2 as pb
 from attackers.session import SessionError, attack_remote

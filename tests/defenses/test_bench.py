@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from defenses import bench
+from arena.top.bench import train as bench
 
 
 def test_bench_returns_table_and_figures():

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from arena.cli import main
+from arena.top.cli import main
 from defenses import export
 from defenses.export import ExportError, checkpoint_metadata, export_checkpoint, export_onnx
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from arena.cli import main
+from arena.top.cli import main
 from defenses import checkpoint
 from defenses.config import TrainConfig
 from defenses.data import DataError

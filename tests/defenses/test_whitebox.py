@@ -76,7 +76,7 @@ def test_evaluate_reports_the_arena_scoring(trained, samples):
 
 
 def test_cli_evaluate_json(trained_run, tmp_path, capsys):
-    from arena.cli import main
+    from arena.top.cli import main
 
     args = ["evaluate", str(trained_run.parent), "--samples", "8", "--pgd-steps", "2", "--ddn-steps", "10", "--json"]
     assert main(args) == 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from arena.cli import main
+from arena.top.cli import main
 
 
 def test_demo_end_to_end_and_cached(tmp_path, capsys):

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from arena.cli import main
+from arena.top.cli import main
 from arena.server.store import open_store
 
 

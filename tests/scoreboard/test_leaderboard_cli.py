@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 import pytest
 
-from arena.cli import main
+from arena.top.cli import main
 from arena.server.leaderboard_wire import from_proto, to_proto
 from protos import arena_v1_pb2 as pb
 from protos import arena_v1_pb2_grpc as pb_grpc

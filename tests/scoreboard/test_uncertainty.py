@@ -178,7 +178,7 @@ def test_attacks_are_compared_with_the_next_ranked_attack_only():
 
 
 def test_vectorised_board_intervals_equal_the_one_resample_at_a_time_loop():
-    from scoreboard.bench import ours, reference
+    from arena.top.bench.bootstrap import ours, reference
 
     values = np.random.default_rng(4).lognormal(0.0, 0.5, size=(4, 37))
     # 2500 resamples: the vectorised draw goes in chunks of 1000 rows, the loop one row at a time.

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from arena.contract import DefenseStatus
+from arena.ground.contract import DefenseStatus
 
 SCHEMA_VERSION = 2           # 2: rules v2 (splits, phases, team budgets, organizer actions)
 DB_NAME = "arena.db"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from arena.contract import DefenseStatus
+from arena.ground.contract import DefenseStatus
 from arena.server.store.base import Store
 from arena.server.store.rows import (
     OPEN,

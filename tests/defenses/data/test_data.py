@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from arena.contract import worst_case_distances
+from arena.ground.contract import worst_case_distances
 from defenses.data import DataError, load_samples, load_split, to_float_chw
 from defenses.data import embedded
 from defenses.data.cache import cache_path

@@ -1,6 +1,6 @@
 """The benchmark's client processes (spawned once, driven in lock-step by the parent): each keeps
 one ArenaClient per address and reports counts, latencies and its own CPU time. Shared by
-`arena bench serve` (arena.bench.serve) and its replica mode (arena.bench.replicas)."""
+`arena bench serve` (arena.top.bench.serve) and its replica mode (arena.top.bench.replicas)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ def _client_main(conn, images: np.ndarray) -> None:
     """A client process: runs the commands the parent sends, reports counts and latencies."""
     import http.client
 
-    from arena.client import ArenaClient
-    from arena.tuning import tune_malloc
+    from arena.ground.client import ArenaClient
+    from arena.ground.tuning import tune_malloc
 
     tune_malloc()
     clients: dict[str, ArenaClient] = {}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from arena.cli import CommandError
+from arena.top.cli import CommandError
 
 def register(sub) -> None:
     parser = sub.add_parser(
@@ -68,7 +68,7 @@ def _run(args) -> int:
 
 def _from_server(args):
     """(leaderboard, report HTML or None) from the GetLeaderboard / GetReport calls."""
-    from arena.client import ArenaClient, token_from
+    from arena.ground.client import ArenaClient, token_from
     from arena.server.leaderboard_wire import from_proto
 
     with ArenaClient(args.server, token_from(args.token), timeout=args.timeout) as client:

@@ -72,7 +72,7 @@ def config_from_args(args):
 
 
 def _run(args) -> int:
-    from arena.cli import CommandError
+    from arena.top.cli import CommandError
 
     if args.resume and args.force:
         raise CommandError("--resume and --force contradict each other; pass one")

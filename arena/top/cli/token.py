@@ -28,7 +28,7 @@ def register(sub) -> None:
 
 def _create(args) -> int:
     from arena.server.auth import create_token
-    from arena.cli import CommandError
+    from arena.top.cli import CommandError
     from arena.server.store import StoreError, open_store
 
     if args.store is None and args.database_url is None:

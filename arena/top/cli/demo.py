@@ -33,7 +33,7 @@ ROBUST_SURROGATE = ("pgd-at", {"seed": 1})
 
 
 def register(sub) -> None:
-    from arena.referee import DEFAULT_ATTACKS as REFEREE_ATTACKS  # the organizer's reference attacks, both splits
+    from arena.top.referee import DEFAULT_ATTACKS as REFEREE_ATTACKS  # the organizer's reference attacks, both splits
 
     parser = sub.add_parser("demo", help="run the whole arena end to end on the embedded dataset")
     parser.add_argument("--out", type=Path, default=Path("demo-out"),
@@ -164,7 +164,7 @@ def _run(args) -> int:
     models = {role: export_role(folders[role], out) for role in defenses}
 
     stage("open phase: a fresh arena, the organizer's and the teams' tokens, the defenses submitted")
-    from arena.client import ArenaClient
+    from arena.ground.client import ArenaClient
     from arena.server import ServerConfig, start_server
     from arena.server.auth import create_token
     from arena.server.core import ArenaConfig
@@ -196,7 +196,7 @@ def _run(args) -> int:
         server.call(server.arena.private.measured())   # the private clean accuracy, measured after acceptance
 
         stage(f"referee: the organizer's reference attacks ({', '.join(referee_attacks)}) on both splits")
-        from arena.referee import Referee
+        from arena.top.referee import Referee
 
         referee = Referee(attacks=referee_attacks, surrogate=organizer_surrogates or None, seed=args.seed,
                           state_dir=out / "referee-state", log=lambda m: print(f"  {m.removeprefix('referee: ')}",
@@ -217,7 +217,7 @@ def _run(args) -> int:
         _attack_all(server.address, attacker_token, defenses, attacks, args, surrogate)
 
         stage("boards: the official ranking (private split) and the provisional one (public split)")
-        from arena.client import split_name
+        from arena.ground.client import split_name
         from arena.server.leaderboard_wire import from_proto
         from scoreboard.tables import render_text
 
@@ -278,12 +278,12 @@ def _print_pairs(store_dir: Path, defenses: list[str]) -> None:
 def _print_gap(store_dir: Path, defenses: list[str], folders: dict[str, Path], models: dict[str, Path], x, y) -> None:
     """The official board's gap to white-box (the organizer holds the defenders' checkpoints):
     per defense, board mean d / the white-box minimum on the same samples, and whether the board
-    ranks the defenses in the white-box order (`attackers.whitebox_minimum`)."""
+    ranks the defenses in the white-box order (`arena.top.bench.whitebox_minimum`)."""
     import numpy as np
 
     from arena.server.leaderboard import compute
     from arena.server.store import open_store
-    from attackers.whitebox_minimum import defense_gaps, format_gap
+    from arena.top.bench.whitebox_minimum import defense_gaps, format_gap
 
     store = open_store(store_dir)
     try:
@@ -299,7 +299,7 @@ def _print_gap(store_dir: Path, defenses: list[str], folders: dict[str, Path], m
 
 
 def _attack_all(address: str, token: str, defenses: list[str], attacks: list[str], args, surrogate: Path | None) -> None:
-    from arena.client import ArenaClient
+    from arena.ground.client import ArenaClient
     from attackers import make_attack
     from attackers.registry import surrogate_parameter
     from attackers.session import attack_remote

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from arena.client import ArenaClient, split_name
+from arena.ground.client import ArenaClient, split_name
 from protos import arena_v1_pb2 as pb
 
 # The strongest attack measured, with the whole budget (docs/benchmarks.md, "The referee's

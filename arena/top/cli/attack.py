@@ -62,7 +62,7 @@ def register(sub) -> None:
 
 
 def _run(args) -> int:
-    from arena.cli import CommandError
+    from arena.top.cli import CommandError
 
     if args.budget is not None and args.budget < 1:
         raise CommandError(f"--budget must be >= 1, got {args.budget}")
@@ -86,10 +86,10 @@ def _run(args) -> int:
 
 
 def _local(args, attack) -> int:
-    from arena.cli import CommandError
+    from arena.top.cli import CommandError
     from attackers import LocalOracle, OracleError
     from attackers.session import attack_local
-    from arena.contract import DEFAULT_BUDGET
+    from arena.ground.contract import DEFAULT_BUDGET
     from defenses.data import DataError, load_samples
 
     if args.defense or args.token:
@@ -117,14 +117,14 @@ def _local(args, attack) -> int:
 def _remote(args, attack) -> int:
     from pathlib import Path
 
-    from arena.cli import CommandError
-    from arena.client import ArenaCallError, ArenaClient
+    from arena.top.cli import CommandError
+    from arena.ground.client import ArenaCallError, ArenaClient
     from attackers.session import SessionError, attack_remote, check_defense, default_state_path
 
     if not args.defense:
         raise CommandError("--defense NAME is required with --server")
-    from arena.client import token_from
-    from arena.contract import IMAGE_SHAPE
+    from arena.ground.client import token_from
+    from arena.ground.contract import IMAGE_SHAPE
 
     token = token_from(args.token)
     state_path = Path(args.state) if args.state else default_state_path(args.out)

@@ -10,7 +10,7 @@ methods run on the defense's torch model (torch, imported lazily):
 Every candidate is checked through the ONNX model (the arena's own inference path, the labels
 the board is scored on) and bisected there on the segment from the clean image, so each
 distance is of an image the served defense really misclassifies; the same 0 / worst-case rules
-as the board apply (`arena.contract.sample_scores`). Without torch gradients (a defense the
+as the board apply (`arena.ground.contract.sample_scores`). Without torch gradients (a defense the
 organizer has no checkpoint of) there is no white-box minimum.
 
 `board_gap(board, whitebox)`: per defense, board mean d / white-box mean (same samples), the
@@ -35,7 +35,7 @@ def whitebox_minimum(model, onnx_model, x: np.ndarray, y: np.ndarray, *, ddn_ste
     [0, 1] and labels y (see the module docstring)."""
     import torch
 
-    from arena.contract import sample_scores, worst_case_distances
+    from arena.ground.contract import sample_scores, worst_case_distances
     from attackers.local import LocalOracle
     from attackers.surrogates import Surrogates
     from defenses.whitebox import minimal_l2_adversarials
@@ -106,7 +106,7 @@ def _pgd_search(model, x: np.ndarray, y: np.ndarray, upper: np.ndarray, steps: i
     import torch
     import torch.nn.functional as F
 
-    from arena.contract import worst_case_distances
+    from arena.ground.contract import worst_case_distances
 
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     n = len(y)

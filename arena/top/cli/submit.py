@@ -22,7 +22,7 @@ def register(sub) -> None:
 
 
 def _run(args) -> int:
-    from arena.client import ArenaClient, token_from
+    from arena.ground.client import ArenaClient, token_from
 
     token = token_from(args.token)
     data = args.model.read_bytes()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from arena.contract import IMAGE_BYTES, IMAGE_SHAPE
+from arena.ground.contract import IMAGE_BYTES, IMAGE_SHAPE
 from protos import arena_v1_pb2 as pb
 
 WIRE_DTYPE = np.dtype("<f4")

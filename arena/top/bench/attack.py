@@ -2,7 +2,7 @@
 
 In one run, on the same model and the same samples (the first --samples evaluation images of
 the embedded dataset that the model classifies correctly):
-- the white-box minimum-norm reference (`attackers.whitebox_minimum`): per sample the smallest of
+- the white-box minimum-norm reference (`arena.top.bench.whitebox_minimum`): per sample the smallest of
   DDN, targeted DDN and a PGD search on the model's torch checkpoint, each adversarial checked
   and bisected through the ONNX model (each method's own mean is listed below it);
 - for each attack (boundary, hsja, cgba, transfer-pgd, prior-cgba, livia) and each budget (100, 300, 1000 queries per
@@ -194,8 +194,8 @@ def measure(target, onnx_bytes: bytes, surrogates, x: np.ndarray, y: np.ndarray,
     `surrogates`: a torch model or a list of them (transfer-pgd takes the first)."""
     from attackers import CGBA, LIVIA, BoundaryAttack, HopSkipJump, PriorGuidedCGBA, TransferPGD
     from attackers.surrogates import Surrogates
-    from arena.contract import sample_scores, worst_case_distances
-    from attackers.whitebox_minimum import whitebox_minimum
+    from arena.ground.contract import sample_scores, worst_case_distances
+    from arena.top.bench.whitebox_minimum import whitebox_minimum
 
     worst = worst_case_distances(x)
     t = time.perf_counter()

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"arena.cli.{name}").register(sub)
+        importlib.import_module(f"arena.top.cli.{name}").register(sub)
     return parser
 
 
@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # Every command moves images by the megabyte (batches of queries, requests, training data):
-    # keep those buffers in the heap instead of page-faulting fresh mmaps (arena.tuning).
-    from arena.tuning import tune_malloc
+    # keep those buffers in the heap instead of page-faulting fresh mmaps (arena.ground.tuning).
+    from arena.ground.tuning import tune_malloc
 
     tune_malloc()
     try:

@@ -63,7 +63,7 @@ def register(sub) -> None:
 
 
 def _client(args):
-    from arena.client import ArenaClient, token_from
+    from arena.ground.client import ArenaClient, token_from
 
     return ArenaClient(args.server, token_from(args.token), timeout=60.0)
 
@@ -134,7 +134,7 @@ def _actions(args) -> int:
 
 
 def _runs(args) -> int:
-    from arena.client import split_name
+    from arena.ground.client import split_name
 
     with _client(args) as client:
         runs = client.list_runs()

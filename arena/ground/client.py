@@ -1,7 +1,7 @@
 """The one client of the arena's gRPC API, used by the CLI, the demo, the referee, `RemoteOracle`
 and the benchmarks.
 
-    from arena.client import ArenaClient
+    from arena.ground.client import ArenaClient
     with ArenaClient("127.0.0.1:50051", token) as client:      # token=None -> $ARENA_TOKEN
         client.submit_defense(Path("model.onnx").read_bytes(), name="mine")
         run = client.start_run("mine", attack="my-attack")
@@ -12,7 +12,7 @@ and the benchmarks.
 - Several replicas: `address` may list them, comma-separated ("10.0.0.1:50051,10.0.0.2:50051");
   gRPC's round_robin policy spreads the calls and routes around a replica that goes away.
 - Limits: the channel accepts messages up to CLIENT_MESSAGE_LIMIT; image batches are sent as
-  raw little-endian float32 (`arena.wire`), with one copy of the pixels.
+  raw little-endian float32 (`arena.ground.wire`), with one copy of the pixels.
 - Retries: UNAVAILABLE (the one status the arena asks clients to retry) is retried with
   exponential backoff on every call that is safe to repeat. Predict is retried with the same
   request id, so the server replays its answer instead of charging twice; StartRun and
@@ -32,8 +32,8 @@ from collections.abc import Callable, Iterator
 import grpc
 import numpy as np
 
-from arena.contract import IMAGE_BYTES, IMAGE_SHAPE
-from arena.wire import decode_batch, predict_request_bytes, submit_request_bytes
+from arena.ground.contract import IMAGE_BYTES, IMAGE_SHAPE
+from arena.ground.wire import decode_batch, predict_request_bytes, submit_request_bytes
 from protos import arena_v1_pb2 as pb
 from protos import arena_v1_pb2_grpc as pb_grpc
 
@@ -140,7 +140,7 @@ class ArenaClient:
         self.leaderboard = pb_grpc.LeaderboardServiceStub(self.channel)
         self.competition = pb_grpc.CompetitionServiceStub(self.channel)
         self.admin = pb_grpc.AdminServiceStub(self.channel)
-        # Predict / SubmitAdversarials take requests serialised by arena.wire (one pixel copy).
+        # Predict / SubmitAdversarials take requests serialised by arena.ground.wire (one pixel copy).
         self._predict = self.channel.unary_unary(
             "/arena.v1.RunService/Predict", request_serializer=None,
             response_deserializer=pb.PredictResponse.FromString)
@@ -284,6 +284,12 @@ class ArenaClient:
 
     def list_actions(self) -> list[pb.Action]:
         return list(self._call(self.admin.ListActions, pb.ListActionsRequest()).actions)
+
+
+def is_rejected(defense: pb.Defense) -> bool:
+    """Whether the arena rejected this defense (its record's status), so that callers above the
+    client ask it rather than compare protobuf enum values themselves."""
+    return defense.status == pb.DEFENSE_STATUS_REJECTED
 
 
 def split_value(split: str | None) -> int:

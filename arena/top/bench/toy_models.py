@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from arena.contract import IMAGE_SHAPE
+from arena.ground.contract import IMAGE_SHAPE
 
 OPSET = 17
 INPUT = "images"

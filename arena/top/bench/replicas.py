@@ -15,7 +15,7 @@ runs on this machine) and of the client processes over the throughput window, di
 images answered. On a small machine the replicas compete for the same cores, so images/s says
 little about scaling; CPU per image is what carries over to a bigger machine.
 
-Without --database-url, a throwaway PostgreSQL server is started (arena.bench.postgres_server;
+Without --database-url, a throwaway PostgreSQL server is started (arena.top.bench.postgres_server;
 needs the server binaries, e.g. the Debian package postgresql-15). With it, the URL must name an
 empty database or one this bench made before (same evaluation set).
 Headline `ratio`: N replicas on PostgreSQL / 1 replica on SQLite, images/s.
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from arena.contract import IMAGE_SHAPE
+from arena.ground.contract import IMAGE_SHAPE
 
 EVAL_SAMPLES = 64
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -96,7 +96,7 @@ class _Target:
 
 
 def _configuration(name, url, replicas, data, model, clients, args, threads, local_pg) -> tuple[dict, list]:
-    from arena.client import ArenaClient
+    from arena.ground.client import ArenaClient
     from arena.server.auth import create_token
     from arena.server.store import open_store
 
@@ -147,9 +147,9 @@ def _configuration(name, url, replicas, data, model, clients, args, threads, loc
 
 
 def run(args) -> dict:
-    from arena.bench import toy_models
-    from arena.bench.clients import Clients
-    from arena.inference import default_threads, make_session
+    from arena.top.bench import toy_models
+    from arena.top.bench.clients import Clients
+    from arena.ground.inference import default_threads, make_session
 
     n = int(args.replicas)
     if n < 1:
@@ -177,7 +177,7 @@ def run(args) -> dict:
         np.savez(data, x=images, y=labels)
         url = args.database_url
         if url is None:
-            from arena.bench.postgres_server import PostgresServer, find_bin
+            from arena.top.bench.postgres_server import PostgresServer, find_bin
 
             bin_dir = find_bin()
             if bin_dir is None:

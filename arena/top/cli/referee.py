@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    from arena.referee import DEFAULT_ATTACKS
+    from arena.top.referee import DEFAULT_ATTACKS
 
     p = sub.add_parser("referee", help="run the organizer's reference attacks on every defense, both splits",
                        description=__doc__.split("\n\n")[0])
@@ -39,9 +39,9 @@ def register(sub) -> None:
 
 
 def _run(args) -> int:
-    from arena.cli import CommandError
-    from arena.client import ArenaCallError, ArenaClient, token_from
-    from arena.referee import SPLITS, Referee
+    from arena.top.cli import CommandError
+    from arena.ground.client import ArenaCallError, ArenaClient, token_from
+    from arena.top.referee import SPLITS, Referee
     from attackers import ATTACKS
 
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]

@@ -14,10 +14,10 @@ import math
 from functools import partial
 
 BENCHES = {
-    "train": ("defenses.bench", "TRADES training step vs the straightforward formulation"),
-    "serve": ("arena.bench.serve", "gRPC serving vs in-process ONNX Runtime"),
-    "attack": ("attackers.bench", "decision-based attacks vs the white-box reference"),
-    "bootstrap": ("scoreboard.bench", "the board's bootstrap intervals vs the one-resample-at-a-time loop"),
+    "train": ("arena.top.bench.train", "TRADES training step vs the straightforward formulation"),
+    "serve": ("arena.top.bench.serve", "gRPC serving vs in-process ONNX Runtime"),
+    "attack": ("arena.top.bench.attack", "decision-based attacks vs the white-box reference"),
+    "bootstrap": ("arena.top.bench.bootstrap", "the board's bootstrap intervals vs the one-resample-at-a-time loop"),
 }
 
 

@@ -16,7 +16,7 @@ def register(sub) -> None:
 
 
 def _run(args) -> int:
-    from arena.cli import CommandError
+    from arena.top.cli import CommandError
     from defenses.export import TOLERANCE, ExportError, export_checkpoint
 
     try:

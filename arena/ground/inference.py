@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from arena.contract import DEFAULT_MAX_CHUNK, labels_from_logits
+from arena.ground.contract import DEFAULT_MAX_CHUNK, labels_from_logits
 
 SERVING_BATCHED = "batched"
 SERVING_PER_IMAGE = "per_image"

@@ -53,7 +53,7 @@ def _run(args) -> int:
             line += f" (report: http://{server.http_address}/)"
         print(line, flush=True)
 
-    from arena.cli import CommandError
+    from arena.top.cli import CommandError
     from arena.server.store import StoreError
 
     try:

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from arena.cli.demo import ATTACKS, SURROGATE, _attack_all, _names, _Stages, export_role, train_role
+from arena.top.cli.demo import ATTACKS, SURROGATE, _attack_all, _names, _Stages, export_role, train_role
 
 
 def register(sub) -> None:
@@ -146,7 +146,7 @@ def _black_box(study_dir: Path, onnx: dict[str, Path], attacks: list[str], args,
     Each attack is its own team ("study-<attack>"): under the rules a team's budget is shared by
     all its runs on a defense, so attacks run by one team would split it (the first one spent it
     all); here each attack gets the full `--budget` per sample, as a reference evaluation should."""
-    from arena.client import ArenaClient
+    from arena.ground.client import ArenaClient
     from arena.server import ServerConfig, start_server
     from arena.server.auth import create_token
     from arena.server.core import ArenaConfig

@@ -3,19 +3,18 @@ gap's arithmetic and order verdict."""
 
 from __future__ import annotations
 
-import io
-import warnings
-
 import numpy as np
 import pytest
 
-from attackers.whitebox_minimum import board_gap, format_gap, whitebox_minimum
+from arena.top.bench.whitebox_minimum import board_gap, format_gap, whitebox_minimum
 
 
 def linear_model(seed: int = 0):
     """Two classes, logits (0, w . x - b): the minimal l2 adversarial of x is at |w . x - b| / |w|
     (inside the box for images near 0.5 and a small margin)."""
     import torch
+
+    from defenses.export import to_onnx_bytes
 
     rng = np.random.default_rng(seed)
     w = rng.standard_normal(3 * 64 * 64).astype(np.float32)
@@ -32,14 +31,8 @@ def linear_model(seed: int = 0):
         layer.bias.zero_()
         layer.bias[1] = -b
     model = torch.nn.Sequential(torch.nn.Flatten(), layer).eval()
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (torch.zeros(2, 3, 64, 64),), buffer, dynamo=False, opset_version=17,
-                          input_names=["images"], output_names=["logits"],
-                          dynamic_axes={"images": {0: "N"}, "logits": {0: "N"}})
     exact = (x.reshape(4, -1).astype(np.float64) @ w - b) / np.linalg.norm(w.astype(np.float64))
-    return model, buffer.getvalue(), x, np.ones(4, dtype=np.int64), exact
+    return model, to_onnx_bytes(model), x, np.ones(4, dtype=np.int64), exact
 
 
 def test_whitebox_minimum_is_exact_on_a_linear_model_and_verified_through_onnx():

@@ -28,7 +28,7 @@ def defense_dict(d) -> dict:
 
 
 def _run(args) -> int:
-    from arena.client import ArenaClient, token_from
+    from arena.ground.client import ArenaClient, token_from
 
     with ArenaClient(args.server, token_from(args.token), timeout=args.timeout) as client:
         defenses = [defense_dict(d) for d in client.list_defenses()]

@@ -20,7 +20,7 @@ verification, as in a HopSkipJump run).
 Headline `ratio`: arena gRPC / in-process images/s at batch 64 with 4 clients.
 
 With `--replicas N` it measures separate `arena serve` processes on SQLite and PostgreSQL
-instead (arena.bench.replicas).
+instead (arena.top.bench.replicas).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from arena.bench.clients import Clients, cpu_seconds
-from arena.contract import IMAGE_SHAPE
+from arena.top.bench.clients import Clients, cpu_seconds
+from arena.ground.contract import IMAGE_SHAPE
 
 EVAL_SAMPLES = 64
 HEADLINE = (64, 4)
@@ -62,7 +62,7 @@ def add_arguments(parser) -> None:
                              "p99 of a well-behaved defense meanwhile (default: on)")
     parser.add_argument("--hostile-memory-mb", type=float, default=1024.0,
                         help="the validation memory limit for the memory bomb (default: 1024)")
-    replicas = parser.add_argument_group("replicas (arena.bench.replicas)")
+    replicas = parser.add_argument_group("replicas (arena.top.bench.replicas)")
     replicas.add_argument("--replicas", type=int, default=None, metavar="N",
                           help="instead: 1 replica on SQLite, 1 and N on PostgreSQL, as separate processes")
     replicas.add_argument("--database-url", default=None, metavar="URL",
@@ -80,7 +80,7 @@ class _Served:
                  runs: int, **limits) -> None:
         from arena.server import evaluation
         from arena.server.auth import create_token
-        from arena.client import ArenaClient
+        from arena.ground.client import ArenaClient
         from arena.server.core import ArenaConfig
         from arena.server import ServerConfig, start_server
 
@@ -102,7 +102,7 @@ class _Served:
         """Seconds until the verdict on a submission, and its rejection message ('' if accepted)."""
         import grpc
 
-        from arena.client import ArenaClient
+        from arena.ground.client import ArenaClient
 
         start = time.perf_counter()
         with ArenaClient(self.address, self.token, timeout=600, retries=0) as client:
@@ -140,9 +140,9 @@ class _Bare:
 
         import grpc
 
-        from arena.contract import IMAGE_BYTES
+        from arena.ground.contract import IMAGE_BYTES
         from arena.server.images import parse_with_images
-        from arena.inference import make_session
+        from arena.ground.inference import make_session
         from protos import arena_v1_pb2 as pb
 
         session = make_session(model, threads)
@@ -270,11 +270,11 @@ def _percentile(values: list[float], q: float) -> float:
 
 def run(args) -> dict:
     if getattr(args, "replicas", None) is not None:
-        from arena.bench import replicas
+        from arena.top.bench import replicas
 
         return replicas.run(args)
-    from arena.bench import toy_models
-    from arena.inference import default_threads, make_session
+    from arena.top.bench import toy_models
+    from arena.ground.inference import default_threads, make_session
 
     batches = [int(b) for b in str(args.batches).split(",")]
     client_counts = [int(c) for c in str(args.clients).split(",")]
@@ -426,11 +426,11 @@ def run(args) -> dict:
 
 
 def _charging_cost(images: np.ndarray, figures: dict, rows: list, served: "_Served") -> None:
-    """The rules v3 charging rule on the hot path (`arena.charging`), per image of a 64-image
+    """The rules v3 charging rule on the hot path (`arena.ground.charging`), per image of a 64-image
     request: the fast path (images inside their named sample's ball: one distance each; every
     query of the throughput runs above took it) and the search (images outside it: a GEMM against
     the split), for this bench's split and a 1000-sample one."""
-    from arena.charging import SampleCharger
+    from arena.ground.charging import SampleCharger
 
     rng = np.random.default_rng(1)
     for n in (images.shape[0], 1000):
@@ -466,7 +466,7 @@ def _hostile(args, clients: Clients, model: bytes, images, labels, threads: int,
     """A fresh arena with the default latency budget serves `model`; one client sends single-image
     Predicts back to back while a too-slow model, then a memory bomb, are submitted. Times to the
     verdict, and the Predict p50/p99 during each validation (requests started within it)."""
-    from arena.bench import toy_models
+    from arena.top.bench import toy_models
     from arena.server.core import ArenaConfig
 
     defaults = ArenaConfig()
