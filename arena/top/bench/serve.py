@@ -313,7 +313,8 @@ def run(args) -> dict:
         for b in batches:
             for c in client_counts:
                 rates: dict[str, list[float]] = {"ort": [], "arena": [], "bare": [], "inproc": []}
-                cpu = {"ort": 0.0, "server": 0.0, "clients": 0.0, "ort_images": 0, "grpc_images": 0}
+                cpu = {"ort": 0.0, "server": 0.0, "clients": 0.0, "ort_images": 0, "grpc_images": 0,
+                       "inproc": 0.0, "inproc_images": 0, "bare": 0.0, "bare_images": 0}
                 for r in range(args.rounds):   # rotate the order: drift hits every path alike
                     for path in np.roll(["ort", "arena", "bare", "inproc"], r):
                         cpu0 = cpu_seconds()         # this process: ORT in-process, or the servers
@@ -330,9 +331,16 @@ def run(args) -> dict:
                             cpu["server"] += cpu_seconds() - cpu0
                             cpu["clients"] += sum(x["cpu"] for x in results)
                             cpu["grpc_images"] += sum(x["images"] for x in results)
+                        else:   # both run ORT in this process: their CPU compares like with like
+                            cpu[path] += cpu_seconds() - cpu0
+                            cpu[f"{path}_images"] += sum(x["images"] for x in results)
                 figures[f"cpu_us_per_image_ort_b{b}_c{c}"] = cpu["ort"] / max(cpu["ort_images"], 1) * 1e6
                 figures[f"cpu_us_per_image_server_b{b}_c{c}"] = cpu["server"] / max(cpu["grpc_images"], 1) * 1e6
                 figures[f"cpu_us_per_image_clients_b{b}_c{c}"] = cpu["clients"] / max(cpu["grpc_images"], 1) * 1e6
+                # The server process's CPU per image with the model in that process (ORT included):
+                # the arena (ArenaConfig(isolate=False)) against the bare server (issue 21's CPU goal).
+                figures[f"arena_cpu_us_per_image_b{b}_c{c}"] = cpu["inproc"] / max(cpu["inproc_images"], 1) * 1e6
+                figures[f"bare_cpu_us_per_image_b{b}_c{c}"] = cpu["bare"] / max(cpu["bare_images"], 1) * 1e6
                 ort, arena_rate, bare_rate, inproc_rate = (
                     statistics.fmean(rates[k]) for k in ("ort", "arena", "bare", "inproc"))
                 figures[f"ort_ips_b{b}_c{c}"] = ort
@@ -355,6 +363,10 @@ def run(args) -> dict:
             figures["cpu_us_per_image_overhead"] = sv + cl - o
             rows.append(["CPU us/image (arena: server + clients)", hb, hc, round(o, 1), round(sv + cl, 1), "-", "-",
                          f"+{sv + cl - o:.0f}", "-", "-"])
+            ac, bc = (figures[f"{k}_cpu_us_per_image_b{hb}_c{hc}"] for k in ("arena", "bare"))
+            figures["arena_vs_bare_cpu"] = ac / bc if bc else float("nan")
+            rows.append(["server process CPU us/image, ORT in it", hb, hc, "-", "-", round(ac, 1), round(bc, 1),
+                         "-", "-", f"x{figures['arena_vs_bare_cpu']:.2f} CPU"])
 
         _charging_cost(images, figures, rows, served)
 
