@@ -20,35 +20,19 @@ import numpy as np
 import pytest
 
 from arena.top.bench import toy_models
-from arena.ground.client import ArenaClient
-from arena.server import ServerConfig, evaluation, start_server
-from arena.server.auth import create_token
-from arena.server.core import ArenaConfig
 from arena.server.leaderboard_wire import from_proto
-from tests.arena.conftest import model_labels, synthetic_images
+from tests.arena import test_rules_v2 as rules_v2
 
 PUBLIC, PRIVATE, BUDGET = 20, 6, 40
 
 
-class Competition:
+class Competition(rules_v2.Competition):
+    """rules v2's competition at this file's sizes, with a defense of team red as well."""
+
     def __init__(self, tmp_path) -> None:
-        honest = toy_models.tiny_cnn(seed=0).SerializeToString()
-        images = synthetic_images(PUBLIC + PRIVATE, seed=11)
-        labels = model_labels(honest, images).astype(np.int64)
-        self.server = start_server(ServerConfig(
-            store=tmp_path / "store", evaluation=evaluation.from_arrays(images, labels, num_public=PUBLIC),
-            host="127.0.0.1", port=0,
-            arena=ArenaConfig(budget=BUDGET, max_batch=64, max_chunk=16, latency_ms=2000.0)))
-        store = self.server.arena.store
-        self.tokens = {"organizer": create_token(store, "organizer", "organizer"),
-                       "red": create_token(store, "red"), "blue": create_token(store, "blue")}
-        with self.client("blue") as blue:
-            blue.submit_defense(honest, "honest")
+        super().__init__(tmp_path, PUBLIC, PRIVATE, BUDGET, seed=11)
         with self.client("red") as red:
             red.submit_defense(toy_models.tiny_cnn(seed=3).SerializeToString(), "red-model")
-
-    def client(self, who: str) -> ArenaClient:
-        return ArenaClient(self.server.address, self.tokens[who], timeout=60)
 
     def cli(self, capsys, *args: str, who: str = "red") -> str:
         from arena.top.cli import main

@@ -32,15 +32,19 @@ PUBLIC, PRIVATE, BUDGET = 6, 6, 60
 
 
 class Competition:
-    def __init__(self, tmp_path) -> None:
+    """A real server: an organizer, teams red and blue, blue's honest defense accepted (its private
+    accuracy measured). Other test files size it for themselves."""
+
+    def __init__(self, tmp_path, public: int = PUBLIC, private: int = PRIVATE, budget: int = BUDGET,
+                 seed: int = 7) -> None:
         self.honest = toy_models.tiny_cnn(seed=0)
-        images = synthetic_images(PUBLIC + PRIVATE, seed=7)
+        images = synthetic_images(public + private, seed=seed)
         labels = model_labels(self.honest.SerializeToString(), images).astype(np.int64)
         self.images, self.labels = images, labels
         self.server = start_server(ServerConfig(
-            store=tmp_path / "store", evaluation=evaluation.from_arrays(images, labels, num_public=PUBLIC),
+            store=tmp_path / "store", evaluation=evaluation.from_arrays(images, labels, num_public=public),
             host="127.0.0.1", port=0,
-            arena=ArenaConfig(budget=BUDGET, max_batch=64, max_chunk=16, latency_ms=2000.0)))
+            arena=ArenaConfig(budget=budget, max_batch=64, max_chunk=16, latency_ms=2000.0)))
         store = self.server.arena.store
         self.tokens = {"organizer": create_token(store, "organizer", "organizer"),
                        "red": create_token(store, "red"), "blue": create_token(store, "blue")}
