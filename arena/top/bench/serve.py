@@ -62,6 +62,12 @@ def add_arguments(parser) -> None:
                              "p99 of a well-behaved defense meanwhile (default: on)")
     parser.add_argument("--hostile-memory-mb", type=float, default=1024.0,
                         help="the validation memory limit for the memory bomb (default: 1024)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="also sample the arena (models in-process) and the bare server with py-spy at batch "
+                             "64, 4 clients, and write the top of each profile and the raw stacks to DIR "
+                             "(arena.top.bench.profile)")
+    parser.add_argument("--profile-seconds", type=float, default=8.0,
+                        help="seconds of load per profiled server (default: 8)")
     replicas = parser.add_argument_group("replicas (arena.top.bench.replicas)")
     replicas.add_argument("--replicas", type=int, default=None, metavar="N",
                           help="instead: 1 replica on SQLite, 1 and N on PostgreSQL, as separate processes")
@@ -294,6 +300,7 @@ def run(args) -> dict:
 
     figures: dict[str, float] = {}
     rows: list[list] = []
+    notes: list[str] = []
     clients = Clients(max(client_counts), images)
     served = bare = other = httpd = inproc = None
     try:
@@ -368,6 +375,13 @@ def run(args) -> dict:
             rows.append(["server process CPU us/image, ORT in it", hb, hc, "-", "-", round(ac, 1), round(bc, 1),
                          "-", "-", f"x{figures['arena_vs_bare_cpu']:.2f} CPU"])
 
+        if args.profile is not None:
+            from arena.top.bench import profile
+
+            notes += profile.profile_servers({"arena-inprocess": inproc, "bare": bare}, clients,
+                                             hb, hc, args.profile_seconds, args.profile)
+            notes.append(f"profiles: {args.profile}/profile.md, raw stacks beside it")
+
         _charging_cost(images, figures, rows, served)
 
         # single-image latency: one client, sequential requests
@@ -433,6 +447,7 @@ def run(args) -> dict:
         "columns": ["measure", "batch", "clients", "in-process ORT", "arena gRPC", "arena, models in-process",
                     "bare gRPC", "arena/ORT", "arena/arena in-process", "arena/bare"],
         "rows": rows,
+        "notes": notes,
         "figures": figures,
     }
 
