@@ -70,8 +70,15 @@ class SampleCharger:
         """bool [m]: the images inside their named sample's ball (charged to it); the others need `slow`."""
         m = images.shape[0]
         x = images.reshape(m, -1)
-        diff = x - self._flat[named]
-        d2 = np.einsum("ij,ij->i", diff, diff).astype(np.float64)
+        # row by row through one image-sized buffer: batch-sized temporaries (a gather and a
+        # difference, 3 MiB each at 64 images) cost twice the CPU on a loaded server
+        # (docs/benchmarks.md, "The server's profile"); the float32 sum stays within FAST_MARGIN
+        d2 = np.empty(m)
+        buf = np.empty(x.shape[1], dtype=np.float32)
+        flat = self._flat
+        for i, c in enumerate(named.tolist()):
+            np.subtract(x[i], flat[c], out=buf)
+            d2[i] = np.dot(buf, buf)
         r2 = self.radius2[named]
         inside = d2 < r2 * (1.0 - FAST_MARGIN)
         unsure = np.flatnonzero(~inside & (d2 <= r2 * (1.0 + FAST_MARGIN)))

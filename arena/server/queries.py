@@ -23,7 +23,7 @@ from arena.ground.contract import FAILED_LABEL, l2_distances
 from arena.server import images as wire
 from arena.server.batching import BatchResult
 from arena.server.calls import PredictAnswer, PredictCall, SubmitCall, Verdict
-from arena.server.digests import image_sha256, request_digest
+from arena.server.digests import image_digests, request_digest
 from arena.server.errors import BadRequest, FinishedRun, Unavailable
 from arena.server.ledger import AlreadyAnswered, Charging, RunState
 from arena.server.store import AdversarialRecord, QueryRecord, RequestRecord
@@ -108,6 +108,7 @@ class Queries:
         answer: dict = {}
         run_id = state.row.run_id
         true_labels = self._true_labels(state)
+        digest_kind = arena.store.image_digest
 
         def prepare(result: BatchResult) -> list:  # on the worker thread, before the group commit
             with state.lock:
@@ -121,7 +122,7 @@ class Queries:
             # what verification may take for free: the images answered adversarial
             adversarial = np.flatnonzero(labels != true_labels[indices])
             ops += [QueryRecord(run_id, int(indices[i]), h, int(labels[i]))
-                    for i, h in zip(adversarial, image_sha256(images, adversarial))]
+                    for i, h in zip(adversarial, image_digests(images, adversarial, digest_kind))]
             return ops
 
         job = arena.registry.batcher(defense).submit(images, prepare, charging.rollback)
@@ -211,7 +212,7 @@ class Queries:
         base = arena.evaluation.split_slice(state.row.split).start
 
         def measure():
-            hashes = image_sha256(images)
+            hashes = image_digests(images, algorithm=arena.store.image_digest)
             known = arena.store.query_labels(run_id, list(zip(indices.tolist(), hashes)))
             charged = arena.chargers[state.row.split].charged(images, indices)
             return hashes, known, l2_distances(images, arena.clean64[base + indices]), charged

@@ -330,3 +330,34 @@ def test_one_commit_merges_charges_and_spends_per_run_and_sample():
     assert grouped.finishes == [(5.0, "r")]
     with pytest.raises(TypeError, match="unknown write operation"):
         group_ops([("r", 1, 2)])
+
+
+def test_image_digest_is_chosen_at_creation_and_kept(store_url):
+    """A new store keys the free-verification records by BLAKE3; a store created before the
+    choice was recorded (no 'image_digest' in meta) keeps sha256, so its records stay valid."""
+    import hashlib
+
+    import blake3
+
+    from arena.server.digests import image_digests
+
+    store = open_store(store_url)
+    assert store.image_digest == "blake3"
+    with store._transaction() as conn:
+        conn.execute("DELETE FROM meta WHERE key = 'image_digest'")   # as an older arena left it
+    store.close()
+    old = open_store(store_url)
+    try:
+        assert old.image_digest == "sha256"
+    finally:
+        old.close()
+    reopened = open_store(store_url)   # and it stays so: nothing rewrites an existing store's choice
+    try:
+        assert reopened.image_digest == "sha256"
+    finally:
+        reopened.close()
+    images = np.random.default_rng(0).random((3, 3, 64, 64), dtype=np.float32)
+    assert image_digests(images, [2], "sha256") == [hashlib.sha256(images[2].tobytes()).digest()]
+    assert image_digests(images, None, "blake3")[1] == blake3.blake3(images[1].tobytes()).digest()
+    with pytest.raises(ValueError, match="unknown image digest"):
+        image_digests(images, None, "md5")

@@ -3,12 +3,11 @@ no free oracle, and no label change between query and verification."""
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
 from grpc import StatusCode
 
+from arena.server.digests import image_digests
 from arena.server.store import QueryRecord
 
 from .conftest import NUM_SAMPLES, WRONG, rpc_error
@@ -72,8 +71,10 @@ def test_only_images_answered_adversarial_are_recorded(arena, client, run):
     adv = other_label_image(arena, 5)
     labels, _ = client.predict(run.run_id, np.stack([arena.images[5], adv]), [5, 5])
     assert labels[0] == arena.labels[5] != labels[1]
-    clean_key = (5, hashlib.sha256(arena.images[5].tobytes()).digest())
-    adv_key = (5, hashlib.sha256(adv.tobytes()).digest())
+    kind = arena.server.arena.store.image_digest
+    assert kind == "blake3"   # a new store keys by BLAKE3 (arena.server.digests)
+    clean_key = (5, image_digests(arena.images[5][None], algorithm=kind)[0])
+    adv_key = (5, image_digests(adv[None], algorithm=kind)[0])
     assert arena.server.arena.store.query_labels(run.run_id, [clean_key, adv_key]) == {adv_key: int(labels[1])}
     verdicts = client.submit_adversarials(run.run_id, np.stack([adv, arena.images[5]]), [5, 5])
     assert [v.charged for v in verdicts] == [False, True]
@@ -96,7 +97,7 @@ def test_label_changed_since_query_is_not_accepted(arena, client, run):
     store says Predict answered another label for these exact bytes."""
     adv = other_label_image(arena, 1)[None]
     true_label = int(arena.labels[1])
-    digest = hashlib.sha256(np.ascontiguousarray(adv, dtype="<f4").tobytes()).digest()
+    digest = image_digests(np.ascontiguousarray(adv, dtype="<f4"), algorithm=arena.server.arena.store.image_digest)[0]
     arena.server.arena.store.write([QueryRecord(run.run_id, 1, digest, true_label)])
     (verdict,) = client.submit_adversarials(run.run_id, adv, [1])
     assert verdict.adversarial and not verdict.accepted and not verdict.charged

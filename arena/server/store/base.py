@@ -39,6 +39,10 @@ class Store(abc.ABC):
     # True: budgets are reserved in the database (`reserve`), so several server processes can share
     # it; False: one server process owns the store and keeps the ledger in memory (faster).
     shared_ledger: bool = False
+    # The digest that keys Predict's records of images answered adversarial (arena.server.digests):
+    # chosen when the store is created and kept for its life; a store from before it was recorded
+    # holds sha256 digests.
+    image_digest: str = "sha256"
 
     # evaluation set
     @abc.abstractmethod

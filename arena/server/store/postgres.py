@@ -31,6 +31,7 @@ from urllib.parse import urlparse
 import numpy as np
 import psycopg
 
+from arena.server.digests import IMAGE_DIGESTS
 from arena.server.store.rows import (
     OPEN,
     SCHEMA_VERSION,
@@ -329,6 +330,11 @@ class PostgresStore(SqlStore):
             if version != SCHEMA_VERSION:
                 conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', %s)"
                              " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
+            if version == 0:   # a new database (Store.image_digest)
+                conn.execute("INSERT INTO meta(key, value) VALUES ('image_digest', %s) ON CONFLICT (key) DO NOTHING",
+                             (IMAGE_DIGESTS[0],))
+            digest = conn.execute("SELECT value FROM meta WHERE key = 'image_digest'").fetchone()
+            self.image_digest = digest[0] if digest else "sha256"
 
     def close(self) -> None:
         self._closed = True

@@ -5,7 +5,6 @@ durability for latency and still survives kill -9.
 """
 
 from __future__ import annotations
-from __future__ import annotations
 
 import fcntl
 import os
@@ -18,6 +17,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from arena.server.store.blobs import BlobStore
+from arena.server.digests import IMAGE_DIGESTS
 from arena.server.store.rows import (
     OPEN,
     SCHEMA_VERSION,
@@ -102,6 +102,9 @@ class SqliteStore(SqlStore):
             if row is None:
                 conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('phase', ?)", (OPEN,))
+                conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('image_digest', ?)", (IMAGE_DIGESTS[0],))
+            digest = conn.execute("SELECT value FROM meta WHERE key = 'image_digest'").fetchone()
+            self.image_digest = digest[0] if digest else "sha256"
             self._writer = conn
 
     # -------------------------------------------------------------- connections
