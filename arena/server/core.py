@@ -27,7 +27,7 @@ bounded (`arena.server.admission`); a time-out is never a verdict (`arena.server
 
 Anti-leak design of verification (docs/rules.md sections 4-5). SubmitAdversarials answers with the
 arena's label, so it must not be a free oracle: an image whose exact bytes Predict answered
-adversarial for the same run and sample (the store keeps a sha256 and the label of every such
+adversarial for the same run and sample (the store keeps a digest (BLAKE3) and the label of every such
 image, written in the same group commit as its charge) is verified free; any other image is
 charged one query, exactly like Predict, and refused whole when over budget. (Images Predict
 answered with the true label are not recorded: they can never be accepted, and not hashing them

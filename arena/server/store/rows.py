@@ -197,10 +197,11 @@ class RequestRecord:
 
 @dataclass(frozen=True)
 class QueryRecord:
-    """The label returned for an image (sha256 of its bytes) queried for (run, sample)."""
+    """The label returned for an image queried for (run, sample), keyed by the digest of its bytes
+    (the store's `image_digest`; the column is named image_sha256, from before BLAKE3)."""
     run_id: str
     sample: int
-    image_sha256: bytes
+    image_digest: bytes
     label: int
 
 

@@ -85,7 +85,7 @@ def group_ops(ops: list[WriteOp]) -> GroupedOps:
         elif isinstance(op, RequestRecord):
             grouped.requests.append((op.run_id, op.request_id, op.digest, op.labels, op.remaining, op.created_at))
         elif isinstance(op, QueryRecord):
-            grouped.queries.append((op.run_id, int(op.sample), op.image_sha256, int(op.label)))
+            grouped.queries.append((op.run_id, int(op.sample), op.image_digest, int(op.label)))
         elif isinstance(op, AdversarialRecord):
             grouped.adversarials.append((op.run_id, int(op.sample), float(op.distance), int(op.label), op.image,
                                          float(op.found_at)))
