@@ -67,6 +67,25 @@ def test_board_gap_ratios_and_order():
     assert gap["whitebox_order"] == ["trades", "natural", "pgd-at"]
     assert not gap["same_order"]
     assert "NOT the same" in format_gap(gap)
+    # the one inverted pair (board natural > trades, white-box trades > natural) on 3 samples:
+    # a sign-flip test cannot reach 5% with 3 samples (p >= 1/4), so white-box does not separate it
+    (inv,) = gap["inversions"]
+    assert (inv["board_above"], inv["whitebox_above"]) == ("natural", "trades") and not inv["whitebox_separated"]
+    assert "does not separate them" in format_gap(gap)
     assert board_gap({"a": np.ones(2)}, {"a": np.ones(2)})["same_order"]
     with pytest.raises(ValueError, match="same samples"):
         board_gap({"a": np.ones(2)}, {"a": np.ones(3)})
+
+
+def test_board_gap_says_when_white_box_separates_an_inverted_pair():
+    """60 samples: white-box puts b clearly above a (every sample +0.3), the board the other way:
+    an inversion white-box separates; c a hair above a white-box (+0.1 and -0.08 in turn): not separated."""
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.5, 1.5, 60)
+    white = {"a": a, "b": a + 0.3, "c": a + np.where(np.arange(60) % 2 == 0, 0.1, -0.08)}
+    board = {"a": white["a"] * 2.0, "b": white["b"] * 1.2, "c": white["c"] * 1.5}
+    gap = board_gap(board, white)
+    by_pair = {(i["board_above"], i["whitebox_above"]): i for i in gap["inversions"]}
+    assert by_pair[("a", "b")]["whitebox_separated"] and by_pair[("a", "b")]["holm_p"] < 0.05
+    assert ("a", "c") in by_pair and not by_pair[("a", "c")]["whitebox_separated"]
+    assert "SEPARATES them the other way" in format_gap(gap)

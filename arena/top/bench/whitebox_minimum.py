@@ -15,7 +15,8 @@ organizer has no checkpoint of) there is no white-box minimum.
 
 `board_gap(board, whitebox)`: per defense, board mean d / white-box mean (same samples), the
 worst per-sample ratio, and whether the board ranks the defenses in the white-box order; pure
-numpy, printable with `format_gap` (the demo and `arena bench attack` both use it).
+numpy, printable with `format_gap` (the demo and `arena bench attack` both use it); each pair the
+board orders against white-box says whether white-box separates it (Holm over the board's pairs).
 """
 
 from __future__ import annotations
@@ -162,7 +163,30 @@ def board_gap(board: Mapping[str, np.ndarray], whitebox: Mapping[str, np.ndarray
     board_order = sorted(rows, key=lambda n: -rows[n]["board_mean"])
     white_order = sorted(rows, key=lambda n: -rows[n]["whitebox_mean"])
     return {"defenses": rows, "board_order": board_order, "whitebox_order": white_order,
-            "same_order": board_order == white_order}
+            "same_order": board_order == white_order,
+            "inversions": _inversions(board_order, white_order,
+                                      {n: np.asarray(whitebox[n], dtype=np.float64) for n in rows})}
+
+
+def _inversions(board_order: list[str], white_order: list[str], white: dict) -> list[dict]:
+    """The pairs the board orders against white-box, and whether white-box separates them: a
+    paired sign-flip test of the white-box distances over the samples, Holm over every pair of
+    the board (the board's own verdict rule, scoreboard.uncertainty), at 5% family-wise."""
+    from scoreboard.uncertainty import holm, holm_adjusted, sign_flip_p_values
+
+    names = list(board_order)
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    if not pairs:
+        return []
+    p = sign_flip_p_values(np.stack([white[a] - white[b] for a, b in pairs]))
+    separated, adjusted = holm(p), holm_adjusted(p)
+    out = []
+    for (a, b), sep, q in zip(pairs, separated, adjusted):
+        # names in board order: a is above b on the board
+        if white_order.index(a) > white_order.index(b):
+            out.append({"board_above": a, "whitebox_above": b, "whitebox_separated": bool(sep),
+                        "holm_p": float(q)})
+    return out
 
 
 def format_gap(gap: dict) -> str:
@@ -175,6 +199,10 @@ def format_gap(gap: dict) -> str:
     verdict = "the same" if gap["same_order"] else "NOT the same"
     lines.append(f"  board order {' > '.join(gap['board_order'])}; white-box order "
                  f"{' > '.join(gap['whitebox_order'])}: {verdict}")
+    for inv in gap.get("inversions", ()):
+        lines.append(f"  inverted: the board puts {inv['board_above']} above {inv['whitebox_above']}; white-box "
+                     + ("SEPARATES them the other way" if inv["whitebox_separated"] else "does not separate them")
+                     + f" (paired sign-flip test, Holm over the board's pairs: p = {inv['holm_p']:.3f})")
     return "\n".join(lines)
 
 
