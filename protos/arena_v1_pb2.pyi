@@ -195,7 +195,7 @@ class SubmitDefenseRequest(_message.Message):
     def __init__(self, metadata: _Optional[_Union[DefenseMetadata, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class Defense(_message.Message):
-    __slots__ = ("name", "team", "status", "description", "sha256", "size_bytes", "num_classes", "clean_accuracy", "rejection_reasons", "submitted_at", "clean_accuracy_private", "disqualified_reason")
+    __slots__ = ("name", "team", "status", "description", "sha256", "size_bytes", "num_classes", "clean_accuracy", "rejection_reasons", "submitted_at", "clean_accuracy_private", "disqualified_reason", "serving_mode")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TEAM_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -208,6 +208,7 @@ class Defense(_message.Message):
     SUBMITTED_AT_FIELD_NUMBER: _ClassVar[int]
     CLEAN_ACCURACY_PRIVATE_FIELD_NUMBER: _ClassVar[int]
     DISQUALIFIED_REASON_FIELD_NUMBER: _ClassVar[int]
+    SERVING_MODE_FIELD_NUMBER: _ClassVar[int]
     name: str
     team: str
     status: DefenseStatus
@@ -220,7 +221,8 @@ class Defense(_message.Message):
     submitted_at: float
     clean_accuracy_private: float
     disqualified_reason: str
-    def __init__(self, name: _Optional[str] = ..., team: _Optional[str] = ..., status: _Optional[_Union[DefenseStatus, str]] = ..., description: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., num_classes: _Optional[int] = ..., clean_accuracy: _Optional[float] = ..., rejection_reasons: _Optional[_Iterable[str]] = ..., submitted_at: _Optional[float] = ..., clean_accuracy_private: _Optional[float] = ..., disqualified_reason: _Optional[str] = ...) -> None: ...
+    serving_mode: str
+    def __init__(self, name: _Optional[str] = ..., team: _Optional[str] = ..., status: _Optional[_Union[DefenseStatus, str]] = ..., description: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., num_classes: _Optional[int] = ..., clean_accuracy: _Optional[float] = ..., rejection_reasons: _Optional[_Iterable[str]] = ..., submitted_at: _Optional[float] = ..., clean_accuracy_private: _Optional[float] = ..., disqualified_reason: _Optional[str] = ..., serving_mode: _Optional[str] = ...) -> None: ...
 
 class SubmitDefenseResponse(_message.Message):
     __slots__ = ("defense",)

@@ -81,6 +81,7 @@ class DefenseView:
     rejection_reasons: tuple[str, ...]
     submitted_at: float
     disqualified_reason: str
+    serving_mode: str = ""          # "batched" | "per_image" ("" when rejected)
 
 
 @dataclass

@@ -49,7 +49,7 @@ class Submissions:
                             else row.clean_accuracy),   # the whole set's figure would tell the private split's
             clean_accuracy_private=float(correct[private].mean()) if show_private else 0.0,
             rejection_reasons=tuple(row.rejection_reasons), submitted_at=row.submitted_at,
-            disqualified_reason=row.disqualified_reason,
+            disqualified_reason=row.disqualified_reason, serving_mode=row.serving_mode,
         )
 
     async def list(self) -> list[DefenseRow]:

@@ -91,7 +91,8 @@ def defense_message(view: DefenseView) -> pb.Defense:
         description=view.description, sha256=view.sha256, size_bytes=view.size_bytes,
         num_classes=view.num_classes, clean_accuracy=view.clean_accuracy,
         clean_accuracy_private=view.clean_accuracy_private, rejection_reasons=list(view.rejection_reasons),
-        submitted_at=view.submitted_at, disqualified_reason=view.disqualified_reason)
+        submitted_at=view.submitted_at, disqualified_reason=view.disqualified_reason,
+        serving_mode=view.serving_mode)
 
 
 def run_message(info: RunInfo) -> pb.RunInfo:

@@ -223,7 +223,8 @@ def test_float_noise_defense_is_accepted_and_served_deterministically(fp_arena, 
     the stored serving mode) answers the same labels for every image of every request."""
     data = FLOAT_NOISE[name]().SerializeToString()
     with ArenaClient(fp_arena.address, fp_arena.token, timeout=120) as c:
-        c.submit_defense(data, name)                       # raises if rejected
+        defense = c.submit_defense(data, name)             # raises if rejected
+        assert defense.serving_mode == SERVING_PER_IMAGE   # told to the team, for its local oracle
         row = fp_arena.arena.store.get_defense(name)
         assert _different_bits(data, fp_arena.images), "the model is bit-identical across sizes here"
         assert row.serving_mode == SERVING_PER_IMAGE

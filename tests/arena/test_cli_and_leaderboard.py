@@ -24,11 +24,12 @@ def test_token_submit_and_defenses(arena, tmp_path, capsys, monkeypatch):
     model = tmp_path / "m.onnx"
     model.write_bytes(arena.tiny)
     assert main(["submit", str(model), "--name", "cli-tiny", "--server", arena.address, "--token", token]) == 0
-    assert "clean accuracy" in capsys.readouterr().out
+    assert "served batched" in capsys.readouterr().out
     monkeypatch.setenv("ARENA_TOKEN", token)
     assert main(["defenses", "--server", arena.address, "--json"]) == 0
     listed = {d["name"]: d for d in json.loads(capsys.readouterr().out)}
     assert listed["cli-tiny"]["team"] == "gamma" and listed["cli-tiny"]["status"] == "accepted"
+    assert listed["cli-tiny"]["serving_mode"] == "batched"
     assert main(["defenses", "--server", arena.address]) == 0
     assert "cli-tiny" in capsys.readouterr().out
     # a rejected submission: exit code 2, the reasons on stderr

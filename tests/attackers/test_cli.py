@@ -29,6 +29,26 @@ def test_local_attack_writes_per_sample_results(models, samples, tmp_path, capsy
     assert "mean l2" in capsys.readouterr().out
 
 
+def test_local_attack_runs_the_model_as_the_arena_serves_it(models, samples, tmp_path, monkeypatch):
+    """--serving-mode per_image reaches the local oracle: every model run is of one image."""
+    from arena.ground import inference
+
+    sizes = []
+    logits = inference.DefenseModel.logits
+
+    def counting(self, images, run_options=None):
+        sizes.append(self.max_chunk)
+        return logits(self, images, run_options)
+
+    monkeypatch.setattr(inference.DefenseModel, "logits", counting)
+    data = write_npz(tmp_path / "mine.npz", samples, n=2)
+    for mode, chunk in (("per_image", {1}), ("batched", {inference.DEFAULT_MAX_CHUNK})):
+        sizes.clear()
+        assert main(["attack", "--local", str(models.onnx_path), "--data", str(data), "--attack", "hsja",
+                     "--budget", "20", "--serving-mode", mode, "--no-progress"]) == 0
+        assert set(sizes) == chunk, (mode, set(sizes))
+
+
 def test_remote_attack_end_to_end(arena_server, tmp_path, capsys):
     out = tmp_path / "remote.json"
     args = ["attack", "--server", arena_server.address, "--token", arena_server.token, "--defense", "tiny",

@@ -57,6 +57,9 @@ def register(sub) -> None:
     parser.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
                         help="give up on an unreachable server after S seconds (default 10)")
     parser.add_argument("--threads", type=int, default=0, help="with --local: ONNX Runtime threads (0: all cores)")
+    parser.add_argument("--serving-mode", choices=("batched", "per_image"), default="batched",
+                        help="with --local: run the model as the arena serves it (`arena defenses` shows each "
+                             "accepted defense's mode; docs/rules.md section 3) (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_run)
 
@@ -100,7 +103,8 @@ def _local(args, attack) -> int:
         raise CommandError(str(error)) from None
     budget = DEFAULT_BUDGET if args.budget is None else args.budget
     try:
-        oracle = LocalOracle(args.local, budget=budget, num_samples=x.shape[0], threads=args.threads)
+        oracle = LocalOracle(args.local, budget=budget, num_samples=x.shape[0], threads=args.threads,
+                             serving_mode=args.serving_mode)
     except OracleError as error:
         raise CommandError(str(error)) from None
     if y.size and int(y.max()) >= oracle.num_classes:

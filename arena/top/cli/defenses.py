@@ -24,6 +24,7 @@ def defense_dict(d) -> dict:
         "description": d.description, "sha256": d.sha256, "size_bytes": d.size_bytes,
         "num_classes": d.num_classes, "clean_accuracy": d.clean_accuracy,
         "rejection_reasons": list(d.rejection_reasons), "submitted_at": d.submitted_at,
+        "serving_mode": d.serving_mode,
     }
 
 
@@ -45,13 +46,14 @@ def _run(args) -> int:
             d["name"], d["team"], d["status"],
             f"{d['clean_accuracy']:.2%}" if accepted else "-",
             str(d["num_classes"]) if accepted else "-",
+            d["serving_mode"] if accepted else "-",
             f"{d['size_bytes'] / 1024:.0f} KiB",
             time.strftime("%Y-%m-%d %H:%M", time.localtime(d["submitted_at"])),
             "",
         ])
         if not accepted:
-            rows.extend(["", "", "", "", "", "", "", f"  - {reason}"] for reason in d["rejection_reasons"])
-    print(_table(["name", "team", "status", "clean acc (public)", "classes", "size", "submitted", ""], rows))
+            rows.extend(["", "", "", "", "", "", "", "", f"  - {reason}"] for reason in d["rejection_reasons"])
+    print(_table(["name", "team", "status", "clean acc (public)", "classes", "served", "size", "submitted", ""], rows))
     return 0
 
 

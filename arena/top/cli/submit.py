@@ -29,5 +29,6 @@ def _run(args) -> int:
     with ArenaClient(args.server, token, timeout=args.timeout) as client:
         defense = client.submit_defense(data, args.name, args.description)
     print(f"accepted: {defense.name} (team {defense.team}), {defense.num_classes} classes, "
-          f"clean accuracy {defense.clean_accuracy:.2%} on the public split, sha256 {defense.sha256[:12]}")
+          f"clean accuracy {defense.clean_accuracy:.2%} on the public split, served {defense.serving_mode}, "
+          f"sha256 {defense.sha256[:12]}")
     return 0
