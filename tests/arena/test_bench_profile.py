@@ -51,4 +51,4 @@ def test_record_finds_the_hot_function(tmp_path):
     s = profile.summarise(tmp_path / "s.txt")
     top = [fn for fn, _ in s["self"].most_common(3)]
     assert "burn_the_cpu" in top[0], top
-    assert threads["burner"] > 0.5 and cpu >= threads["burner"]
+    assert threads["burner"] > 0.5 and cpu >= threads["burner"] - 0.05   # /proc counts in clock ticks

@@ -9,6 +9,10 @@ with the most samples on top of the stack (self) and anywhere in it (inclusive),
 share of the samples and that share of the server's measured CPU per image. The raw collapsed
 stacks are written beside it (`DIR/<server>.txt`, one `frame;frame;... count` per line: the input
 of flamegraph.pl or speedscope).
+
+The sampler shares the machine (100 samples a second by default: a few percent of a core), so a
+profiled window runs a little slower than the bench's own cells: read the profile for where the
+time goes, and the cells for how much there is.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ def thread_names() -> dict[int, str]:
     return {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
 
 
-def record(out: Path, drive, *, rate: int = 250) -> tuple[float, dict[str, float]]:
+def record(out: Path, drive, *, rate: int = 100) -> tuple[float, dict[str, float]]:
     """Samples this process while drive() runs; writes collapsed stacks to `out`. Returns the CPU
     seconds this process spent during drive() (getrusage, not the samples) and the CPU seconds
     per group of threads (Python thread names without their number; 'native' for the others)."""
@@ -130,7 +134,7 @@ def table(name: str, summary: dict, images: int, cpu: float, threads: dict[str, 
 
 
 def profile_servers(servers: dict, clients, batch: int, n_clients: int, seconds: float, out_dir: Path,
-                    rate: int = 250) -> list[str]:
+                    rate: int = 100) -> list[str]:
     """Profiles each of `servers` ({name: served}) under `n_clients` clients sending `batch`
     images for `seconds`; writes DIR/<name>.txt and DIR/profile.md; returns the tables."""
     out_dir = Path(out_dir)
