@@ -175,7 +175,8 @@ class MicroBatcher:
         self._image_timeout_s = timeout_s if image_timeout_s is None else image_timeout_s
         self._queue: deque[Job] = deque()
         self._queued_images = 0
-        self._inflight = 0
+        self._inflight = 0                   # model runs going on (at most max_inflight)
+        self._active = 0                     # runs dispatched and not finished (running or committing)
         self._dispatch_scheduled = False
         self._wait_timer: asyncio.TimerHandle | None = None
         self._idle = asyncio.Event()
@@ -219,16 +220,25 @@ class MicroBatcher:
             jobs = self._take()
             self._queued_images -= sum(j.images.shape[0] for j in jobs)
             self._inflight += 1
+            self._active += 1
             self.stats.runs += 1
             self.stats.images += sum(j.images.shape[0] for j in jobs)
             if len(jobs) > 1:
                 self.stats.merged_runs += 1
+            # the slot is given back once the model has run, before the group commit: the next run
+            # starts while this one's commit waits for its fsync (the commit still precedes the labels)
+            release = _Once(lambda: _call_soon_threadsafe(loop, self._run_done))
             self._executor.submit(
-                lambda jobs=jobs: self._run_and_commit(jobs),
-                lambda result, error, jobs=jobs: _call_soon_threadsafe(loop, self._finished, jobs, result, error))
+                lambda jobs=jobs, release=release: self._run_and_commit(jobs, release),
+                lambda result, error, jobs=jobs, release=release: (
+                    release(), _call_soon_threadsafe(loop, self._finished, jobs, result, error)))
+
+    def _run_done(self) -> None:
+        self._inflight -= 1
+        self._dispatch()
 
     def _finished(self, jobs: list[Job], result: Exception | None, load_error: BaseException | None) -> None:
-        self._inflight -= 1
+        self._active -= 1
         error = result
         if load_error is not None:  # the model could not be loaded: nothing charged, retryable
             log.error("defense %s could not be loaded: %s", self.name, load_error)
@@ -239,7 +249,7 @@ class MicroBatcher:
         for job in jobs:
             job._finish(job.failure or error)
         self._dispatch()          # the next run starts with what queued meanwhile
-        if not self._queue and self._inflight == 0:
+        if not self._queue and self._active == 0:
             self._idle.set()
 
     async def drain(self) -> None:
@@ -259,11 +269,15 @@ class MicroBatcher:
 
     # ---------------------------------------------------------------- worker thread
 
-    def _run_and_commit(self, jobs: list[Job]) -> Exception | None:
-        """Runs the model on the jobs' images, then commits every job's operations at once.
-        Returns None when durable, or the error to give the callers (after rolling back)."""
+    def _run_and_commit(self, jobs: list[Job], release: Callable[[], None]) -> Exception | None:
+        """Runs the model on the jobs' images, gives the run's slot back (`release`), then commits
+        every job's operations at once. Returns None when durable, or the error to give the
+        callers (after rolling back)."""
         start = time.perf_counter()
-        results = self._run([j.images for j in jobs])
+        try:
+            results = self._run([j.images for j in jobs])
+        finally:
+            release()
         if self.on_run is not None:
             self.on_run(sum(j.images.shape[0] for j in jobs), len(jobs), time.perf_counter() - start)
         ops: list[WriteOp] = []
@@ -339,6 +353,20 @@ class MicroBatcher:
 
 
 _ERROR, _TIMEOUT = "error", "timeout"
+
+
+class _Once:
+    """Calls fn the first time it is called (from any thread), never again."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self._fn = fn
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            fn, self._fn = self._fn, None
+        if fn is not None:
+            fn()
 
 
 def _call_soon_threadsafe(loop: asyncio.AbstractEventLoop, callback, *args) -> None:
