@@ -52,3 +52,38 @@ def test_record_finds_the_hot_function(tmp_path):
     top = [fn for fn, _ in s["self"].most_common(3)]
     assert any("burn_the_cpu" in fn for fn in top), top
     assert threads["burner"] > 0.3 and cpu >= threads["burner"] - 0.05   # /proc counts in clock ticks
+
+
+def test_bench_serve_profile_writes_profiles_and_ablations(tmp_path):
+    """`arena bench serve --profile DIR` on the toy grid: both profiles, the raw stacks, and the
+    table of the rules' work switched off, whose patches are undone afterwards."""
+    import argparse
+
+    from arena.ground import charging
+    from arena.server import images, queries, writer
+    from arena.top.bench import serve as bench
+
+    originals = (charging.SampleCharger.fast, images.in_unit_interval, queries.image_digests,
+                 writer.GroupCommitWriter.commit_blocking)
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--batches", "4", "--clients", "2", "--seconds", "0.3", "--rounds", "1",
+                              "--latency-requests", "5", "--http-seconds", "0.2", "--durability", "normal",
+                              "--no-hostile", "--profile", str(tmp_path), "--profile-seconds", "1.2"])
+    bench.HEADLINE = (4, 2)
+    try:
+        try:
+            result = bench.run(args)
+        except SystemExit as error:
+            pytest.skip(f"py-spy cannot attach here: {error}")
+    finally:
+        bench.HEADLINE = (64, 4)
+    text = (tmp_path / "profile.md").read_text()
+    assert "### arena-inprocess" in text and "### bare" in text
+    assert (tmp_path / "arena-inprocess.txt").stat().st_size > 0 and (tmp_path / "bare.txt").stat().st_size > 0
+    for row in ("| as served |", "| without checks |", "| without digests |", "| without commit |",
+                "| without all three |", "| bare server | "):
+        assert row in text, row
+    assert any("the rules' work, switched off" in note for note in result["notes"])
+    assert (charging.SampleCharger.fast, images.in_unit_interval, queries.image_digests,
+            writer.GroupCommitWriter.commit_blocking) == originals

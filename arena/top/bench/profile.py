@@ -10,6 +10,11 @@ share of the samples and that share of the server's measured CPU per image. The 
 stacks are written beside it (`DIR/<server>.txt`, one `frame;frame;... count` per line: the input
 of flamegraph.pl or speedscope).
 
+Then the arena is measured with each part of the rules' work switched off in turn (the value
+check and the charging fast path; the digests of images answered adversarial; the durable group
+commit), and with all of them off, against the bare server in the same alternating slices: what
+each rule costs per image, and what is left of the arena's own machinery.
+
 The sampler shares the machine (100 samples a second by default: a few percent of a core), so a
 profiled window runs a little slower than the bench's own cells: read the profile for where the
 time goes, and the cells for how much there is.
@@ -152,3 +157,86 @@ def profile_servers(servers: dict, clients, batch: int, n_clients: int, seconds:
                             box["images"], cpu, threads, rate))
     (out_dir / "profile.md").write_text("\n\n".join(tables) + "\n")
     return tables
+
+
+# ---------------------------------------------------------------- the rules' work, switched off
+
+
+ABLATIONS = {   # what each switch removes from the in-process arena (for this measurement only)
+    "checks": "the value check and the charging rule's fast path (docs/rules.md sections 2, 4)",
+    "digests": "the digests of images answered adversarial (free verification, section 5)",
+    "commit": "the durable group commit (charges, replay record, digests)",
+}
+
+
+def _switched_off(parts: set[str]):
+    """Patches the in-process arena so that `parts` do nothing; returns the undo."""
+    import numpy as np
+
+    from arena.ground import charging
+    from arena.server import images, queries, writer
+
+    saved = []
+
+    def patch(owner, name, value):
+        saved.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, value)
+
+    if "checks" in parts:
+        patch(charging.SampleCharger, "fast", lambda self, x, named: np.ones(x.shape[0], dtype=bool))
+        patch(images, "in_unit_interval", lambda values: True)
+    if "digests" in parts:
+        patch(queries, "image_digests",
+              lambda x, rows=None, algorithm="": [bytes(32)] * (x.shape[0] if rows is None else len(rows)))
+    if "commit" in parts:
+        patch(writer.GroupCommitWriter, "commit_blocking", lambda self, ops: None)
+
+    def undo() -> None:
+        for owner, name, value in reversed(saved):
+            setattr(owner, name, value)
+    return undo
+
+
+def ablations(arena, bare, clients, batch: int, n_clients: int, seconds: float, rounds: int = 2) -> str:
+    """Images/s and CPU per image (by thread group) of the in-process arena as served, with each
+    part of the rules' work switched off, with all of it off, and of the bare server: in
+    alternating slices, so that what the rules cost per image is measured, not guessed."""
+    cells = [("as served", set()), *((f"without {k}", {k}) for k in ABLATIONS),
+             ("without all three", set(ABLATIONS)), ("bare server", None)]
+    totals = {name: {"images": 0, "seconds": 0.0, "cpu": Counter()} for name, _ in cells}
+    for _ in range(rounds):
+        for name, parts in cells:
+            undo = _switched_off(parts) if parts is not None else (lambda: None)
+            try:
+                before, start = thread_cpu(), time.perf_counter()
+                results = clients.grpc(bare if parts is None else arena, n_clients, batch, seconds)
+                elapsed, after = time.perf_counter() - start, thread_cpu()
+            finally:
+                undo()
+            names = thread_names()
+            cell = totals[name]
+            cell["images"] += sum(x["images"] for x in results)
+            cell["seconds"] += elapsed
+            for tid, value in after.items():
+                group = re.sub(r"[-_]\d+$", "", names.get(tid, "native"))
+                group = {"arena-infer": "model runs", "ThreadPoolExecutor-0": "model runs",
+                         "arena-server": "event loop" if parts is not None else "other"}.get(group, group)
+                if parts is None and group.startswith("Thread-") and "lambda" in group:
+                    group = "event loop"      # the bare server's loop thread
+                if group not in ("model runs", "event loop", "native"):
+                    group = "other"
+                cell["cpu"][group] += value - before.get(tid, 0.0)
+    lines = [f"### the rules' work, switched off (batch {batch}, {n_clients} clients, {rounds} x {seconds:g} s each)",
+             "", "| server | images/s | / bare | CPU us/image | model-run threads | event loop | native | other |",
+             "|---|---|---|---|---|---|---|---|"]
+    bare_rate = totals["bare server"]["images"] / max(totals["bare server"]["seconds"], 1e-9)
+    for name, _ in cells:
+        cell = totals[name]
+        per = 1e6 / max(cell["images"], 1)
+        rate = cell["images"] / max(cell["seconds"], 1e-9)
+        cpu = cell["cpu"]
+        lines.append(f"| {name} | {rate:.0f} | {rate / bare_rate:.3f} | {sum(cpu.values()) * per:.1f} | "
+                     + " | ".join(f"{cpu[g] * per:.1f}" for g in ("model runs", "event loop", "native", "other"))
+                     + " |")
+    lines += ["", *(f"- {k}: {v}" for k, v in ABLATIONS.items())]
+    return "\n".join(lines)

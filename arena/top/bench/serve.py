@@ -64,8 +64,8 @@ def add_arguments(parser) -> None:
                         help="the validation memory limit for the memory bomb (default: 1024)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="also sample the arena (models in-process) and the bare server with py-spy at batch "
-                             "64, 4 clients, and write the top of each profile and the raw stacks to DIR "
-                             "(arena.top.bench.profile)")
+                             "64, 4 clients, write the top of each profile and the raw stacks to DIR, and measure "
+                             "the arena with each part of the rules' work switched off (arena.top.bench.profile)")
     parser.add_argument("--profile-seconds", type=float, default=8.0,
                         help="seconds of load per profiled server (default: 8)")
     replicas = parser.add_argument_group("replicas (arena.top.bench.replicas)")
@@ -380,6 +380,9 @@ def run(args) -> dict:
 
             notes += profile.profile_servers({"arena-inprocess": inproc, "bare": bare}, clients,
                                              hb, hc, args.profile_seconds, args.profile)
+            notes.append(profile.ablations(inproc, bare, clients, hb, hc, args.profile_seconds / 4))
+            with open(Path(args.profile) / "profile.md", "a") as out:
+                out.write("\n" + notes[-1] + "\n")
             notes.append(f"profiles: {args.profile}/profile.md, raw stacks beside it")
 
         _charging_cost(images, figures, rows, served)
