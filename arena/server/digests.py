@@ -22,6 +22,7 @@ import numpy as np
 import xxhash
 
 IMAGE_DIGESTS = ("blake3", "sha256")   # the first: what a new store keys by
+LEGACY_IMAGE_DIGEST = "sha256"         # what a store created before the choice was recorded keys by
 
 
 def image_digests(images: np.ndarray, rows=None, algorithm: str = IMAGE_DIGESTS[0]) -> list[bytes]:

@@ -16,6 +16,7 @@ import abc
 
 import numpy as np
 
+from arena.server.digests import LEGACY_IMAGE_DIGEST
 from arena.server.store.blobs import BlobStore
 from arena.server.store.rows import (
     TEAM,
@@ -42,7 +43,7 @@ class Store(abc.ABC):
     # The digest that keys Predict's records of images answered adversarial (arena.server.digests):
     # chosen when the store is created and kept for its life; a store from before it was recorded
     # holds sha256 digests.
-    image_digest: str = "sha256"
+    image_digest: str = LEGACY_IMAGE_DIGEST
 
     # evaluation set
     @abc.abstractmethod

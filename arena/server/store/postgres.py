@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 import numpy as np
 import psycopg
 
-from arena.server.digests import IMAGE_DIGESTS
+from arena.server.digests import IMAGE_DIGESTS, LEGACY_IMAGE_DIGEST
 from arena.server.store.rows import (
     OPEN,
     SCHEMA_VERSION,
@@ -334,7 +334,7 @@ class PostgresStore(SqlStore):
                 conn.execute("INSERT INTO meta(key, value) VALUES ('image_digest', %s) ON CONFLICT (key) DO NOTHING",
                              (IMAGE_DIGESTS[0],))
             digest = conn.execute("SELECT value FROM meta WHERE key = 'image_digest'").fetchone()
-            self.image_digest = digest[0] if digest else "sha256"
+            self.image_digest = digest[0] if digest else LEGACY_IMAGE_DIGEST
 
     def close(self) -> None:
         self._closed = True

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from arena.server.store.blobs import BlobStore
-from arena.server.digests import IMAGE_DIGESTS
+from arena.server.digests import IMAGE_DIGESTS, LEGACY_IMAGE_DIGEST
 from arena.server.store.rows import (
     OPEN,
     SCHEMA_VERSION,
@@ -104,7 +104,7 @@ class SqliteStore(SqlStore):
                 conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('phase', ?)", (OPEN,))
                 conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('image_digest', ?)", (IMAGE_DIGESTS[0],))
             digest = conn.execute("SELECT value FROM meta WHERE key = 'image_digest'").fetchone()
-            self.image_digest = digest[0] if digest else "sha256"
+            self.image_digest = digest[0] if digest else LEGACY_IMAGE_DIGEST
             self._writer = conn
 
     # -------------------------------------------------------------- connections
