@@ -1,4 +1,4 @@
-"""`arena bench {train,serve,attack,bootstrap}`: hot-path benchmarks.
+"""`arena bench {train,serve,attack,subspace,bootstrap}`: hot-path benchmarks.
 
 Each benchmark module defines `add_arguments(parser)` (importable without torch) and
 `run(args) -> dict` returning {"title", "columns", "rows", "figures"}; `figures["ratio"]` is the
@@ -17,6 +17,7 @@ BENCHES = {
     "train": ("arena.top.bench.train", "TRADES training step vs the straightforward formulation"),
     "serve": ("arena.top.bench.serve", "gRPC serving vs in-process ONNX Runtime"),
     "attack": ("arena.top.bench.attack", "decision-based attacks vs the white-box reference"),
+    "subspace": ("arena.top.bench.subspace", "how much of the boundary's normal each probe subspace holds (label-only attacks)"),
     "bootstrap": ("arena.top.bench.bootstrap", "the board's bootstrap intervals vs the one-resample-at-a-time loop"),
 }
 
