@@ -30,6 +30,22 @@ from protos import arena_v1_pb2 as pb
 from .conftest import NUM_SAMPLES, model_labels, rpc_error, synthetic_images
 
 
+def predict_together(server, batcher, team: str, requests: list) -> tuple[list, int]:
+    """The requests sent at once through the core (answers, and how many merged runs they made).
+    Noise images take the charging rule's search off the loop, so the requests reach the batcher
+    in different ticks: it waits for company (its max_wait_s) meanwhile, so that they merge."""
+    async def together():
+        before = batcher.stats.merged_runs
+        answers = await asyncio.gather(*(server.arena.queries.predict(team, predict_call(q)) for q in requests))
+        return answers, batcher.stats.merged_runs - before
+
+    wait, batcher._max_wait_s = batcher._max_wait_s, 1.0
+    try:
+        return server.call(together())
+    finally:
+        batcher._max_wait_s = wait
+
+
 def test_split_batch_uses_validated_sizes_only():
     for max_chunk in (1, 4, 64):
         sizes = set(chunk_sizes(max_chunk))
@@ -137,18 +153,7 @@ def test_boundary_labels_do_not_depend_on_the_batch(arena, resnet, defense):
                                               sample_indices=list(np.arange(size) % NUM_SAMPLES),
                                               images=encode(batch)))
 
-        async def together():
-            before = batcher.stats.merged_runs
-            answers = await asyncio.gather(*(server.arena.queries.predict("alpha", predict_call(q)) for q in requests))
-            return answers, batcher.stats.merged_runs - before
-
-        # the noise images take the charging rule's search off the loop, so the requests reach the
-        # batcher in different ticks: let it wait for company (its max_wait_s) so that they merge
-        wait, batcher._max_wait_s = batcher._max_wait_s, 1.0
-        try:
-            answers, merged = server.call(together())
-        finally:
-            batcher._max_wait_s = wait
+        answers, merged = predict_together(server, batcher, "alpha", requests)
         assert merged >= 1
         for answer, (pos, k) in zip(answers, where):
             assert answer.labels[pos] == alone[k]
@@ -276,12 +281,7 @@ def test_float_noise_defense_is_accepted_and_served_deterministically(fp_arena, 
         requests.append(pb.PredictRequest(run_id=state.row.run_id, request_id=f"m{r}",
                                           sample_indices=list(np.arange(size) % FP_SAMPLES), images=encode(batch)))
 
-    async def together():
-        before = batcher.stats.merged_runs
-        answers = await asyncio.gather(*(fp_arena.arena.queries.predict("fp", predict_call(q)) for q in requests))
-        return answers, batcher.stats.merged_runs - before
-
-    answers, merged = fp_arena.call(together())
+    answers, merged = predict_together(fp_arena, batcher, "fp", requests)
     assert merged >= 1
     for answer, (pos, k) in zip(answers, where):
         assert answer.labels[pos] == alone[k]

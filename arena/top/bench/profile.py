@@ -78,11 +78,14 @@ def record(out: Path, drive, *, rate: int = 100) -> tuple[float, dict[str, float
     time.sleep(1.0)   # py-spy attaches and starts sampling
     if spy.poll() is not None:
         raise SystemExit(f"py-spy could not sample this process: {spy.stdout.read().strip()}")
-    cpu0, threads0 = cpu_seconds(), thread_cpu()
+    # the threads' window nested inside the process's: their sum cannot exceed the process's CPU
+    cpu0 = cpu_seconds()
+    threads0 = thread_cpu()
     try:
         drive()
     finally:
-        cpu, threads1 = cpu_seconds() - cpu0, thread_cpu()
+        threads1 = thread_cpu()
+        cpu = cpu_seconds() - cpu0
         names = thread_names()
         spy.send_signal(signal.SIGINT)   # py-spy writes what it sampled and exits
         spy.communicate(timeout=60)
