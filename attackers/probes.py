@@ -36,7 +36,7 @@ def vertical_weights(size: int, resolution: int) -> tuple[np.ndarray, np.ndarray
 
 
 @lru_cache(maxsize=8)
-def _upsample_matrix(size: int, resolution: int) -> np.ndarray:
+def upsample_matrix(size: int, resolution: int) -> np.ndarray:
     """[size, resolution] bilinear interpolation weights (the matrix form of vertical_weights)."""
     first, second, w_first, w_second = vertical_weights(size, resolution)
     m = np.zeros((size, resolution), dtype=np.float32)
@@ -51,7 +51,7 @@ def upsample(z: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     _, h, w = shape
     if z.shape[-2:] == (h, w):
         return z
-    return _upsample_matrix(h, z.shape[-2]) @ z @ _upsample_matrix(w, z.shape[-1]).T
+    return upsample_matrix(h, z.shape[-2]) @ z @ upsample_matrix(w, z.shape[-1]).T
 
 
 def to_image(v: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -107,9 +107,9 @@ def draw_directions(rng: np.random.Generator, count: int, shape: tuple[int, ...]
         flat = z.reshape(count, -1)
         return Directions(z, None, _inverse(np.einsum("ij,ij->i", flat, flat)), tuple(shape))
     z = rng.standard_normal((count, c, resolution, resolution), dtype=np.float32)
-    rows = z @ _upsample_matrix(w, resolution).T
+    rows = z @ upsample_matrix(w, resolution).T
     # ||V @ rows||^2 per direction, V the [h, r] height interpolation: sum of rows * (V^T V) @ rows
-    gram = _upsample_matrix(h, resolution).T @ _upsample_matrix(h, resolution)
+    gram = upsample_matrix(h, resolution).T @ upsample_matrix(h, resolution)
     squares = np.einsum("ncrw,ncrw->n", gram @ rows, rows)
     return Directions(z, rows, _inverse(squares), tuple(shape))
 

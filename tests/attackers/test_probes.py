@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from attackers.probes import _upsample_matrix, draw_directions, upsample, vertical_weights
+from attackers.probes import upsample_matrix, draw_directions, upsample, vertical_weights
 
 
 def test_vertical_weights_are_bilinear_with_clamped_edges():
@@ -17,7 +17,7 @@ def test_vertical_weights_are_bilinear_with_clamped_edges():
     np.testing.assert_allclose([w_first[1], w_second[1]], [0.75, 0.25])
     assert (first[1], second[1]) == (0, 1)
     assert (first[-1], second[-1]) == (3, 3)
-    m = _upsample_matrix(8, 4)
+    m = upsample_matrix(8, 4)
     z = np.arange(4, dtype=np.float32)
     np.testing.assert_allclose(m @ z, w_first * z[first] + w_second * z[second])
 

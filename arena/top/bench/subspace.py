@@ -49,12 +49,12 @@ def sign_estimate_cosine(probes: int, dims: int) -> float:
 
 def bilinear_basis(shape: tuple[int, int, int], resolution: int) -> np.ndarray:
     """Orthonormal float64 [c*h*w, c*r*r]: the span of the bilinear upsamplings of r x r draws."""
-    from attackers.probes import _upsample_matrix
+    from attackers.probes import upsample_matrix
 
     c, h, w = shape
     if resolution >= h and resolution >= w:
         return np.eye(c * h * w)
-    up = np.kron(np.eye(c), np.kron(_upsample_matrix(h, resolution), _upsample_matrix(w, resolution)))
+    up = np.kron(np.eye(c), np.kron(upsample_matrix(h, resolution), upsample_matrix(w, resolution)))
     q, _ = np.linalg.qr(up.astype(np.float64))
     return q
 
