@@ -51,11 +51,11 @@ class PCAProbes(CGBA):
 
     def __init__(self, k: int, **cgba) -> None:
         super().__init__(**cgba)
-        from arena.top.bench.subspace import pca_basis
+        from arena.top.bench.subspace import pca_basis, principal_components
         from defenses.data import load_samples
 
         public, _, _ = load_samples("demo", None)
-        self.basis = pca_basis(public, k).T.astype(np.float32)   # [k, D]
+        self.basis = pca_basis(principal_components(public), k).T.astype(np.float32)   # [k, D]
 
     def estimate_gradient(self, tracker, pos, x, rows, dist, counts, rng):
         lo, hi = tracker.bounds

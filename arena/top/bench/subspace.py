@@ -54,18 +54,22 @@ def bilinear_basis(shape: tuple[int, int, int], resolution: int) -> np.ndarray:
     c, h, w = shape
     if resolution >= h and resolution >= w:
         return np.eye(c * h * w)
-    up = np.kron(np.eye(c), np.kron(upsample_matrix(h, resolution), upsample_matrix(w, resolution)))
-    q, _ = np.linalg.qr(up.astype(np.float64))
-    return q
+    # one channel's span, orthonormalised once; the channels' blocks are disjoint
+    plane, _ = np.linalg.qr(np.kron(upsample_matrix(h, resolution), upsample_matrix(w, resolution)).astype(np.float64))
+    return np.kron(np.eye(c), plane)
 
 
-def pca_basis(images: np.ndarray, k: int) -> np.ndarray:
-    """Orthonormal float64 [D, k]: the top k principal components of `images`."""
+def principal_components(images: np.ndarray) -> np.ndarray:
+    """float64 [min(n, D), D]: the principal components of `images`, largest first (one SVD)."""
     flat = images.reshape(images.shape[0], -1).astype(np.float64)
-    _, _, vt = np.linalg.svd(flat - flat.mean(axis=0), full_matrices=False)
-    if k > vt.shape[0]:
-        raise ValueError(f"--pca {k}: the public images give only {vt.shape[0]} components")
-    return vt[:k].T
+    return np.linalg.svd(flat - flat.mean(axis=0), full_matrices=False)[2]
+
+
+def pca_basis(components: np.ndarray, k: int) -> np.ndarray:
+    """Orthonormal float64 [D, k]: the top k of `principal_components(images)`."""
+    if k > components.shape[0]:
+        raise ValueError(f"--pca {k}: the public images give only {components.shape[0]} components")
+    return components[:k].T
 
 
 def shares(normals: np.ndarray, basis: np.ndarray) -> np.ndarray:
@@ -99,7 +103,8 @@ def run(args) -> dict:
     normals = boundary_normals(target, x, y, args.ddn_steps)
     public, _, _ = load_samples("demo", None)
     spaces = [(f"bilinear {r}", bilinear_basis(tuple(x.shape[1:]), r)) for r in resolutions]
-    spaces += [(f"pca {k}", pca_basis(public, k)) for k in components]
+    public_components = principal_components(public) if components else None
+    spaces += [(f"pca {k}", pca_basis(public_components, k)) for k in components]
     rows, figures = [], {"samples": len(y), "probes": args.probes}
     for name, basis in spaces:
         rho = shares(normals, basis)
